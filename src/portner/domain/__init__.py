@@ -1,0 +1,1 @@
+"""Portner's domain: pure Python, no framework, no vendor vocabulary."""

@@ -1,0 +1,329 @@
+"""The relational schema, in SQLAlchemy Core; one metadata shared by the store and Alembic.
+
+Portable types only, so that the same schema runs on a SQLite file and on PostgreSQL. Instants are
+stored in UTC through `UtcDateTime`, which refuses naive values instead of guessing their zone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as UTC; SQLite keeps no zone, so we restore it on read."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"refusing to store a naive datetime: {value.isoformat()}")
+        value = value.astimezone(UTC)
+        # SQLite stores text; drop the zone so values compare as text in UTC order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _id(name: str = "id") -> Column[str]:
+    return Column(name, String(64), primary_key=True)
+
+
+def _ref(name: str, target: str, *, nullable: bool = False, index: bool = True) -> Column[str]:
+    return Column(name, String(64), ForeignKey(target), nullable=nullable, index=index)
+
+
+municipalities = Table(
+    "municipalities",
+    metadata,
+    _id(),
+    Column("name", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("service_model", String(32), nullable=False),
+    Column("window_lead_s", Integer, nullable=False),
+    Column("window_grace_s", Integer, nullable=False),
+    Column("baseline_key_minutes_per_shift", Float, nullable=False),
+    Column("accept_synthetic_ids", Boolean, nullable=False),
+    Column("plan_horizon_s", Integer, nullable=False),
+)
+
+zones = Table(
+    "zones",
+    metadata,
+    _id(),
+    _ref("municipality_id", "municipalities.id"),
+    Column("path", String(400), nullable=False),
+    UniqueConstraint("municipality_id", "path", name="uq_zones_municipality_path"),
+)
+
+residents = Table(
+    "residents",
+    metadata,
+    _id(),
+    _ref("municipality_id", "municipalities.id"),
+    # Sensitive: needed to match plans and to write visits back (the VKP Encounter names the
+    # subject by national id). Never selected into logs or reports.
+    Column("national_id", String(11), nullable=True),
+    Column("display_name", String(200), nullable=False, default=""),
+    _ref("zone_id", "zones.id", nullable=True),
+    Column("source_ref", String(200), nullable=True),
+    UniqueConstraint("municipality_id", "national_id", name="uq_residents_municipality_nid"),
+)
+
+homes = Table(
+    "homes",
+    metadata,
+    _id(),
+    _ref("resident_id", "residents.id"),
+    Column("address", String(400), nullable=False, default=""),
+    Column("elock_system", String(200), nullable=True),
+)
+
+doors = Table(
+    "doors",
+    metadata,
+    _id(),
+    _ref("home_id", "homes.id"),
+    Column("position", Integer, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("lock_id", String(64), nullable=True, unique=True),
+    UniqueConstraint("home_id", "position", name="uq_doors_home_position"),
+)
+
+locks = Table(
+    "locks",
+    metadata,
+    _id(),
+    _ref("door_id", "doors.id"),
+    Column("backend", String(64), nullable=False),
+    Column("model", String(200), nullable=False, default=""),
+    # What the platform has verified of the lock's own event log so far.
+    Column("synced_seq", BigInteger, nullable=False, default=0),
+    Column("synced_hash", LargeBinary, nullable=True),
+    Column("battery_percent", Float, nullable=True),
+    Column("clock_offset_s", Float, nullable=True),
+    Column("last_sync_at", UtcDateTime, nullable=True),
+)
+
+actors = Table(
+    "actors",
+    metadata,
+    _id(),
+    _ref("municipality_id", "municipalities.id"),
+    Column("role", String(32), nullable=False),
+    Column("organisation", String(200), nullable=False),
+    Column("display_name", String(200), nullable=False, default=""),
+    Column("her_id", String(32), nullable=True, index=True),
+    Column("hpr_number", String(32), nullable=True, index=True),
+    Column("national_id", String(11), nullable=True, index=True),
+    Column("active", Boolean, nullable=False, default=True),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    _id(),
+    _ref("actor_id", "actors.id"),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("registered_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+visit_plans = Table(
+    "visit_plans",
+    metadata,
+    Column("municipality_id", String(64), ForeignKey("municipalities.id"), primary_key=True),
+    Column("plan_key", String(300), primary_key=True),
+    Column("source_file", String(500), nullable=False),
+    Column("version", String(100), nullable=True),
+    # Hash of what the plan yielded; an identical re-import is recognised and changes nothing.
+    Column("content_hash", String(64), nullable=False),
+    Column("imported_at", UtcDateTime, nullable=False),
+)
+
+visits = Table(
+    "visits",
+    metadata,
+    _id(),
+    _ref("municipality_id", "municipalities.id"),
+    _ref("resident_id", "residents.id"),
+    Column("plan_key", String(300), nullable=False, index=True),
+    Column("source_key", String(400), nullable=False),
+    Column("planned_start", UtcDateTime, nullable=False, index=True),
+    Column("planned_end", UtcDateTime, nullable=False),
+    Column("staff_ids", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("description", String(400), nullable=False, default=""),
+    Column("arrived_at", UtcDateTime, nullable=True),
+    Column("departed_at", UtcDateTime, nullable=True),
+    Column("written_back_at", UtcDateTime, nullable=True),
+    UniqueConstraint("municipality_id", "source_key", name="uq_visits_municipality_source"),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    _id(),
+    _ref("actor_id", "actors.id"),
+    Column("door_ids", JSON, nullable=False),
+    Column("not_before", UtcDateTime, nullable=False),
+    Column("not_after", UtcDateTime, nullable=False, index=True),
+    Column("origin", String(16), nullable=False),
+    _ref("visit_id", "visits.id", nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(400), nullable=False, default=""),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", String(32), primary_key=True),  # hex of the CWT cti
+    _ref("grant_id", "grants.id"),
+    _ref("device_id", "devices.id"),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("not_before", UtcDateTime, nullable=False),
+    Column("not_after", UtcDateTime, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+revocation_lists = Table(
+    "revocation_lists",
+    metadata,
+    Column("municipality_id", String(64), ForeignKey("municipalities.id"), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("blob", LargeBinary, nullable=False),
+)
+
+issuer_keys = Table(
+    "issuer_keys",
+    metadata,
+    Column("kid", String(32), primary_key=True),  # hex
+    _ref("municipality_id", "municipalities.id"),
+    Column("alg", String(16), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("retired_at", UtcDateTime, nullable=True),
+)
+
+door_events = Table(
+    "door_events",
+    metadata,
+    Column("lock_id", String(64), ForeignKey("locks.id"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("lock_time", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("allowed", Boolean, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("credential_id", String(32), nullable=True, index=True),
+    Column("actor_id", String(64), nullable=True, index=True),
+    _ref("visit_id", "visits.id", nullable=True),
+    Column("hash", LargeBinary, nullable=False),
+)
+
+lock_log_anomalies = Table(
+    "lock_log_anomalies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ref("lock_id", "locks.id"),
+    Column("kind", String(32), nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("detail", String(400), nullable=False, default=""),
+    Column("detected_at", UtcDateTime, nullable=False),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ref("municipality_id", "municipalities.id"),
+    Column("file", String(500), nullable=False),
+    Column("resource", String(300), nullable=False),
+    Column("field", String(300), nullable=False),
+    Column("message", String(500), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("raw", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    Index("ix_quarantine_entry", "municipality_id", "file", "resource", "field"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("delivered_at", UtcDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", String(500), nullable=True),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(64), nullable=False, index=True),
+    Column("subject", String(200), nullable=False, index=True),
+    Column("details", JSON, nullable=False),
+    Column("prev_hash", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+
+# One row that holds the chain's head; appenders lock it so that the chain stays linear even
+# with several API replicas writing at once (SELECT ... FOR UPDATE on PostgreSQL).
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+)
