@@ -1,0 +1,262 @@
+"""The `portner` command line: import plans, read logs, verify the audit chain, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from portner.bootstrap import open_app, utcnow
+from portner.config import Settings
+from portner.domain.care_record import Severity
+from portner.services.ids import IdSource
+from portner.services.importing import ImportReport, import_sources
+from portner.services.queries import UnknownResident, access_log
+from portner.storage.audit import verify_audit
+from portner.storage.repository import Repository
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "db", None):
+        kwargs["database_url"] = args.db
+    if getattr(args, "data_dir", None):
+        kwargs["data_dir"] = Path(args.data_dir)
+    if getattr(args, "municipality", None):
+        kwargs["municipality_id"] = args.municipality
+    return Settings(**kwargs)
+
+
+def _emit_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# -- import ----------------------------------------------------------------------------------
+def cmd_import(args: argparse.Namespace) -> int:
+    from portner.fhir import read_sources
+
+    settings = _settings(args)
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        err.print(f"[red]portner import: no such file or folder: {', '.join(missing)}[/red]")
+        return 2
+    app = open_app(settings, accept_synthetic_ids=True if args.accept_synthetic_ids else None)
+    m = app.municipality
+    now = utcnow()
+    start = now - timedelta(days=1)
+    end = now + (timedelta(days=args.horizon_days) if args.horizon_days else m.plan_horizon)
+    sources = read_sources(
+        [Path(p) for p in args.paths],
+        timezone=m.timezone,
+        horizon_start=start,
+        horizon_end=end,
+        accept_synthetic_ids=m.accept_synthetic_ids,
+    )
+    report = import_sources(app.engine, m, sources, now=now, ids=IdSource())
+    if args.json:
+        _emit_json(report.as_dict())
+    else:
+        print_import_report(report)
+    return 1 if report.quarantined and args.strict else 0
+
+
+def print_import_report(report: ImportReport) -> None:
+    """Print an import report for people: counts first, then each problem with its place."""
+    console.print(
+        f"Read {report.files} file(s): {report.patients} resident(s), "
+        f"{report.practitioners} staff, {report.plans_seen} visit plan(s) "
+        f"({report.plans_unchanged} unchanged)."
+    )
+    console.print(
+        f"Visits: {report.visits_added} added, {report.visits_moved} moved, "
+        f"{report.visits_cancelled} cancelled. Grants: {report.grants_created} created, "
+        f"{report.grants_revoked} revoked. {report.physical_key_visits} visit(s) need a physical key."
+    )
+    errors = [p for p in report.problems if p.severity is Severity.ERROR]
+    skipped = [p for p in report.problems if p.severity is Severity.SKIPPED]
+    if errors:
+        console.print(f"[yellow]{len(errors)} entr(y/ies) quarantined for correction:[/yellow]")
+        for p in errors:
+            console.print(f"  [yellow]✗[/yellow] {p}", highlight=False, markup=False)
+    if skipped:
+        console.print(f"{len(skipped)} resource(s) recognised and skipped:")
+        for p in skipped:
+            console.print(f"  - {p}", highlight=False, markup=False)
+
+
+# -- access log, quarantine, audit -----------------------------------------------------------
+def cmd_access_log(args: argparse.Namespace) -> int:
+    app = open_app(_settings(args))
+    try:
+        lines = access_log(
+            app.engine,
+            args.resident,
+            reader=args.reader,
+            now=utcnow(),
+            timezone=app.municipality.timezone,
+        )
+    except UnknownResident:
+        err.print(f"[red]portner access-log: no resident {args.resident}[/red]")
+        return 2
+    if args.json:
+        _emit_json([ln.as_dict() for ln in lines])
+        return 0
+    if not lines:
+        console.print("Nobody has opened or tried this resident's doors yet.")
+        return 0
+    table = Table(title=f"Who came to {args.resident}'s door")
+    for col in ("When", "Door", "Who", "Role", "Result", "Why"):
+        table.add_column(col)
+    for ln in lines:
+        why = "planned visit" if ln.planned else (ln.reason if ln.outcome == "refused" else "")
+        if ln.outcome == "refused":
+            why = f"refused: {ln.reason}"
+        table.add_row(ln.at_local, ln.door, ln.who, ln.role, ln.outcome, why)
+    console.print(table)
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    app = open_app(_settings(args))
+    with app.engine.connect() as conn:
+        rows = Repository(conn).quarantine(app.municipality.id)
+    items = [
+        {"id": r.id, "file": r.file, "resource": r.resource, "field": r.field, "message": r.message}
+        for r in rows
+    ]
+    if args.json:
+        _emit_json(items)
+    else:
+        console.print(f"{len(items)} entr(y/ies) waiting for correction")
+        for i in items:
+            console.print(
+                f"  #{i['id']} {i['file']}: {i['resource']} {i['field']}: {i['message']}",
+                markup=False,
+                highlight=False,
+            )
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    app = open_app(_settings(args))
+    with app.engine.connect() as conn:
+        result = verify_audit(conn)
+    if args.json:
+        _emit_json(
+            {
+                "ok": result.ok,
+                "count": result.count,
+                "first_bad_seq": result.first_bad_seq,
+                "problem": result.problem,
+            }
+        )
+    elif result.ok:
+        console.print(f"[green]Audit chain verified: {result.count} entries, unbroken.[/green]")
+    else:
+        console.print(
+            f"[red]Audit chain BROKEN at entry {result.first_bad_seq}: {result.problem}[/red]"
+        )
+    return 0 if result.ok else 1
+
+
+# -- demo and bench --------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from portner.demo.day import DemoOptions, run_demo
+
+    options = DemoOptions(
+        seed=args.seed,
+        data_dir=Path(args.data_dir) if args.data_dir else Path("portner-data") / "demo",
+        db_url=args.db,
+        residents=args.residents,
+        staff=args.staff,
+        fixtures=None if args.no_fixtures else (Path(args.fixtures) if args.fixtures else None),
+        use_fixtures=not args.no_fixtures,
+        json=args.json,
+    )
+    summary = run_demo(options, console=err if args.json else console)
+    if args.json:
+        _emit_json(summary)
+    return 0 if summary["audit"]["ok"] else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from portner.bench import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="portner", description="Open door access for municipal home care."
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", help="database URL (default: SQLite file in the data directory)")
+    common.add_argument("--data-dir", help="data directory (default: ./portner-data)")
+    common.add_argument("--municipality", help="municipality id (default: kommune)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("import", parents=[common], help="import FHIR visit plans and residents")
+    p.add_argument("paths", nargs="+", help="FHIR files or folders (STU3/R4, XML/JSON)")
+    p.add_argument("--accept-synthetic-ids", action="store_true",
+                   help="accept national test-registry ids (test and demo environments only)")
+    p.add_argument("--horizon-days", type=int, help="expand open-ended plans this many days")
+    p.add_argument("--strict", action="store_true", help="exit 1 when anything was quarantined")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("access-log", parents=[common], help="who came to a resident's door, when")
+    p.add_argument("--resident", required=True, help="resident id (res-...)")
+    p.add_argument("--reader", default="cli:operator", help="who is reading (logged)")
+    p.set_defaults(func=cmd_access_log)
+
+    p = sub.add_parser("quarantine", parents=[common], help="entries waiting for correction")
+    p.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser("audit", help="the tamper-evident audit log")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True)
+    v = audit_sub.add_parser("verify", parents=[common], help="verify the hash chain")
+    v.set_defaults(func=cmd_audit_verify)
+
+    p = sub.add_parser("demo", help="run a synthetic municipality's day end to end")
+    p.add_argument("--seed", type=int, default=2026, help="fixed seed reproduces the day")
+    p.add_argument("--db", help="database URL (default: SQLite in the demo folder)")
+    p.add_argument("--data-dir", help="demo folder (default: ./portner-data/demo), wiped first")
+    p.add_argument("--residents", type=int, default=300)
+    p.add_argument("--staff", type=int, default=40)
+    p.add_argument("--fixtures", help="HL7 Norway fixtures folder (default: ../shared/fixtures)")
+    p.add_argument("--no-fixtures", action="store_true", help="do not import the HL7 examples")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="measure throughput, verification cost, size and memory")
+    p.add_argument("--visits", type=int, default=5000, help="visits for the throughput run")
+    p.add_argument("--oslo-visits", type=int, default=50000, help="visits for the memory run")
+    p.add_argument("--pg", default=None, help="PostgreSQL URL (default: the local test database)")
+    p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL run")
+    p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,784 @@
+"""`portner demo`: a synthetic municipality's home-care day, end to end, on simulated locks.
+
+The day follows the real path: the care record's visit plans are written as VKP files and imported;
+each nurse's phone gets signed credentials for exactly her visits; at each door the phone answers
+the lock's challenge and the lock decides offline; locks upload their logs; finished visits go back
+to the care record as Encounters; the audit chain is verified. Along the way some nurses are late,
+one visit is cancelled mid-day, one phone is lost and revoked, and the platform is unreachable for
+two hours. A fixed seed reproduces the day exactly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import random
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from sqlalchemy import select, update
+
+from portner.credentials import DeviceKey
+from portner.domain.model import (
+    Actor,
+    ActorId,
+    DoorKind,
+    Municipality,
+    MunicipalityId,
+    Role,
+    Visit,
+    VisitStatus,
+)
+from portner.fhir import read_sources
+from portner.locks.simulated import Battery, LockClock, SimulatedLock, seeded_random
+from portner.services.devices import register_device
+from portner.services.door_events import ingest_upload
+from portner.services.ids import IdSource
+from portner.services.importing import DoorSpec, ImportReport, import_sources
+from portner.services.issuing import IssuedCredential, issue_for_shift
+from portner.services.keys import load_or_create_secrets, trusted_issuers
+from portner.services.queries import physical_key_list
+from portner.services.revocation import latest_revocation_list, publish_revocation_list, revoke_device
+from portner.services.writeback import FolderSink, deliver_outbox
+from portner.storage import tables as t
+from portner.storage.audit import verify_audit
+from portner.storage.db import open_database
+from portner.storage.repository import Repository
+
+DEMO_MARKER = ".portner-demo"
+DEFAULT_DAY = date(2026, 12, 3)
+MUNICIPALITY = "demokommune"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    seed: int = 2026
+    data_dir: Path = Path("portner-data") / "demo"
+    db_url: str | None = None
+    residents: int = 300
+    staff: int = 40
+    fixtures: Path | None = None
+    use_fixtures: bool = True
+    json: bool = False
+    day: date = DEFAULT_DAY
+
+
+class SimClock:
+    """The demo's one clock: every component asks it, so the day replays exactly."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass(slots=True)
+class Phone:
+    """A staff member's phone: its key, its credentials, and the newest revocation list it holds."""
+
+    actor_id: str
+    device_id: str
+    key: DeviceKey
+    credentials: dict[str, IssuedCredential] = field(default_factory=dict)  # by grant id
+    revocation_list: bytes | None = None
+    lost: bool = False
+
+
+@dataclass(slots=True)
+class DayStats:
+    attempts: int = 0
+    opened: int = 0
+    denied: Counter[str] = field(default_factory=Counter)
+    opened_offline: int = 0
+    late_arrivals: int = 0
+    uploads: int = 0
+    anomalies: Counter[str] = field(default_factory=Counter)
+    low_battery: int = 0
+    lists_published: int = 0
+    lists_applied: int = 0
+    finder_denied: int = 0
+
+
+def find_fixtures(explicit: Path | None) -> Path | None:
+    """Return the HL7 Norway fixtures folder: the given one, or ../shared/fixtures upwards."""
+    if explicit is not None:
+        return explicit if explicit.is_dir() else None
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        candidate = folder.parent / "shared" / "fixtures"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _prepare_folder(folder: Path) -> None:
+    if folder.exists():
+        if not (folder / DEMO_MARKER).exists() and any(folder.iterdir()):
+            raise SystemExit(
+                f"portner demo: {folder} exists and is not a demo folder; refusing to wipe it "
+                "(choose another --data-dir)"
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / DEMO_MARKER).write_text("made by portner demo; wiped on the next run\n")
+
+
+def run_demo(opts: DemoOptions, *, console: Console) -> dict[str, Any]:
+    """Run the whole day and return its summary (also printed for people unless --json)."""
+    from portner.demo.synthetic import generate_municipality
+
+    zone = ZoneInfo("Europe/Oslo")
+    folder = opts.data_dir
+    _prepare_folder(folder)
+    rng = random.Random(opts.seed)
+    ids = IdSource(opts.seed)
+    day0 = datetime.combine(opts.day, time(0), zone)
+    clock = SimClock(datetime.combine(opts.day, time(5, 30), zone))
+
+    console.print(f"[bold]Portner demo[/bold] - Demokommune, {opts.day.isoformat()}, seed {opts.seed}")
+    site = generate_municipality(
+        folder / "care-record",
+        seed=opts.seed,
+        day=opts.day,
+        residents=opts.residents,
+        staff=opts.staff,
+        timezone="Europe/Oslo",
+    )
+    console.print(
+        f"Care record: {site.patient_count} residents, {site.practitioner_count} staff, "
+        f"{site.plan_count} visit plans written as VKP R4 files"
+    )
+    engine = open_database(opts.db_url or f"sqlite:///{(folder / 'portner.sqlite').as_posix()}")
+    municipality = Municipality(
+        id=MunicipalityId(MUNICIPALITY),
+        name="Demokommune",
+        accept_synthetic_ids=True,
+    )
+    with engine.begin() as conn:
+        repo = Repository(conn)
+        if repo.get_municipality(MUNICIPALITY) is not None:
+            raise SystemExit(
+                "portner demo: this database already holds the demo municipality; "
+                "give a fresh database with --db"
+            )
+        repo.add_municipality(municipality)
+        secrets = load_or_create_secrets(
+            conn, folder, MUNICIPALITY, now=clock(), seed_bytes=str(opts.seed).encode()
+        )
+        for s in site.staff:
+            repo.upsert_actor(
+                Actor(
+                    id=ActorId(ids.new("stf")),
+                    municipality_id=municipality.id,
+                    role=s.role,
+                    organisation="Hjemmetjenesten Demokommune",
+                    display_name=s.name,
+                    her_id=s.her_id,
+                    hpr_number=s.hpr,
+                )
+            )
+        issuers = trusted_issuers(conn, MUNICIPALITY)
+
+    # 1. Import the care record's plans (and the HL7 Norway examples when they are here).
+    fixtures = find_fixtures(opts.fixtures) if opts.use_fixtures else None
+    paths = [site.patients_dir, site.practitioners_dir, site.plans_dir]
+    horizon = (day0 - timedelta(days=1), day0 + timedelta(days=2))
+    sources = read_sources(
+        paths,
+        timezone=municipality.timezone,
+        horizon_start=horizon[0],
+        horizon_end=horizon[1],
+        accept_synthetic_ids=True,
+    )
+    fixture_sources = []
+    if fixtures is not None:
+        fixture_sources = read_sources(
+            [fixtures],
+            timezone=municipality.timezone,
+            horizon_start=horizon[0],
+            horizon_end=horizon[1],
+            accept_synthetic_ids=True,
+        )
+    installations = _installations(site.installations_file)
+    report = import_sources(
+        engine,
+        municipality,
+        [*sources, *fixture_sources],
+        now=clock(),
+        ids=ids,
+        installations=installations,
+    )
+    console.print(
+        f"Imported: {report.visits_added} visits, {report.grants_created} door grants; "
+        f"{report.quarantined} entries quarantined, {report.skipped} skipped"
+        + (f" (incl. {len(fixture_sources)} HL7 Norway files)" if fixture_sources else "")
+    )
+
+    # 2. Phones: every staff member registers a device; the day's credentials are issued.
+    with engine.connect() as conn:
+        actors = Repository(conn).actors(MUNICIPALITY)
+    phones: dict[str, Phone] = {}
+    for actor in actors:
+        key = DeviceKey.from_private_bytes(ids.token(32))
+        device = register_device(
+            engine, actor.id, key.public_key_bytes, now=clock(), ids=ids, by="demo:enrolment"
+        )
+        phones[actor.id] = Phone(actor.id, device.id, key)
+    clock.now = datetime.combine(opts.day, time(6, 0), zone)
+    shift = (day0, day0 + timedelta(days=1, hours=4))
+    issued = issue_for_shift(
+        engine,
+        secrets.issuer,
+        [p.device_id for p in phones.values()],
+        window_start=shift[0],
+        window_end=shift[1],
+        now=clock(),
+        ids=ids,
+    )
+    by_device = {p.device_id: p for p in phones.values()}
+    for cred in issued:
+        by_device[cred.device_id].credentials[cred.grant.id] = cred
+    sizes = [len(c.blob) for c in issued]
+    console.print(
+        f"Issued {len(issued)} offline door credentials to {len(phones)} phones "
+        f"({min(sizes, default=0)}-{max(sizes, default=0)} bytes each)"
+    )
+
+    # 3. The locks: simulated devices holding the issuer's public key and their own log key.
+    with engine.connect() as conn:
+        lock_rows = Repository(conn).all_locks(MUNICIPALITY)
+        door_kind = {r.id: r.kind for r in conn.execute(select(t.doors.c.id, t.doors.c.kind))}
+    locks: dict[str, SimulatedLock] = {}
+    lock_by_door: dict[str, SimulatedLock] = {}
+    for i, row in enumerate(lock_rows):
+        battery = Battery(percent=rng.choice([100.0, 90.0, 75.0, 60.0]) if i % 40 else 20.4)
+        lock = SimulatedLock(
+            lock_id=row.id,
+            door_id=row.door_id,
+            issuers=issuers,
+            lock_key=secrets.lock_key(row.id),
+            clock=LockClock(
+                clock,
+                offset=timedelta(seconds=rng.uniform(-40, 40)),
+                drift_ppm=rng.uniform(-30, 30),
+            ),
+            battery=battery,
+            random=seeded_random(opts.seed * 100_003 + i),
+        )
+        lock.online = True
+        locks[row.id] = lock
+        lock_by_door[row.door_id] = lock
+
+    # 4. The day itself.
+    sim = _Day(
+        engine=engine,
+        clock=clock,
+        rng=rng,
+        zone=zone,
+        day=opts.day,
+        municipality=municipality,
+        secrets=secrets,
+        ids=ids,
+        phones=phones,
+        locks=locks,
+        lock_by_door=lock_by_door,
+        door_kind=door_kind,
+        site_plans_dir=site.plans_dir,
+        console=console,
+    )
+    sim.run(show_progress=not opts.json)
+
+    # 5. Close the day: last sync, missed visits, write-back, audit.
+    clock.now = day0 + timedelta(days=1, hours=5)
+    sim.sync_all()
+    missed = sim.close_day()
+    delivery = deliver_outbox(engine, FolderSink(folder / "encounters"), now=clock())
+    with engine.connect() as conn:
+        audit = verify_audit(conn)
+    summary = sim.summary(
+        report=report,
+        issued=issued,
+        missed=missed,
+        delivered=delivery.delivered,
+        audit_ok=audit.ok,
+        audit_count=audit.count,
+        fixtures=fixtures,
+        folder=folder,
+        site=site,
+    )
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    if not opts.json:
+        print_summary(summary, console)
+    return summary
+
+
+def _installations(path: Path) -> dict[str, list[DoorSpec]]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    homes = data.get("homes", data) if isinstance(data, dict) else data
+    out: dict[str, list[DoorSpec]] = {}
+    items = homes.items() if isinstance(homes, dict) else ((h["patient"], h) for h in homes)
+    for patient_ref, home in items:
+        doors = home["doors"] if isinstance(home, dict) else home
+        out[patient_ref] = [
+            DoorSpec(
+                door_id=d["door_id"],
+                lock_id=d["lock_id"],
+                kind=DoorKind(d["kind"]),
+                model=d.get("model", ""),
+            )
+            for d in doors
+        ]
+    return out
+
+
+class _Day:
+    """The simulated day: a time-ordered queue of what phones, locks and people do."""
+
+    OUTAGE = (time(14, 0), time(16, 0))
+    CANCEL_AT = time(11, 0)
+    LOST_AT = time(12, 0)
+    SYNC_EVERY = timedelta(minutes=30)
+
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+        self.stats = DayStats()
+        self._queue: list[tuple[datetime, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        day0 = datetime.combine(self.day, time(0), self.zone)
+        self.outage = (
+            datetime.combine(self.day, self.OUTAGE[0], self.zone),
+            datetime.combine(self.day, self.OUTAGE[1], self.zone),
+        )
+        self.day0 = day0
+        self.cancelled_visit: str | None = None
+        self.lost_phone: Phone | None = None
+
+    # -- scheduling ---------------------------------------------------------------------------
+    def at(self, when: datetime, action: Callable[[], None]) -> None:
+        heapq.heappush(self._queue, (when, next(self._order), action))
+
+    def platform_up(self) -> bool:
+        return not (self.outage[0] <= self.clock.now < self.outage[1])
+
+    def run(self, *, show_progress: bool) -> None:
+        with self.engine.connect() as conn:
+            visits = Repository(conn).visits_between(
+                self.municipality.id, self.day0, self.day0 + timedelta(days=1, hours=4)
+            )
+            self.visits = {v.id: v for v in visits}
+            grants = Repository(conn).active_grants_of_visits(list(self.visits))
+        self.grants_by_visit: dict[str, list[Any]] = {}
+        for g in grants:
+            self.grants_by_visit.setdefault(g.visit_id, []).append(g)
+        for v in visits:
+            if v.status is VisitStatus.PLANNED and v.id in self.grants_by_visit:
+                self._plan_visit(v)
+        tick = self.day0 + timedelta(hours=6)
+        while tick <= self.day0 + timedelta(days=1, hours=4):
+            self.at(tick, self.sync_all)
+            tick += self.SYNC_EVERY
+        self.at(datetime.combine(self.day, self.CANCEL_AT, self.zone), self.cancel_one_visit)
+        self.at(datetime.combine(self.day, self.LOST_AT, self.zone), self.lose_a_phone)
+        total = len(self._queue)
+        with Progress(console=self.console, transient=True, disable=not show_progress) as bar:
+            task = bar.add_task("Running the day", total=total)
+            while self._queue:
+                when, _, action = heapq.heappop(self._queue)
+                self.clock.now = max(self.clock.now, when)
+                action()
+                bar.advance(task)
+
+    def _plan_visit(self, v: Visit) -> None:
+        roll = self.rng.random()
+        if roll < 0.03:
+            # Very late: past the end of the visit plus grace; the lock must refuse.
+            delay = (v.planned_end - v.planned_start) + self.municipality.window_grace + timedelta(minutes=10)
+        elif roll < 0.18:
+            delay = timedelta(minutes=self.rng.randint(15, 40))
+            self.stats.late_arrivals += 1
+        else:
+            delay = timedelta(minutes=self.rng.randint(-10, 10))
+        duration = (v.planned_end - v.planned_start) + timedelta(minutes=self.rng.randint(-5, 5))
+        arrive = v.planned_start + delay
+        for actor_id in v.staff_ids[:1]:  # the first assigned staff member does the visit
+            self.at(arrive, lambda v=v, a=actor_id: self.arrive(v, a))
+            self.at(arrive + max(duration, timedelta(minutes=5)), lambda v=v: self.depart(v))
+
+    # -- what people and phones do -------------------------------------------------------------
+    def arrive(self, visit: Visit, actor_id: str) -> None:
+        if visit.id == self.cancelled_visit:
+            return  # the nurse's app removed the visit when it was cancelled
+        phone = self.phones.get(actor_id)
+        if phone is None:
+            return
+        if self.platform_up():
+            self._phone_sync(phone)
+        grant = next((g for g in self.grants_by_visit.get(visit.id, []) if g.actor_id == actor_id), None)
+        if grant is None:
+            return
+        cred = phone.credentials.get(grant.id)
+        if cred is None:
+            return
+        for door_id in grant.door_ids:
+            ok = self.open_door(phone, cred.blob, door_id)
+            if not ok:
+                break
+
+    def open_door(self, phone: Phone, credential: bytes, door_id: str) -> bool:
+        lock = self.lock_by_door[door_id]
+        if phone.revocation_list and lock.revocation_version < self._list_version(phone.revocation_list):
+            # Phones carry the newest signed list to every lock they touch (offline revocation).
+            if lock.install_revocation_list(phone.revocation_list):
+                self.stats.lists_applied += 1
+        challenge = lock.challenge()
+        proof = phone.key.sign_proof(challenge, door_id, "unlock")
+        verdict = lock.present(credential, proof, challenge=challenge, action="unlock")
+        self.stats.attempts += 1
+        if verdict.allowed:
+            self.stats.opened += 1
+            if not self.platform_up():
+                self.stats.opened_offline += 1
+            return True
+        self.stats.denied[str(verdict.reason)] += 1
+        return False
+
+    def depart(self, visit: Visit) -> None:
+        grants = self.grants_by_visit.get(visit.id, [])
+        if not grants or visit.id == self.cancelled_visit:
+            return
+        inner = grants[0].door_ids[-1]
+        lock = self.lock_by_door[inner]
+        # Only a visit that got in can leave; the lock reports the door locked from inside.
+        if lock.log and any(e.kind == "unlock" and e.allowed for e in lock.log[-6:]):
+            lock.record_exit(source="inside")
+
+    def _list_version(self, blob: bytes) -> int:
+        return self.list_versions.get(blob, 0) if hasattr(self, "list_versions") else 0
+
+    def _phone_sync(self, phone: Phone) -> None:
+        latest = latest_revocation_list(self.engine, self.municipality.id)
+        if latest is not None and latest != phone.revocation_list:
+            phone.revocation_list = latest
+
+    # -- the platform's side -------------------------------------------------------------------
+    def sync_all(self) -> None:
+        """Locks reachable through their gateways upload what is new since the last sync."""
+        if not self.platform_up():
+            return
+        with self.engine.connect() as conn:
+            synced = dict(conn.execute(select(t.locks.c.id, t.locks.c.synced_seq)).all())
+        for lock_id, lock in self.locks.items():
+            events = lock.events_since(int(synced.get(lock_id, 0)))
+            if not events:
+                continue
+            events = self._relay_faults(lock_id, events)
+            status = lock.status()
+            result = ingest_upload(
+                self.engine,
+                lock_id,
+                events,
+                lock_key=self.secrets.lock_key(lock_id),
+                now=self.clock.now,
+                battery_percent=status.battery_percent,
+                clock_offset_s=(status.lock_time - self.clock.now).total_seconds(),
+            )
+            self.stats.uploads += 1
+            self.stats.anomalies.update(result.anomalies)
+            self.stats.low_battery += sum(1 for e in events if e.kind == "battery_low")
+
+    def _relay_faults(self, lock_id: str, events: list[Any]) -> list[Any]:
+        """Inject what real relays do now and then: duplicate, reorder and drop uploads."""
+        if len(events) < 3:
+            return events
+        roll = self.rng.random()
+        if roll < 0.02:
+            return [*events, events[0]]  # duplicated
+        if roll < 0.04:
+            return [events[1], events[0], *events[2:]]  # reordered
+        if roll < 0.05:
+            return [events[0], *events[2:]]  # one dropped: a gap until the next upload
+        return events
+
+    def cancel_one_visit(self) -> None:
+        """The care record cancels an afternoon visit; its grant and credential are revoked."""
+        later = [
+            v
+            for v in self.visits.values()
+            if v.planned_start > self.clock.now + timedelta(hours=2) and v.id in self.grants_by_visit
+        ]
+        if not later:
+            return
+        victim = sorted(later, key=lambda v: (v.planned_start, v.id))[0]
+        plan_key = self._plan_key(victim.id)
+        updated = _write_plan_without(self.site_plans_dir, plan_key, victim, self.day, self.zone)
+        if updated is None:
+            return
+        sources = read_sources(
+            [updated],
+            timezone=self.municipality.timezone,
+            horizon_start=self.day0 - timedelta(days=1),
+            horizon_end=self.day0 + timedelta(days=2),
+            accept_synthetic_ids=True,
+        )
+        import_sources(self.engine, self.municipality, sources, now=self.clock.now, ids=self.ids)
+        with self.engine.connect() as conn:
+            status = Repository(conn).get_visit(victim.id)
+        if status is not None and status.status is VisitStatus.CANCELLED:
+            self.cancelled_visit = victim.id
+            self._publish()
+
+    def _plan_key(self, visit_id: str) -> str:
+        with self.engine.connect() as conn:
+            return str(conn.execute(select(t.visits.c.plan_key).where(t.visits.c.id == visit_id)).scalar())
+
+    def lose_a_phone(self) -> None:
+        """A nurse loses her phone: revoke it, publish the list, give her a new phone."""
+        candidates = sorted(
+            {g.actor_id for gs in self.grants_by_visit.values() for g in gs
+             if g.not_before > self.clock.now + timedelta(hours=1)}
+        )
+        if not candidates:
+            return
+        actor_id = candidates[len(candidates) // 2]
+        old = self.phones[actor_id]
+        old.lost = True
+        revoke_device(self.engine, old.device_id, now=self.clock.now, by="operator:demo", reason="lost phone")
+        self._publish()
+        key = DeviceKey.from_private_bytes(self.ids.token(32))
+        device = register_device(
+            self.engine, actor_id, key.public_key_bytes, now=self.clock.now, ids=self.ids,
+            by="operator:demo",
+        )
+        new = Phone(actor_id, device.id, key)
+        for cred in issue_for_shift(
+            self.engine, self.secrets.issuer, [device.id],
+            window_start=self.clock.now, window_end=self.day0 + timedelta(days=1, hours=4),
+            now=self.clock.now, ids=self.ids,
+        ):
+            new.credentials[cred.grant.id] = cred
+        self._phone_sync(new)
+        self.phones[actor_id] = new
+        self.lost_phone = old
+        # Whoever found the phone tries the door of her next visit after she has been there.
+        future = sorted(
+            (g for gs in self.grants_by_visit.values() for g in gs
+             if g.actor_id == actor_id and g.not_before > self.clock.now and g.id in old.credentials),
+            key=lambda g: g.not_before,
+        )
+        if future:
+            target = future[0]
+            self.at(target.not_after - timedelta(minutes=5), lambda: self._finder_tries(old, target))
+
+    def _finder_tries(self, phone: Phone, grant: Any) -> None:
+        cred = phone.credentials.get(grant.id)
+        if cred is None:
+            return
+        before = sum(self.stats.denied.values())
+        self.open_door(phone, cred.blob, grant.door_ids[0])
+        if sum(self.stats.denied.values()) > before:
+            self.stats.finder_denied += 1
+
+    def _publish(self) -> None:
+        if not self.platform_up():
+            return
+        published = publish_revocation_list(
+            self.engine, self.secrets.issuer, self.municipality.id, now=self.clock.now, by="system:revocation"
+        )
+        if not hasattr(self, "list_versions"):
+            self.list_versions: dict[bytes, int] = {}
+        self.list_versions[published.blob] = published.version
+        self.stats.lists_published += 1
+        for phone in self.phones.values():
+            if not phone.lost:
+                phone.revocation_list = published.blob
+
+    def close_day(self) -> int:
+        """Visits nobody opened the door for are marked missed (their grants simply lapse)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t.visits)
+                .where(
+                    t.visits.c.municipality_id == self.municipality.id,
+                    t.visits.c.status == VisitStatus.PLANNED.value,
+                    t.visits.c.planned_end < self.clock.now,
+                )
+                .values(status=VisitStatus.MISSED.value)
+            )
+            return int(result.rowcount or 0)
+
+    # -- the report ------------------------------------------------------------------------------
+    def summary(self, **kw: Any) -> dict[str, Any]:
+        report: ImportReport = kw["report"]
+        with self.engine.connect() as conn:
+            statuses = Counter(
+                r.status
+                for r in conn.execute(
+                    select(t.visits.c.status).where(
+                        t.visits.c.municipality_id == self.municipality.id,
+                        t.visits.c.planned_start >= self.day0,
+                        t.visits.c.planned_start < self.day0 + timedelta(days=1),
+                    )
+                )
+            )
+            anomalies = Counter(r.kind for r in conn.execute(select(t.lock_log_anomalies.c.kind)))
+        planned = sum(statuses.values())
+        keyed = len({c.grant.visit_id for c in kw["issued"]})
+        physical = physical_key_list(
+            self.engine, self.municipality.id, self.day0, self.day0 + timedelta(days=1), self.municipality.timezone
+        )
+        staff_on_shift = {a for v in self.visits.values() for a in v.staff_ids}
+        staff_needing_key = {a for pk in physical for a in pk.staff_ids}
+        baseline = self.municipality.baseline_key_minutes_per_shift
+        shifts_without_key = len(staff_on_shift - staff_needing_key)
+        minutes_saved = baseline * shifts_without_key
+        problems = Counter(p.message for p in report.problems if p.severity.value == "error")
+        return {
+            "seed": self.ids_seed if hasattr(self, "ids_seed") else None,
+            "day": self.day.isoformat(),
+            "municipality": self.municipality.name,
+            "import": {
+                "files": report.files,
+                "residents": report.patients,
+                "staff": report.practitioners,
+                "visit_plans": report.plans_seen,
+                "visits": report.visits_added,
+                "grants": report.grants_created,
+                "quarantined": report.quarantined,
+                "skipped": report.skipped,
+                "problems": dict(sorted(problems.items())),
+                "hl7_norway_fixtures": str(kw["fixtures"]) if kw["fixtures"] else None,
+            },
+            "visits": {
+                "planned": planned,
+                "keyed": keyed,
+                "opened": statuses.get("completed", 0) + statuses.get("in_progress", 0),
+                "completed": statuses.get("completed", 0),
+                "cancelled": statuses.get("cancelled", 0),
+                "missed": statuses.get("missed", 0),
+                "physical_key": len(physical),
+                "late_arrivals": self.stats.late_arrivals,
+            },
+            "doors": {
+                "attempts": self.stats.attempts,
+                "opened": self.stats.opened,
+                "denied": sum(self.stats.denied.values()),
+                "denied_reasons": dict(sorted(self.stats.denied.items())),
+                "opened_while_platform_unreachable": self.stats.opened_offline,
+            },
+            "outage": {
+                "from": self.outage[0].strftime("%H:%M"),
+                "to": self.outage[1].strftime("%H:%M"),
+            },
+            "revocation": {
+                "lists_published": self.stats.lists_published,
+                "lists_applied_by_locks": self.stats.lists_applied,
+                "cancelled_visit": self.cancelled_visit,
+                "lost_phone_revoked": self.lost_phone is not None,
+                "lost_phone_denied_at_door": self.stats.finder_denied,
+            },
+            "locks": {
+                "count": len(self.locks),
+                "uploads": self.stats.uploads,
+                "log_anomalies_detected": dict(sorted(anomalies.items())),
+                "low_battery_alarms": self.stats.low_battery,
+            },
+            "write_back": {
+                "encounters_delivered": kw["delivered"],
+                "folder": str(kw["folder"] / "encounters"),
+            },
+            "time_saved": {
+                "baseline_minutes_per_shift": baseline,
+                "staff_shifts": len(staff_on_shift),
+                "shifts_without_key_store_trip": shifts_without_key,
+                "minutes_saved": minutes_saved,
+                "hours_saved": round(minutes_saved / 60, 1),
+            },
+            "audit": {"ok": kw["audit_ok"], "entries": kw["audit_count"]},
+            "missed_marked": kw["missed"],
+        }
+
+
+def _write_plan_without(plans_dir: Path, plan_key: str, visit: Visit, day: date, zone: ZoneInfo) -> Path | None:
+    """Write an updated version of the plan holding `visit` with that visit's activity removed."""
+    start_local = visit.planned_start.astimezone(zone)
+    for path in sorted(plans_dir.glob("*.json")):
+        try:
+            plan = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if plan.get("resourceType") != "CarePlan":
+            continue
+        ident = plan.get("identifier") or []
+        keys = {f"{i.get('system', '')}|{i.get('value', '')}".strip() for i in ident} | {plan.get("id", "")}
+        if plan_key not in keys and not any(plan_key.endswith(k) for k in keys if k):
+            continue
+        kept = []
+        for act in plan.get("activity", []):
+            bounds = (
+                act.get("detail", {}).get("scheduledTiming", {}).get("repeat", {}).get("boundsPeriod", {})
+            )
+            try:
+                s = datetime.fromisoformat(bounds.get("start", ""))
+            except ValueError:
+                kept.append(act)
+                continue
+            if s.astimezone(zone) != start_local:
+                kept.append(act)
+        if len(kept) == len(plan.get("activity", [])):
+            return None
+        plan["activity"] = kept
+        meta = plan.setdefault("meta", {})
+        meta["versionId"] = str(int(meta.get("versionId", "1")) + 1) if str(meta.get("versionId", "1")).isdigit() else "2"
+        out = plans_dir.parent / "updates" / path.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(plan, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+        return out
+    return None
+
+
+def print_summary(s: dict[str, Any], console: Console) -> None:
+    """Print the day for a manager: one table, plain words."""
+    v, d, r, ts = s["visits"], s["doors"], s["revocation"], s["time_saved"]
+    table = Table(title=f"{s['municipality']}, {s['day']}: the day at a glance", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("figure")
+    table.add_row("Visits planned", str(v["planned"]))
+    table.add_row("Visits with phone keys", str(v["keyed"]))
+    table.add_row("Visits where the door was opened", str(v["opened"]))
+    table.add_row("Visits completed and written back", f"{v['completed']} ({s['write_back']['encounters_delivered']} Encounters)")
+    table.add_row("Visits cancelled by the care record", str(v["cancelled"]))
+    table.add_row("Visits missed (door never opened)", str(v["missed"]))
+    table.add_row("Homes needing a physical key", f"{v['physical_key']} visits")
+    table.add_row("Door openings", f"{d['opened']} of {d['attempts']} attempts")
+    reasons = ", ".join(f"{k} {n}" for k, n in d["denied_reasons"].items()) or "none"
+    table.add_row("Refused at the door", f"{d['denied']} ({reasons})")
+    table.add_row(
+        "Platform unreachable",
+        f"{s['outage']['from']}-{s['outage']['to']}: {d['opened_while_platform_unreachable']} doors still opened",
+    )
+    table.add_row(
+        "Lost phone",
+        "revoked; finder refused at the door" if r["lost_phone_denied_at_door"] else ("revoked" if r["lost_phone_revoked"] else "-"),
+    )
+    anomalies = ", ".join(f"{k} {n}" for k, n in s["locks"]["log_anomalies_detected"].items()) or "none"
+    table.add_row("Lock logs", f"{s['locks']['uploads']} uploads; anomalies detected: {anomalies}")
+    table.add_row("Low-battery alarms", str(s["locks"]["low_battery_alarms"]))
+    table.add_row("Import problems quarantined", str(s["import"]["quarantined"]))
+    table.add_row(
+        "Staff time saved",
+        f"{ts['hours_saved']} h ({ts['shifts_without_key_store_trip']} of {ts['staff_shifts']} shifts "
+        f"skip the key store, {ts['baseline_minutes_per_shift']:.0f} min each)",
+    )
+    table.add_row("Audit chain", ("verified, " if s["audit"]["ok"] else "BROKEN, ") + f"{s['audit']['entries']} entries")
+    console.print(table)

@@ -1,0 +1,569 @@
+"""Import visit plans: care-record records in, residents, visits and grants out, in one transaction.
+
+Rules (each one a choice we made where the issue is silent, see docs/import.md):
+- Residents are matched by national id; a plan whose subject matches no resident is quarantined.
+- Performers are matched to actors by HER-id, national id or HPR number. No match, or identifiers
+  that point at different actors, quarantines that occurrence: we never guess who a nurse is.
+- Anything not validly in the plan has no visit and no grant (fail closed): an occurrence that
+  disappears, is cancelled, or becomes invalid on re-import cancels its visit and revokes its grants.
+- Re-importing a plan that yields the same occurrences changes nothing (content hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine
+
+from portner.domain.care_record import (
+    IdKind,
+    ImportProblem,
+    ParsedSource,
+    PatientRecord,
+    PlannedOccurrence,
+    PractitionerRecord,
+    Severity,
+    VisitPlanRecord,
+)
+from portner.domain.model import (
+    Actor,
+    ActorId,
+    Door,
+    DoorId,
+    DoorKind,
+    Grant,
+    GrantId,
+    GrantOrigin,
+    Home,
+    HomeId,
+    Lock,
+    LockId,
+    Municipality,
+    Resident,
+    ResidentId,
+    Role,
+    Visit,
+    VisitId,
+    VisitStatus,
+    ZoneId,
+)
+from portner.domain.windows import visit_window
+from portner.services.ids import IdSource
+from portner.storage.audit import AuditEntry, append_audit
+from portner.storage.repository import Repository
+
+SYSTEM_ACTOR = "system:import"
+
+
+@dataclass(frozen=True, slots=True)
+class DoorSpec:
+    """One door of an installation: Portner's own registry of what is mounted where."""
+
+    door_id: str
+    lock_id: str
+    kind: DoorKind
+    model: str = ""
+    backend: str = "simulated"
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What one import did; printed for people and as JSON for machines."""
+
+    files: int = 0
+    patients: int = 0
+    practitioners: int = 0
+    plans_seen: int = 0
+    plans_unchanged: int = 0
+    visits_added: int = 0
+    visits_moved: int = 0
+    visits_cancelled: int = 0
+    grants_created: int = 0
+    grants_revoked: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    problems: list[ImportProblem] = field(default_factory=list)
+    physical_key_visits: int = 0
+    revoked_grant_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "files": self.files,
+            "patients": self.patients,
+            "practitioners": self.practitioners,
+            "plans_seen": self.plans_seen,
+            "plans_unchanged": self.plans_unchanged,
+            "visits_added": self.visits_added,
+            "visits_moved": self.visits_moved,
+            "visits_cancelled": self.visits_cancelled,
+            "grants_created": self.grants_created,
+            "grants_revoked": self.grants_revoked,
+            "quarantined": self.quarantined,
+            "skipped": self.skipped,
+            "physical_key_visits": self.physical_key_visits,
+            "problems": [
+                {
+                    "file": p.source.file,
+                    "resource": f"{p.source.resource_type}/{p.source.resource_id}",
+                    "field": p.field,
+                    "message": p.message,
+                    "severity": p.severity.value,
+                }
+                for p in self.problems
+            ],
+        }
+
+
+def import_sources(
+    engine: Engine,
+    municipality: Municipality,
+    sources: Sequence[ParsedSource],
+    *,
+    now: datetime,
+    ids: IdSource,
+    installations: Mapping[str, Sequence[DoorSpec]] | None = None,
+    practitioner_role: Role = Role.HOME_NURSING,
+    practitioner_organisation: str = "Hjemmesykepleien",
+) -> ImportReport:
+    """Import everything the sources yielded, in one transaction; return what changed."""
+    with engine.begin() as conn:
+        run = _ImportRun(conn, municipality, now, ids, installations or {})
+        report = run.report
+        report.files = len(sources)
+        for src in sources:
+            for prac in src.practitioners:
+                run.practitioner(prac, practitioner_role, practitioner_organisation)
+        for src in sources:
+            for pat in src.patients:
+                run.patient(pat)
+        for src in sources:
+            for plan in src.plans:
+                run.plan(plan)
+        for src in sources:
+            for problem in src.problems:
+                run.problem(problem)
+        run.flush()
+    return report
+
+
+class _ImportRun:
+    """State of one import transaction: lookup indexes, pending rows and audit entries."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        municipality: Municipality,
+        now: datetime,
+        ids: IdSource,
+        installations: Mapping[str, Sequence[DoorSpec]],
+    ) -> None:
+        self.repo = Repository(conn)
+        self.conn = conn
+        self.m = municipality
+        self.now = now
+        self.ids = ids
+        self.installations = installations
+        self.report = ImportReport()
+        self.audit: list[AuditEntry] = []
+        self.quarantine_rows: list[dict[str, object]] = []
+        self.open_quarantine = self.repo.open_quarantine_keys(municipality.id)
+        self.residents = self.repo.residents_by_national_id(municipality.id)
+        self.residents_by_ref = self.repo.residents_by_source_ref(municipality.id)
+        self.homes = self.repo.homes_by_resident(municipality.id)
+        self.paths = self.repo.door_paths(municipality.id)
+        self.zones = self.repo.zone_ids_by_path(municipality.id)
+        self.plan_hashes = self.repo.plan_hashes(municipality.id)
+        self.actor_index: dict[tuple[IdKind, str], ActorId] = {}
+        for actor in self.repo.actors(municipality.id):
+            self._index_actor(actor)
+        self.new_visits: list[Visit] = []
+        self.new_visit_plans: list[str] = []
+        self.new_grants: list[Grant] = []
+
+    # -- actors ---------------------------------------------------------------------------
+    def _index_actor(self, a: Actor) -> None:
+        for kind, value in (
+            (IdKind.HER_ID, a.her_id),
+            (IdKind.HPR_NUMBER, a.hpr_number),
+            (IdKind.NATIONAL_ID, a.national_id),
+        ):
+            if value:
+                self.actor_index[(kind, value)] = a.id
+
+    def practitioner(self, rec: PractitionerRecord, role: Role, organisation: str) -> None:
+        known = {self.actor_index.get((i.kind, i.value)) for i in rec.identifiers} - {None}
+        if len(known) > 1:
+            self.problem(
+                ImportProblem(rec.source, "identifier", "identifiers name different staff members")
+            )
+            return
+        by_kind = {i.kind: i.value for i in rec.identifiers}
+        existing = self.repo.get_actor(known.pop()) if known else None  # type: ignore[arg-type]
+        actor_id = existing.id if existing else ActorId(self.ids.new("stf"))
+        actor = Actor(
+            id=actor_id,
+            municipality_id=self.m.id,
+            role=existing.role if existing else role,
+            organisation=existing.organisation if existing else (rec.organisation or organisation),
+            display_name=rec.name,
+            her_id=by_kind.get(IdKind.HER_ID) or (existing.her_id if existing else None),
+            hpr_number=by_kind.get(IdKind.HPR_NUMBER) or (existing.hpr_number if existing else None),
+            national_id=by_kind.get(IdKind.NATIONAL_ID)
+            or (existing.national_id if existing else None),
+            active=existing.active if existing else True,
+        )
+        self.repo.upsert_actor(actor)
+        self._index_actor(actor)
+        self.report.practitioners += 1
+        if existing is None:
+            self.audit.append(
+                AuditEntry(self.now, SYSTEM_ACTOR, "actor:registered", actor.id, {"role": actor.role})
+            )
+
+    # -- residents ----------------------------------------------------------------------
+    def patient(self, rec: PatientRecord) -> None:
+        nid = rec.national_id
+        if nid is None:
+            self.problem(
+                ImportProblem(rec.source, "identifier", "no national id: cannot match visit plans")
+            )
+            return
+        existing = self.residents.get(nid)
+        zone_id = self._zone(rec.zone_path)
+        resident = Resident(
+            id=existing.id if existing else ResidentId(self.ids.new("res")),
+            municipality_id=self.m.id,
+            national_id=nid,
+            display_name=rec.name,
+            zone_id=zone_id,
+            source_ref=rec.source.resource_id,
+        )
+        self.repo.upsert_resident(resident)
+        self.residents[nid] = resident
+        self.residents_by_ref[rec.source.resource_id] = resident
+        home = self.homes.get(resident.id)
+        new_home = Home(
+            id=home.id if home else HomeId(self.ids.new("hom")),
+            resident_id=resident.id,
+            address=rec.address,
+            elock_system=rec.elock_system,
+        )
+        self.repo.upsert_home(new_home)
+        self.homes[resident.id] = new_home
+        if new_home.has_elock and new_home.id not in self.paths:
+            self._install(new_home, rec.source.resource_id)
+        self.report.patients += 1
+        if existing is None:
+            self.audit.append(
+                AuditEntry(
+                    self.now,
+                    SYSTEM_ACTOR,
+                    "resident:registered",
+                    resident.id,
+                    {"elock": new_home.has_elock, "zone": zone_id},
+                )
+            )
+
+    def _zone(self, path: tuple[str, ...]) -> ZoneId | None:
+        if not path:
+            return None
+        key = "|".join(path)
+        if key not in self.zones:
+            zone_id = ZoneId(self.ids.new("zon"))
+            self.repo.add_zone(zone_id, self.m.id, key)
+            self.zones[key] = zone_id
+        return self.zones[key]
+
+    def _install(self, home: Home, patient_ref: str) -> None:
+        # Without a registered installation we assume the one door the care record's vkp-elock
+        # names: the flat door. Multi-door paths come from the installation registry.
+        specs = self.installations.get(patient_ref) or [
+            DoorSpec(
+                door_id=self.ids.new("d"),
+                lock_id=self.ids.new("l"),
+                kind=DoorKind.FLAT,
+                model=home.elock_system or "",
+            )
+        ]
+        for position, spec in enumerate(specs):
+            door = Door(DoorId(spec.door_id), home.id, position, spec.kind, LockId(spec.lock_id))
+            lock = Lock(LockId(spec.lock_id), door.id, spec.backend, spec.model)
+            self.repo.add_door_with_lock(door, lock)
+            self.audit.append(
+                AuditEntry(
+                    self.now,
+                    SYSTEM_ACTOR,
+                    "lock:installed",
+                    spec.lock_id,
+                    {"door": spec.door_id, "home": home.id, "position": position},
+                )
+            )
+        self.paths[home.id] = tuple(DoorId(s.door_id) for s in specs)
+
+    # -- plans --------------------------------------------------------------------------
+    def _resident_for(self, plan: VisitPlanRecord) -> Resident | None:
+        for ident in plan.subject:
+            if ident.kind is IdKind.NATIONAL_ID and ident.value in self.residents:
+                return self.residents[ident.value]
+        if plan.subject_ref:
+            return self.residents_by_ref.get(plan.subject_ref.rsplit("/", 1)[-1])
+        return None
+
+    def _match_staff(
+        self, plan: VisitPlanRecord, index: int, occ: PlannedOccurrence
+    ) -> tuple[ActorId, ...] | None:
+        staff: list[ActorId] = []
+        for p_index, performer in enumerate(occ.performers):
+            matches = {self.actor_index.get((i.kind, i.value)) for i in performer.identifiers}
+            matches.discard(None)
+            where = f"occurrence {occ.start.isoformat()} performer[{p_index}]"
+            if not matches:
+                self.problem(ImportProblem(plan.source, where, "unknown performer"))
+                return None
+            if len(matches) > 1:
+                self.problem(ImportProblem(plan.source, where, "ambiguous performer"))
+                return None
+            staff.append(next(iter(matches)))  # type: ignore[arg-type]
+        del index
+        return tuple(dict.fromkeys(staff))
+
+    def plan(self, plan: VisitPlanRecord) -> None:
+        self.report.plans_seen += 1
+        resident = self._resident_for(plan)
+        if resident is None:
+            self.problem(ImportProblem(plan.source, "subject", "subject matches no known resident"))
+            return
+        wanted: dict[str, tuple[PlannedOccurrence, tuple[ActorId, ...]]] = {}
+        for i, occ in enumerate(plan.occurrences):
+            if occ.cancelled:
+                continue
+            staff = self._match_staff(plan, i, occ)
+            if staff is not None:
+                wanted[occ.key] = (occ, staff)
+        digest = _plan_digest(resident.id, wanted)
+        known = plan.plan_key in self.plan_hashes
+        if known and self.plan_hashes[plan.plan_key] == digest:
+            self.report.plans_unchanged += 1
+            return
+        existing = {v.source_key: v for v in self.repo.visits_of_plan(self.m.id, plan.plan_key)}
+        if existing:
+            self._reconcile(plan, resident, wanted, existing)
+        else:
+            for occ, staff in wanted.values():
+                self._add_visit(plan.plan_key, resident, occ, staff)
+        self.repo.save_plan(
+            self.m.id,
+            plan.plan_key,
+            source_file=plan.source.file,
+            version=plan.version,
+            content_hash=digest,
+            at=self.now,
+            known=known,
+        )
+        self.plan_hashes[plan.plan_key] = digest
+
+    def _reconcile(
+        self,
+        plan: VisitPlanRecord,
+        resident: Resident,
+        wanted: Mapping[str, tuple[PlannedOccurrence, tuple[ActorId, ...]]],
+        existing: Mapping[str, Visit],
+    ) -> None:
+        live = [v.id for v in existing.values() if v.status is not VisitStatus.CANCELLED]
+        grants_by_visit: dict[str, list[Grant]] = {}
+        for g in self.repo.active_grants_of_visits(live):
+            grants_by_visit.setdefault(g.visit_id or "", []).append(g)
+        for key, visit in existing.items():
+            if key not in wanted:
+                if visit.status is not VisitStatus.CANCELLED:
+                    self.repo.update_visit(visit.id, status=VisitStatus.CANCELLED)
+                    self._revoke(grants_by_visit.get(visit.id, []), "visit removed from plan")
+                    self.report.visits_cancelled += 1
+                    self.audit.append(
+                        AuditEntry(self.now, SYSTEM_ACTOR, "visit:cancelled", visit.id, {})
+                    )
+                continue
+            occ, staff = wanted[key]
+            same = (
+                visit.status is not VisitStatus.CANCELLED
+                and visit.planned_start == occ.start
+                and visit.planned_end == occ.end
+                and visit.staff_ids == staff
+            )
+            if same:
+                continue
+            self.repo.update_visit(
+                visit.id,
+                status=VisitStatus.PLANNED,
+                planned_start=occ.start,
+                planned_end=occ.end,
+                staff_ids=staff,
+                description=occ.description,
+            )
+            self._revoke(grants_by_visit.get(visit.id, []), "visit moved or reassigned")
+            moved = Visit(
+                id=visit.id,
+                municipality_id=self.m.id,
+                resident_id=resident.id,
+                source_key=key,
+                planned_start=occ.start,
+                planned_end=occ.end,
+                staff_ids=staff,
+            )
+            self._grant(moved)
+            self.report.visits_moved += 1
+            self.audit.append(
+                AuditEntry(
+                    self.now,
+                    SYSTEM_ACTOR,
+                    "visit:moved",
+                    visit.id,
+                    {"start": occ.start.isoformat(), "staff": list(staff)},
+                )
+            )
+        for key, (occ, staff) in wanted.items():
+            if key not in existing:
+                self._add_visit(plan.plan_key, resident, occ, staff)
+
+    def _add_visit(
+        self,
+        plan_key: str,
+        resident: Resident,
+        occ: PlannedOccurrence,
+        staff: tuple[ActorId, ...],
+    ) -> None:
+        visit = Visit(
+            id=VisitId(self.ids.new("vis")),
+            municipality_id=self.m.id,
+            resident_id=resident.id,
+            source_key=occ.key,
+            planned_start=occ.start,
+            planned_end=occ.end,
+            staff_ids=staff,
+            description=occ.description,
+        )
+        self.new_visits.append(visit)
+        self.new_visit_plans.append(plan_key)
+        self.report.visits_added += 1
+        self.audit.append(
+            AuditEntry(
+                self.now,
+                SYSTEM_ACTOR,
+                "visit:planned",
+                visit.id,
+                {"start": occ.start.isoformat(), "staff": list(staff)},
+            )
+        )
+        self._grant(visit)
+
+    def _grant(self, visit: Visit) -> None:
+        home = self.homes.get(visit.resident_id)
+        path = self.paths.get(home.id) if home else None
+        if not path:
+            self.report.physical_key_visits += 1
+            return
+        not_before, not_after = visit_window(
+            visit.planned_start, visit.planned_end, self.m.window_lead, self.m.window_grace
+        )
+        for actor_id in visit.staff_ids:
+            grant = Grant(
+                id=GrantId(self.ids.new("grt")),
+                actor_id=actor_id,
+                door_ids=path,
+                not_before=not_before,
+                not_after=not_after,
+                origin=GrantOrigin.VISIT,
+                visit_id=visit.id,
+            )
+            self.new_grants.append(grant)
+            self.report.grants_created += 1
+            self.audit.append(
+                AuditEntry(
+                    self.now,
+                    SYSTEM_ACTOR,
+                    "grant:created",
+                    grant.id,
+                    {
+                        "actor": actor_id,
+                        "visit": visit.id,
+                        "doors": list(path),
+                        "not_before": not_before.isoformat(),
+                        "not_after": not_after.isoformat(),
+                    },
+                )
+            )
+
+    def _revoke(self, grants: Sequence[Grant], reason: str) -> None:
+        if not grants:
+            return
+        ids = [g.id for g in grants]
+        self.repo.revoke_grants(ids, self.now, reason)
+        creds = self.repo.credentials_of_grants(ids)
+        self.repo.revoke_credentials([c.id for c in creds], self.now)
+        self.report.grants_revoked += len(ids)
+        self.report.revoked_grant_ids.extend(ids)
+        for g in grants:
+            self.audit.append(
+                AuditEntry(self.now, SYSTEM_ACTOR, "grant:revoked", g.id, {"reason": reason})
+            )
+
+    # -- problems -----------------------------------------------------------------------
+    def problem(self, p: ImportProblem) -> None:
+        self.report.problems.append(p)
+        if p.severity is Severity.SKIPPED:
+            self.report.skipped += 1
+            return
+        self.report.quarantined += 1
+        key = (p.source.file, f"{p.source.resource_type}/{p.source.resource_id}", p.field, p.message)
+        if key in self.open_quarantine:
+            return  # already waiting for correction; importing the same file again adds nothing
+        self.open_quarantine.add(key)
+        self.quarantine_rows.append(
+            {
+                "municipality_id": self.m.id,
+                "file": key[0],
+                "resource": key[1],
+                "field": p.field,
+                "message": p.message,
+                "severity": p.severity.value,
+                "raw": p.raw,
+                "created_at": self.now,
+            }
+        )
+        self.audit.append(
+            AuditEntry(
+                self.now,
+                SYSTEM_ACTOR,
+                "import:quarantined",
+                key[1],
+                {"file": key[0], "field": p.field, "message": p.message},
+            )
+        )
+
+    def flush(self) -> None:
+        self.repo.insert_visits(self.new_visits, self.new_visit_plans)
+        self.repo.insert_grants(self.new_grants, self.now)
+        self.repo.add_quarantine(self.quarantine_rows)
+        if self.audit:
+            append_audit(self.conn, self.audit)
+
+
+def _plan_digest(
+    resident_id: str, wanted: Mapping[str, tuple[PlannedOccurrence, tuple[ActorId, ...]]]
+) -> str:
+    body = [
+        [k, o.start.isoformat(), o.end.isoformat(), list(s), o.description]
+        for k, (o, s) in sorted(wanted.items())
+    ]
+    data = json.dumps([resident_id, body], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def problem_counts(problems: Sequence[ImportProblem]) -> Counter[str]:
+    """Count problems by message, for a compact summary."""
+    return Counter(p.message for p in problems)

@@ -1,0 +1,185 @@
+"""Read models for people: a resident's door log, who can open a door, the physical-key list.
+
+Every read of a resident's door log is itself written to the audit log (Normen: the patient's right
+to see who looked), in the same transaction as the read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, and_, select
+
+from portner.domain.model import GrantStatus, VisitStatus
+from portner.storage import tables as t
+from portner.storage.audit import AuditEntry, append_audit
+from portner.storage.repository import Repository
+
+ROLE_WORDS = {
+    "home_nursing": "home nurse",
+    "home_help": "home helper",
+    "other_municipal": "municipal service",
+    "external_provider": "external provider",
+    "relative": "relative",
+    "response_center": "response center",
+    "emergency_service": "emergency service",
+    "locksmith": "locksmith",
+    "caretaker": "caretaker",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogLine:
+    at_local: str
+    door: str
+    who: str
+    role: str
+    outcome: str
+    reason: str
+    visit_id: str | None
+    planned: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "at": self.at_local,
+            "door": self.door,
+            "who": self.who,
+            "role": self.role,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "visit": self.visit_id,
+            "planned_visit": self.planned,
+        }
+
+
+class UnknownResident(LookupError):
+    """No resident with that id."""
+
+
+def access_log(
+    engine: Engine, resident_id: str, *, reader: str, now: datetime, timezone: str = "Europe/Oslo"
+) -> list[AccessLogLine]:
+    """Return who came to the resident's doors and when, newest last; log the read itself."""
+    zone = ZoneInfo(timezone)
+    with engine.begin() as conn:
+        repo = Repository(conn)
+        if repo.get_resident(resident_id) is None:
+            raise UnknownResident(resident_id)
+        rows = list(
+            conn.execute(
+                select(
+                    t.door_events,
+                    t.doors.c.kind.label("door_kind"),
+                    t.actors.c.display_name,
+                    t.actors.c.role,
+                )
+                .join(t.locks, t.locks.c.id == t.door_events.c.lock_id)
+                .join(t.doors, t.doors.c.id == t.locks.c.door_id)
+                .join(t.homes, t.homes.c.id == t.doors.c.home_id)
+                .outerjoin(t.actors, t.actors.c.id == t.door_events.c.actor_id)
+                .where(
+                    and_(
+                        t.homes.c.resident_id == resident_id,
+                        t.door_events.c.action.in_(["unlock", "denied"]),
+                    )
+                )
+                .order_by(t.door_events.c.lock_time, t.door_events.c.seq)
+            )
+        )
+        append_audit(
+            conn,
+            [AuditEntry(now, reader, "accesslog:read", resident_id, {"lines": len(rows)})],
+        )
+    return [
+        AccessLogLine(
+            at_local=r.lock_time.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+            door=f"{r.door_kind} door",
+            who=r.display_name or (r.actor_id or "unknown credential"),
+            role=ROLE_WORDS.get(r.role or "", r.role or ""),
+            outcome="opened" if r.allowed else "refused",
+            reason=r.reason,
+            visit_id=r.visit_id,
+            planned=r.visit_id is not None,
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class PhysicalKeyVisit:
+    visit_id: str
+    resident_id: str
+    start_local: str
+    staff_ids: tuple[str, ...]
+
+
+def physical_key_list(
+    engine: Engine, municipality_id: str, start: datetime, end: datetime, timezone: str
+) -> list[PhysicalKeyVisit]:
+    """Visits in the interval at homes without an e-lock: the nurse must bring a physical key."""
+    zone = ZoneInfo(timezone)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(t.visits.c.id, t.visits.c.resident_id, t.visits.c.planned_start, t.visits.c.staff_ids)
+            .join(t.homes, t.homes.c.resident_id == t.visits.c.resident_id)
+            .where(
+                and_(
+                    t.visits.c.municipality_id == municipality_id,
+                    t.visits.c.planned_start < end,
+                    t.visits.c.planned_end > start,
+                    t.visits.c.status != VisitStatus.CANCELLED.value,
+                    t.homes.c.elock_system.is_(None),
+                )
+            )
+            .order_by(t.visits.c.planned_start)
+        )
+        return [
+            PhysicalKeyVisit(
+                r.id,
+                r.resident_id,
+                r.planned_start.astimezone(zone).strftime("%H:%M"),
+                tuple(r.staff_ids),
+            )
+            for r in rows
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class WhoCanOpen:
+    actor_id: str
+    name: str
+    role: str
+    doors: tuple[str, ...]
+    until_local: str
+    why: str
+
+
+def who_can_open(
+    engine: Engine, resident_id: str, *, at: datetime, timezone: str
+) -> list[WhoCanOpen]:
+    """List active grants on the resident's doors that are valid at or after `at`."""
+    zone = ZoneInfo(timezone)
+    with engine.connect() as conn:
+        repo = Repository(conn)
+        home = conn.execute(select(t.homes.c.id).where(t.homes.c.resident_id == resident_id)).scalar()
+        if home is None:
+            return []
+        doors = [d.id for d in repo.doors_of_home(home)]
+        out = []
+        for g in repo.grants_for_doors(doors):
+            if g.status is not GrantStatus.ACTIVE or g.not_after < at:
+                continue
+            actor = repo.get_actor(g.actor_id)
+            out.append(
+                WhoCanOpen(
+                    g.actor_id,
+                    actor.display_name if actor else g.actor_id,
+                    ROLE_WORDS.get(actor.role.value, "") if actor else "",
+                    g.door_ids,
+                    g.not_after.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+                    f"planned visit {g.visit_id}" if g.visit_id else g.origin.value,
+                )
+            )
+        return out
