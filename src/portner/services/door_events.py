@@ -21,9 +21,9 @@ from portner.storage.audit import AuditEntry, append_audit
 from portner.storage.repository import Repository
 
 OPEN_KINDS = frozenset({"unlock"})
-# The simulated lock (our reference) reports a door shut and locked from inside as "locked"
-# with reason "inside"; automatic relocks after an opening are not departures.
-DEPARTURE = ("locked", "inside")
+# A departure is the door locked from inside or with the phone on the way out; automatic
+# relocks after an opening ("auto_relock") and reboots are not departures.
+DEPARTURES = frozenset({("locked", "inside"), ("locked", "credential")})
 
 
 @dataclass(slots=True)
@@ -113,7 +113,7 @@ def ingest_upload(
                     report.arrivals += 1
             elif ev.allowed is False:
                 report.denied += 1
-            elif (ev.kind, ev.reason) == DEPARTURE and _depart(conn, lock.home_id, ev.at, now, audit):
+            elif (ev.kind, ev.reason) in DEPARTURES and _depart(conn, lock.home_id, ev.at, now, audit):
                 report.departures += 1
         if rows:
             conn.execute(insert(t.door_events), rows)
