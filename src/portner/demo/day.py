@@ -183,9 +183,9 @@ def run_demo(opts: DemoOptions, *, console: Console) -> dict[str, Any]:
                     municipality_id=municipality.id,
                     role=s.role,
                     organisation="Hjemmetjenesten Demokommune",
-                    display_name=s.name,
+                    display_name=s.display_name,
                     her_id=s.her_id,
-                    hpr_number=s.hpr,
+                    hpr_number=s.hpr_number,
                 )
             )
         issuers = trusted_issuers(conn, MUNICIPALITY)
@@ -210,7 +210,7 @@ def run_demo(opts: DemoOptions, *, console: Console) -> dict[str, Any]:
             horizon_end=horizon[1],
             accept_synthetic_ids=True,
         )
-    installations = _installations(site.installations_file)
+    installations = _installations(site.installations_path)
     report = import_sources(
         engine,
         municipality,
@@ -262,7 +262,8 @@ def run_demo(opts: DemoOptions, *, console: Console) -> dict[str, Any]:
     locks: dict[str, SimulatedLock] = {}
     lock_by_door: dict[str, SimulatedLock] = {}
     for i, row in enumerate(lock_rows):
-        battery = Battery(percent=rng.choice([100.0, 90.0, 75.0, 60.0]) if i % 40 else 20.4)
+        # Every 40th lock starts just above the low-battery threshold, so the day raises alarms.
+        battery = Battery(percent=rng.choice([100.0, 90.0, 75.0, 60.0]) if i % 40 else 20.02)
         lock = SimulatedLock(
             lock_id=row.id,
             door_id=row.door_id,
@@ -296,6 +297,7 @@ def run_demo(opts: DemoOptions, *, console: Console) -> dict[str, Any]:
         door_kind=door_kind,
         site_plans_dir=site.plans_dir,
         console=console,
+        seed=opts.seed,
     )
     sim.run(show_progress=not opts.json)
 
@@ -324,18 +326,18 @@ def run_demo(opts: DemoOptions, *, console: Console) -> dict[str, Any]:
 
 
 def _installations(path: Path) -> dict[str, list[DoorSpec]]:
+    """Read the installation registry (portner-installations/1): door paths by patient id."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    homes = data.get("homes", data) if isinstance(data, dict) else data
     out: dict[str, list[DoorSpec]] = {}
-    items = homes.items() if isinstance(homes, dict) else ((h["patient"], h) for h in homes)
-    for patient_ref, home in items:
-        doors = home["doors"] if isinstance(home, dict) else home
+    for patient_ref, home in data["homes"].items():
+        doors = sorted(home["doors"], key=lambda d: d["position"])
         out[patient_ref] = [
             DoorSpec(
                 door_id=d["door_id"],
-                lock_id=d["lock_id"],
+                lock_id=d["lock"]["lock_id"],
                 kind=DoorKind(d["kind"]),
-                model=d.get("model", ""),
+                model=d["lock"].get("model", ""),
+                backend=d["lock"].get("backend", "simulated"),
             )
             for d in doors
         ]
@@ -363,6 +365,7 @@ class _Day:
         self.day0 = day0
         self.cancelled_visit: str | None = None
         self.lost_phone: Phone | None = None
+        self.list_versions: dict[bytes, int] = {}
 
     # -- scheduling ---------------------------------------------------------------------------
     def at(self, when: datetime, action: Callable[[], None]) -> None:
@@ -464,7 +467,7 @@ class _Day:
             lock.record_exit(source="inside")
 
     def _list_version(self, blob: bytes) -> int:
-        return self.list_versions.get(blob, 0) if hasattr(self, "list_versions") else 0
+        return self.list_versions.get(blob, 0)
 
     def _phone_sync(self, phone: Phone) -> None:
         latest = latest_revocation_list(self.engine, self.municipality.id)
@@ -521,7 +524,7 @@ class _Day:
             return
         victim = sorted(later, key=lambda v: (v.planned_start, v.id))[0]
         plan_key = self._plan_key(victim.id)
-        updated = _write_plan_without(self.site_plans_dir, plan_key, victim, self.day, self.zone)
+        updated = _write_plan_cancelling(self.site_plans_dir, plan_key, victim, self.zone)
         if updated is None:
             return
         sources = read_sources(
@@ -595,8 +598,6 @@ class _Day:
         published = publish_revocation_list(
             self.engine, self.secrets.issuer, self.municipality.id, now=self.clock.now, by="system:revocation"
         )
-        if not hasattr(self, "list_versions"):
-            self.list_versions: dict[bytes, int] = {}
         self.list_versions[published.blob] = published.version
         self.stats.lists_published += 1
         for phone in self.phones.values():
@@ -605,6 +606,8 @@ class _Day:
 
     def close_day(self) -> int:
         """Visits nobody opened the door for are marked missed (their grants simply lapse)."""
+        # Visits at homes without an e-lock leave no door events; they are not "missed".
+        with_elock = select(t.homes.c.resident_id).where(t.homes.c.elock_system.is_not(None))
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(t.visits)
@@ -612,6 +615,7 @@ class _Day:
                     t.visits.c.municipality_id == self.municipality.id,
                     t.visits.c.status == VisitStatus.PLANNED.value,
                     t.visits.c.planned_end < self.clock.now,
+                    t.visits.c.resident_id.in_(with_elock),
                 )
                 .values(status=VisitStatus.MISSED.value)
             )
@@ -644,7 +648,7 @@ class _Day:
         minutes_saved = baseline * shifts_without_key
         problems = Counter(p.message for p in report.problems if p.severity.value == "error")
         return {
-            "seed": self.ids_seed if hasattr(self, "ids_seed") else None,
+            "seed": self.seed,
             "day": self.day.isoformat(),
             "municipality": self.municipality.name,
             "import": {
@@ -709,40 +713,29 @@ class _Day:
         }
 
 
-def _write_plan_without(plans_dir: Path, plan_key: str, visit: Visit, day: date, zone: ZoneInfo) -> Path | None:
-    """Write an updated version of the plan holding `visit` with that visit's activity removed."""
+def _write_plan_cancelling(plans_dir: Path, plan_key: str, visit: Visit, zone: ZoneInfo) -> Path | None:
+    """Write the next version of the plan holding `visit`, with that activity marked cancelled."""
     start_local = visit.planned_start.astimezone(zone)
     for path in sorted(plans_dir.glob("*.json")):
-        try:
-            plan = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        plan = json.loads(path.read_text(encoding="utf-8"))
+        keys = {f"{i.get('system', '')}|{i.get('value', '')}".strip() for i in plan.get("identifier", [])}
+        if plan.get("resourceType") != "CarePlan" or plan_key not in keys:
             continue
-        if plan.get("resourceType") != "CarePlan":
-            continue
-        ident = plan.get("identifier") or []
-        keys = {f"{i.get('system', '')}|{i.get('value', '')}".strip() for i in ident} | {plan.get("id", "")}
-        if plan_key not in keys and not any(plan_key.endswith(k) for k in keys if k):
-            continue
-        kept = []
+        changed = False
         for act in plan.get("activity", []):
-            bounds = (
-                act.get("detail", {}).get("scheduledTiming", {}).get("repeat", {}).get("boundsPeriod", {})
-            )
-            try:
-                s = datetime.fromisoformat(bounds.get("start", ""))
-            except ValueError:
-                kept.append(act)
-                continue
-            if s.astimezone(zone) != start_local:
-                kept.append(act)
-        if len(kept) == len(plan.get("activity", [])):
+            detail = act.get("detail", {})
+            bounds = detail.get("scheduledTiming", {}).get("repeat", {}).get("boundsPeriod", {})
+            if "start" in bounds and datetime.fromisoformat(bounds["start"]).astimezone(zone) == start_local:
+                detail["status"] = "cancelled"
+                changed = True
+        if not changed:
             return None
-        plan["activity"] = kept
         meta = plan.setdefault("meta", {})
-        meta["versionId"] = str(int(meta.get("versionId", "1")) + 1) if str(meta.get("versionId", "1")).isdigit() else "2"
+        version = str(meta.get("versionId", "1"))
+        meta["versionId"] = str(int(version) + 1) if version.isdigit() else "2"
         out = plans_dir.parent / "updates" / path.name
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(plan, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+        out.write_text(json.dumps(plan, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
         return out
     return None
 

@@ -185,9 +185,13 @@ def _activity(
         return [], False, [problem(source, f"{path}.detail.{exc.field}", exc.message, raw=raw)]
 
     description = text(detail, "description") or text(one(detail, "code"), "text") or ""
+    # The activity's element id survives a care system adding or removing other activities;
+    # its position does not, so the position is only the fallback.
+    element_id = activity.get("id") if isinstance(activity, dict) else None
+    activity_key = f"id:{element_id}" if isinstance(element_id, str) and element_id else f"a{index}"
     occurrences = [
         PlannedOccurrence(
-            key=f"{plan_key}#a{index}#{utc_key(slot.start)}",
+            key=f"{plan_key}#{activity_key}#{utc_key(slot.start)}",
             start=slot.start,
             end=slot.end,
             performers=tuple(performers),

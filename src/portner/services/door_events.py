@@ -21,6 +21,12 @@ from portner.storage.audit import AuditEntry, append_audit
 from portner.storage.repository import Repository
 
 OPEN_KINDS = frozenset({"unlock"})
+LOCK_EVENT_KINDS = frozenset(
+    {
+        "boot", "locked", "jammed", "revocation_applied", "revocation_rejected", "clock_set",
+        "clock_rejected", "battery_low", "battery_replaced",
+    }
+)
 # A departure is the door locked from inside or with the phone on the way out; automatic
 # relocks after an opening ("auto_relock") and reboots are not departures.
 DEPARTURES = frozenset({("locked", "inside"), ("locked", "credential")})
@@ -141,7 +147,8 @@ def _audit_for(
     elif ev.allowed is False:
         action = "door:denied"
     else:
-        action = f"lock:{ev.kind}"
+        # The lock names its own event kinds; only ones we know become audit tags.
+        action = f"lock:{ev.kind}" if ev.kind in LOCK_EVENT_KINDS else "lock:event"
     return AuditEntry(
         now,
         f"lock:{lock_id}",

@@ -1,0 +1,140 @@
+"""Engines for SQLite and PostgreSQL, and the Alembic migrations that bring a database to head.
+
+The migrations ship inside the package (portner/storage/migrations, portner/storage/alembic.ini),
+so an installed Portner can migrate its own database without a source checkout.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+DEFAULT_URL = "sqlite:///portner.sqlite"
+
+# Any constant works; it only has to be the same for every Portner process on one PostgreSQL.
+_MIGRATION_LOCK_KEY = 0x706F72746E6572  # "portner"
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Parse `url`, pointing plain `postgresql://` (and `postgres://`) URLs at psycopg 3."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str | URL = DEFAULT_URL, **kwargs: Any) -> Engine:
+    """Create an engine: a SQLite file (WAL, foreign keys on), SQLite memory, or PostgreSQL."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, **kwargs)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, **kwargs)
+
+
+def _is_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
+    memory = _is_memory(url)
+    if memory:
+        # One shared connection, or every checkout would see its own empty database.
+        kwargs.setdefault("poolclass", StaticPool)
+        kwargs.setdefault("connect_args", {"check_same_thread": False})
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite, which would only BEGIN before writes (so
+        # SELECTs ran outside the transaction and SAVEPOINTs broke); we emit BEGIN ourselves below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            # Wait for a competing writer instead of failing at once with "database is locked".
+            cursor.execute("PRAGMA busy_timeout=30000")
+            if not memory:
+                # WAL: readers never block the writer, and the writer never blocks readers.
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def _alembic_config(connection: Connection | None = None) -> Config:
+    """The packaged alembic.ini, with script_location pointing at the packaged migrations."""
+    storage = resources.files("portner.storage")
+    cfg = Config(str(storage / "alembic.ini"))
+    cfg.set_main_option("script_location", str(storage / "migrations"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the database to `revision` (default head) with Alembic, in one transaction."""
+    with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
+            # Batch migrations copy and rename tables; foreign keys must be off meanwhile, and the
+            # pragma is ignored inside a transaction, so set it on the raw connection before BEGIN.
+            _raw_pragma(conn, "PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    # Two replicas starting at once must not both run the same migration.
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
+                command.upgrade(_alembic_config(conn), revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(
+                            f"migration left {len(broken)} rows violating foreign keys"
+                        )
+        finally:
+            if sqlite:
+                _raw_pragma(conn, "PRAGMA foreign_keys=ON")
+
+
+def _raw_pragma(conn: Connection, pragma: str) -> None:
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at, or None when it was never migrated."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    """The newest revision shipped with this Portner."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def open_database(url: str | URL = DEFAULT_URL, **kwargs: Any) -> Engine:
+    """Create an engine for `url` and migrate its database to head."""
+    engine = make_engine(url, **kwargs)
+    migrate(engine)
+    return engine

@@ -1,0 +1,136 @@
+"""Engines, migrations and the UtcDateTime column type on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, insert, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, StatementError
+
+from portner.storage.db import (
+    current_revision,
+    head_revision,
+    make_engine,
+    migrate,
+    normalise_url,
+    open_database,
+)
+from portner.storage.tables import audit_head, metadata, outbox, zones
+
+OSLO = ZoneInfo("Europe/Oslo")
+
+
+def test_plain_postgresql_urls_use_psycopg3() -> None:
+    assert normalise_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    assert normalise_url("postgres://u@h/db").drivername == "postgresql+psycopg"
+    assert normalise_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
+    assert normalise_url("sqlite:///x.sqlite").drivername == "sqlite"
+
+
+def test_sqlite_file_uses_wal_and_enforces_foreign_keys(tmp_path: Path) -> None:
+    engine = open_database(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert(zones).values(id="z1", municipality_id="nowhere", path="A|B"))
+    engine.dispose()
+
+
+def test_sqlite_memory_database_is_shared_across_checkouts() -> None:
+    engine = open_database("sqlite://")
+    with engine.begin() as conn:
+        conn.execute(insert(outbox).values(idempotency_key="k", kind="x", payload={},
+                                           created_at=datetime.now(UTC)))
+    with engine.connect() as other:
+        assert other.execute(select(outbox.c.idempotency_key)).scalars().all() == ["k"]
+
+
+def test_sqlite_savepoints_roll_back_only_their_part(sqlite_engine: Engine) -> None:
+    # pysqlite's own transaction handling breaks SAVEPOINT; make_engine takes it over.
+    row = {"kind": "x", "payload": {}, "created_at": datetime.now(UTC)}
+    with sqlite_engine.begin() as conn:
+        conn.execute(insert(outbox).values(idempotency_key="a", **row))
+        nested = conn.begin_nested()
+        conn.execute(insert(outbox).values(idempotency_key="b", **row))
+        nested.rollback()
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(outbox.c.idempotency_key)).scalars().all() == ["a"]
+
+
+def test_migrate_brings_an_empty_database_to_head(empty_engine: Engine) -> None:
+    assert current_revision(empty_engine) is None
+    migrate(empty_engine)
+    assert current_revision(empty_engine) == head_revision() == "0001_initial"
+    migrate(empty_engine)  # idempotent: a second run changes nothing and does not fail
+    assert current_revision(empty_engine) == "0001_initial"
+    tables = set(inspect(empty_engine).get_table_names())
+    assert set(metadata.tables) <= tables
+
+
+def test_migrations_match_tables_py_exactly(empty_engine: Engine) -> None:
+    """Fails when tables.py changed without a matching migration (alembic check, in a test)."""
+    migrate(empty_engine)
+    with empty_engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(context, metadata)
+    assert diff == []
+
+
+def test_migration_creates_the_audit_genesis_head(engine: Engine) -> None:
+    with engine.connect() as conn:
+        rows = conn.execute(select(audit_head.c.id, audit_head.c.seq, audit_head.c.hash)).all()
+    assert [(r.id, r.seq, bytes(r.hash)) for r in rows] == [(1, 0, bytes(32))]
+
+
+def _put(engine: Engine, key: str, at: datetime) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            insert(outbox).values(idempotency_key=key, kind="x", payload={}, created_at=at)
+        )
+
+
+def test_utc_datetime_round_trip_is_aware_utc(engine: Engine) -> None:
+    local = datetime(2026, 3, 29, 3, 30, 15, 123456, tzinfo=OSLO)  # just after spring-forward
+    _put(engine, "k", local)
+    with engine.connect() as conn:
+        stored = conn.execute(select(outbox.c.created_at)).scalar_one()
+    assert stored == local
+    assert stored.utcoffset() == timedelta(0)
+    assert stored.tzinfo is not None
+    assert stored.replace(tzinfo=None) == datetime(2026, 3, 29, 1, 30, 15, 123456)
+
+
+def test_utc_datetime_compares_in_utc_whatever_the_input_offset(engine: Engine) -> None:
+    # 09:00+02:00 is 07:00 UTC, earlier than 08:00 UTC although "09" > "08" as text.
+    _put(engine, "early", datetime(2026, 6, 1, 9, 0, tzinfo=OSLO))
+    _put(engine, "late", datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
+    with engine.connect() as conn:
+        order = conn.execute(select(outbox.c.idempotency_key).order_by(outbox.c.created_at))
+        assert order.scalars().all() == ["early", "late"]
+        after = conn.execute(
+            select(outbox.c.idempotency_key).where(
+                outbox.c.created_at > datetime(2026, 6, 1, 7, 30, tzinfo=UTC)
+            )
+        )
+        assert after.scalars().all() == ["late"]
+
+
+def test_utc_datetime_refuses_naive_values(engine: Engine) -> None:
+    with pytest.raises(StatementError, match="naive"):
+        _put(engine, "naive", datetime(2026, 1, 1, 8, 0))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM outbox")).scalar_one() == 0
+
+
+def test_make_engine_defaults_to_a_sqlite_file() -> None:
+    engine = make_engine()
+    assert engine.dialect.name == "sqlite"
+    assert engine.url.database == "portner.sqlite"
+    engine.dispose()
