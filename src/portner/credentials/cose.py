@@ -89,18 +89,24 @@ def strict_loads(data: bytes) -> Any:
 
 
 def _sorted(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
+    # Exact type checks: this runs for every credential issued, and isinstance against the
+    # Mapping ABC cost more than the signature itself.
+    kind = type(obj)
+    if kind in _MAP_TYPES:
         return {k: _sorted(obj[k]) for k in sorted(obj, key=_key_rank)}
-    if isinstance(obj, list | tuple):
+    if kind is list or kind is tuple:
         return [_sorted(item) for item in obj]
     return obj
 
 
 def encode(obj: Any) -> bytes:
     """Encode in RFC 8949 §4.2.1 deterministic CBOR (shortest heads, definite, sorted int keys)."""
-    ordered = _sorted(obj)
-    _check_plain(ordered, 0)
-    return cbor2.dumps(ordered)
+    try:
+        _check_plain(obj, 0)  # our own structures are built in order: the common, fast case
+    except CoseFormatError:
+        obj = _sorted(obj)
+        _check_plain(obj, 0)
+    return cbor2.dumps(obj)
 
 
 def _head(major: int, length: int) -> bytes:

@@ -25,7 +25,6 @@ from portner.fhir.context import (
     identifier_key,
     normalise_reference,
     problem,
-    raw_json,
     read_performer,
     read_subject,
     utc_key,
@@ -65,7 +64,7 @@ def read_appointment(
     appointment: Any, source: SourceRef, ctx: ReadContext
 ) -> tuple[VisitPlanRecord | None, list[ImportProblem]]:
     """Map one Appointment; problems for what could not be imported, never an exception."""
-    raw = raw_json(appointment)
+    raw = appointment  # serialised by problem() only if needed
     status = text(appointment, "status")
     if status is None or status not in _PLANNED | _CANCELLED | _NOT_A_VISIT:
         return None, [problem(source, "status", f"unknown appointment status {status!r}", raw=raw)]

@@ -34,7 +34,6 @@ from portner.fhir.context import (
     content_hash,
     identifier_key,
     problem,
-    raw_json,
     read_performer,
     read_subject,
     utc_key,
@@ -79,7 +78,7 @@ def read_careplan(
     plan: Any, source: SourceRef, ctx: ReadContext
 ) -> tuple[VisitPlanRecord | None, list[ImportProblem]]:
     """Map one CarePlan; problems for what could not be imported, never an exception."""
-    raw = raw_json(plan)
+    raw = plan  # serialised by problem() only if needed
     profiles = [p.split("|", 1)[0] for p in texts(one(plan, "meta"), "profile")]
     if profiles and not any(_KNOWN_PROFILES.match(p) for p in profiles):
         message = f"unknown CarePlan profile {', '.join(profiles)}"
@@ -151,7 +150,7 @@ def _activity(
 ) -> tuple[list[PlannedOccurrence], bool, list[ImportProblem]]:
     """Expand one activity; an invalid performer or timing rejects this activity only."""
     path = f"activity[{index}]"
-    raw = raw_json(activity)
+    raw = activity  # serialised by problem() only if needed
     detail = one(activity, "detail")
     if detail is None:
         note = f"{path} has no detail (referenced activities are not expanded)"

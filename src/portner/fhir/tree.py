@@ -72,26 +72,32 @@ def _value(element: Element) -> Any:
 
 def items(node: Any, key: str) -> list[Any]:
     """Return the values of `key` in `node` as a list, whatever shape the source used."""
-    if not isinstance(node, Mapping):
+    # Trees from json.loads and from our XML normaliser hold only dicts and lists, so exact
+    # type checks suffice (and are several times cheaper than isinstance against an ABC).
+    if type(node) is not dict:
         return []
     value = node.get(key)
     if value is None:
         return []
-    if isinstance(value, list):
+    if type(value) is list:
         return [v for v in value if v is not None]
     return [value]
 
 
 def one(node: Any, key: str) -> Any:
     """Return the first value of `key`, or None."""
-    values = items(node, key)
-    return values[0] if values else None
+    if type(node) is not dict:
+        return None
+    value = node.get(key)
+    if type(value) is list:
+        return next((v for v in value if v is not None), None)
+    return value
 
 
 def text(node: Any, key: str) -> str | None:
     """Return the primitive value of `key` as a stripped string, or None when absent/empty."""
     value = one(node, key)
-    if value is None or isinstance(value, Mapping | list):
+    if value is None or type(value) in (dict, list):
         return None
     if isinstance(value, bool):
         return "true" if value else "false"

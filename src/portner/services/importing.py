@@ -184,6 +184,7 @@ class _ImportRun:
         self.new_visits: list[Visit] = []
         self.new_visit_plans: list[str] = []
         self.new_grants: list[Grant] = []
+        self.new_plans: list[dict[str, object]] = []
 
     # -- actors ---------------------------------------------------------------------------
     def _index_actor(self, a: Actor) -> None:
@@ -350,21 +351,39 @@ class _ImportRun:
         if known and self.plan_hashes[plan.plan_key] == digest:
             self.report.plans_unchanged += 1
             return
-        existing = {v.source_key: v for v in self.repo.visits_of_plan(self.m.id, plan.plan_key)}
+        # A plan seen for the first time has no visits yet: skip the query (the common case on a
+        # national day is tens of thousands of new plans, and every round trip counts).
+        existing = (
+            {v.source_key: v for v in self.repo.visits_of_plan(self.m.id, plan.plan_key)}
+            if known
+            else {}
+        )
         if existing:
             self._reconcile(plan, resident, wanted, existing)
         else:
             for occ, staff in wanted.values():
                 self._add_visit(plan.plan_key, resident, occ, staff)
-        self.repo.save_plan(
-            self.m.id,
-            plan.plan_key,
-            source_file=plan.source.file,
-            version=plan.version,
-            content_hash=digest,
-            at=self.now,
-            known=known,
-        )
+        if known:
+            self.repo.save_plan(
+                self.m.id,
+                plan.plan_key,
+                source_file=plan.source.file,
+                version=plan.version,
+                content_hash=digest,
+                at=self.now,
+                known=True,
+            )
+        else:
+            self.new_plans.append(
+                {
+                    "municipality_id": self.m.id,
+                    "plan_key": plan.plan_key,
+                    "source_file": plan.source.file,
+                    "version": plan.version,
+                    "content_hash": digest,
+                    "imported_at": self.now,
+                }
+            )
         self.plan_hashes[plan.plan_key] = digest
 
     def _reconcile(
@@ -450,15 +469,8 @@ class _ImportRun:
         self.new_visits.append(visit)
         self.new_visit_plans.append(plan_key)
         self.report.visits_added += 1
-        self.audit.append(
-            AuditEntry(
-                self.now,
-                SYSTEM_ACTOR,
-                "visit:planned",
-                visit.id,
-                {"start": occ.start.isoformat(), "staff": list(staff)},
-            )
-        )
+        # No audit entry of its own: a planned visit opens nothing. Its grants are audited,
+        # naming the visit, and so are its cancellation, move and completion.
         self._grant(visit)
 
     def _grant(self, visit: Visit) -> None:
@@ -546,6 +558,7 @@ class _ImportRun:
         )
 
     def flush(self) -> None:
+        self.repo.insert_plans(self.new_plans)
         self.repo.insert_visits(self.new_visits, self.new_visit_plans)
         self.repo.insert_grants(self.new_grants, self.now)
         self.repo.add_quarantine(self.quarantine_rows)

@@ -49,16 +49,16 @@ def issue_for_shift(
     rows: list[dict[str, object]] = []
     with engine.begin() as conn:
         repo = Repository(conn)
-        for device_id in device_ids:
-            device = _usable_device(repo, device_id)
-            grants = repo.active_grants_for_actor(device.actor_id, window_start, window_end)
-            have = {
-                c.grant_id
-                for c in repo.credentials_of_grants([g.id for g in grants])
-                if c.device_id == device.id and c.revoked_at is None
-            }
-            for grant in grants:
-                if grant.id in have:
+        # Three queries for the whole batch, not three per phone: a national morning issues
+        # tens of thousands of credentials in one go.
+        devices = [_usable(repo.device_with_owner(d), d) for d in dict.fromkeys(device_ids)]
+        grants = repo.active_grants_for_actors(
+            sorted({d.actor_id for d in devices}), window_start, window_end
+        )
+        have = repo.live_credential_pairs([g.id for gs in grants.values() for g in gs])
+        for device in devices:
+            for grant in grants.get(device.actor_id, []):
+                if (grant.id, device.id) in have:
                     continue
                 cred = _sign(issuer, grant, device, now, ids)
                 issued.append(cred)
@@ -94,14 +94,13 @@ def issue_for_shift(
     return issued
 
 
-def _usable_device(repo: Repository, device_id: str) -> Device:
-    device = repo.get_device(device_id)
-    if device is None:
+def _usable(found: tuple[Device, bool] | None, device_id: str) -> Device:
+    if found is None:
         raise IssuanceRefused(f"unknown device {device_id}")
+    device, owner_active = found
     if device.status is not DeviceStatus.ACTIVE:
         raise IssuanceRefused(f"device {device_id} is revoked")
-    actor = repo.get_actor(device.actor_id)
-    if actor is None or not actor.active:
+    if not owner_active:
         raise IssuanceRefused(f"account {device.actor_id} is disabled")
     return device
 

@@ -328,6 +328,24 @@ class Repository:
             registered_at=r.registered_at,
         )
 
+    def device_with_owner(self, device_id: str) -> tuple[Device, bool] | None:
+        """Return the device and whether its owner's account is active."""
+        r = self.conn.execute(
+            select(t.devices, t.actors.c.active.label("owner_active"))
+            .join(t.actors, t.actors.c.id == t.devices.c.actor_id)
+            .where(t.devices.c.id == device_id)
+        ).first()
+        if r is None:
+            return None
+        device = Device(
+            id=DeviceId(r.id),
+            actor_id=ActorId(r.actor_id),
+            public_key=r.public_key,
+            status=DeviceStatus(r.status),
+            registered_at=r.registered_at,
+        )
+        return device, bool(r.owner_active)
+
     def set_device_revoked(self, device_id: str, at: datetime) -> None:
         self.conn.execute(
             update(t.devices)
@@ -378,6 +396,10 @@ class Repository:
                     municipality_id=municipality_id, plan_key=plan_key, **values
                 )
             )
+
+    def insert_plans(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(insert(t.visit_plans), list(rows))
 
     def visits_of_plan(self, municipality_id: str, plan_key: str) -> list[Visit]:
         rows = self.conn.execute(
@@ -499,6 +521,41 @@ class Repository:
             .order_by(t.grants.c.not_before, t.grants.c.id)
         )
         return [grant_from_row(r) for r in rows]
+
+    def active_grants_for_actors(
+        self, actor_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[ActorId, list[Grant]]:
+        """Return each actor's active grants overlapping [start, end), in time order."""
+        out: dict[ActorId, list[Grant]] = {}
+        for chunk in _chunks(list(actor_ids)):
+            rows = self.conn.execute(
+                select(t.grants)
+                .where(
+                    and_(
+                        t.grants.c.actor_id.in_(chunk),
+                        t.grants.c.status == GrantStatus.ACTIVE.value,
+                        t.grants.c.not_before < end,
+                        t.grants.c.not_after > start,
+                    )
+                )
+                .order_by(t.grants.c.not_before, t.grants.c.id)
+            )
+            for r in rows:
+                g = grant_from_row(r)
+                out.setdefault(g.actor_id, []).append(g)
+        return out
+
+    def live_credential_pairs(self, grant_ids: Sequence[str]) -> set[tuple[str, str]]:
+        """Return (grant id, device id) of every unrevoked credential for these grants."""
+        pairs: set[tuple[str, str]] = set()
+        for chunk in _chunks(list(grant_ids)):
+            rows = self.conn.execute(
+                select(t.credentials.c.grant_id, t.credentials.c.device_id).where(
+                    and_(t.credentials.c.grant_id.in_(chunk), t.credentials.c.revoked_at.is_(None))
+                )
+            )
+            pairs.update((r.grant_id, r.device_id) for r in rows)
+        return pairs
 
     def grants_for_doors(self, door_ids: Iterable[str]) -> list[Grant]:
         """Return every grant that names any of the doors (for 'who can open my door')."""
