@@ -203,7 +203,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", "fixtures: reads the HL7 Norway files")
 
 
-_PG_FIXTURES = {"pg_engine", "_pg_session_engine", "_pg_server"}
+_PG_FIXTURES = {"pg_engine", "_pg_session_engine", "_pg_server", "pg_url"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -263,3 +263,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under CI=true, fail the run if anything was skipped (collection-level skips included)."""
     if _in_ci() and _SKIPPED and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def pg_url(_pg_server: _PgServer) -> Iterator[str]:
+    """A URL to an empty PostgreSQL schema of its own, for code that opens its own engine."""
+    if _pg_server.error is not None:
+        _unavailable(_pg_server.error)
+    name, engine = _pg_server.new_schema()
+    engine.dispose()
+    url = make_url(_pg_url()).update_query_dict({"options": f"-csearch_path={name}"})
+    yield url.render_as_string(hide_password=False)
+    _pg_server.drop(name)

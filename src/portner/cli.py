@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from portner.bootstrap import open_app, utcnow
@@ -66,11 +68,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(report.as_dict())
     else:
-        print_import_report(report)
+        print_import_report(report, verbose=args.verbose)
     return 1 if report.quarantined and args.strict else 0
 
 
-def print_import_report(report: ImportReport) -> None:
+def _shown_path(file: str) -> str:
+    """Show a file relative to the working directory when it lies below it."""
+    try:
+        return str(Path(file).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return file
+
+
+def print_import_report(report: ImportReport, *, verbose: bool = False) -> None:
     """Print an import report for people: counts first, then each problem with its place."""
     console.print(
         f"Read {report.files} file(s): {report.patients} resident(s), "
@@ -87,11 +97,16 @@ def print_import_report(report: ImportReport) -> None:
     if errors:
         console.print(f"[yellow]{len(errors)} entr(y/ies) quarantined for correction:[/yellow]")
         for p in errors:
-            console.print(f"  [yellow]✗[/yellow] {p}", highlight=False, markup=False)
-    if skipped:
+            where = f"{_shown_path(p.source.file)}: {p.source.resource_type}/{p.source.resource_id}"
+            console.print(f"  [yellow]x[/yellow] {escape(where)} [bold]{escape(p.field)}[/bold]: {escape(p.message)}")
+    if skipped and verbose:
         console.print(f"{len(skipped)} resource(s) recognised and skipped:")
         for p in skipped:
-            console.print(f"  - {p}", highlight=False, markup=False)
+            console.print(f"  - {escape(_shown_path(p.source.file))}: {escape(p.message)}")
+    elif skipped:
+        reasons = Counter(p.message.split(" (")[0] for p in skipped)
+        top = ", ".join(f"{n} {msg}" for msg, n in reasons.most_common(4))
+        console.print(f"{len(skipped)} resource(s) recognised and skipped ({top}); --verbose lists them.")
 
 
 # -- access log, quarantine, audit -----------------------------------------------------------
@@ -212,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept national test-registry ids (test and demo environments only)")
     p.add_argument("--horizon-days", type=int, help="expand open-ended plans this many days")
     p.add_argument("--strict", action="store_true", help="exit 1 when anything was quarantined")
+    p.add_argument("--verbose", action="store_true", help="list every skipped resource")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("access-log", parents=[common], help="who came to a resident's door, when")

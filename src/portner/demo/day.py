@@ -160,6 +160,25 @@ def run_demo(opts: DemoOptions, *, console: Console) -> dict[str, Any]:
         f"{site.plan_count} visit plans written as VKP R4 files"
     )
     engine = open_database(opts.db_url or f"sqlite:///{(folder / 'portner.sqlite').as_posix()}")
+    try:
+        return _run_day(opts, engine, site, folder, zone, rng, ids, day0, clock, console)
+    finally:
+        engine.dispose()
+
+
+def _run_day(
+    opts: DemoOptions,
+    engine: Any,
+    site: Any,
+    folder: Path,
+    zone: ZoneInfo,
+    rng: random.Random,
+    ids: IdSource,
+    day0: datetime,
+    clock: SimClock,
+    console: Console,
+) -> dict[str, Any]:
+    """Everything after the database is open: import, phones, locks, the day, the summary."""
     municipality = Municipality(
         id=MunicipalityId(MUNICIPALITY),
         name="Demokommune",

@@ -229,12 +229,15 @@ class _ImportRun:
     # -- residents ----------------------------------------------------------------------
     def patient(self, rec: PatientRecord) -> None:
         nid = rec.national_id
-        if nid is None:
+        # Without a national id the resident is still known by the care record's logical id, which
+        # plans and appointments can reference ("Patient/<id>"); that is a match, not a guess. A
+        # resource without an id (the reader labels it by position) cannot be referenced.
+        if nid is None and not _referenceable(rec.source.resource_id):
             self.problem(
-                ImportProblem(rec.source, "identifier", "no national id: cannot match visit plans")
+                ImportProblem(rec.source, "identifier", "no national id and no id to match plans by")
             )
             return
-        existing = self.residents.get(nid)
+        existing = self.residents.get(nid) if nid else self.residents_by_ref.get(rec.source.resource_id)
         zone_id = self._zone(rec.zone_path)
         resident = Resident(
             id=existing.id if existing else ResidentId(self.ids.new("res")),
@@ -245,7 +248,8 @@ class _ImportRun:
             source_ref=rec.source.resource_id,
         )
         self.repo.upsert_resident(resident)
-        self.residents[nid] = resident
+        if nid:
+            self.residents[nid] = resident
         self.residents_by_ref[rec.source.resource_id] = resident
         home = self.homes.get(resident.id)
         new_home = Home(
@@ -322,7 +326,7 @@ class _ImportRun:
         for p_index, performer in enumerate(occ.performers):
             matches = {self.actor_index.get((i.kind, i.value)) for i in performer.identifiers}
             matches.discard(None)
-            where = f"occurrence {occ.start.isoformat()} performer[{p_index}]"
+            where = f"{_activity_path(occ.key)}.detail.performer[{p_index}] ({occ.start.isoformat()})"
             if not matches:
                 self.problem(ImportProblem(plan.source, where, "unknown performer"))
                 return None
@@ -564,6 +568,22 @@ class _ImportRun:
         self.repo.add_quarantine(self.quarantine_rows)
         if self.audit:
             append_audit(self.conn, self.audit)
+
+
+def _activity_path(occurrence_key: str) -> str:
+    """Point at the plan activity an occurrence came from ("activity[1]"), from its key."""
+    parts = occurrence_key.split("#")
+    part = parts[-2] if len(parts) >= 3 else ""
+    if part.startswith("a") and part[1:].isdigit():
+        return f"activity[{part[1:]}]"
+    if part.startswith("id:"):
+        return f"activity(id={part[3:]})"
+    return "occurrence"
+
+
+def _referenceable(resource_id: str) -> bool:
+    """Say whether a label is a real logical id, not the reader's position label ("root", "entry[2]")."""
+    return resource_id != "root" and "[" not in resource_id
 
 
 def _plan_digest(

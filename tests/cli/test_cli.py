@@ -1,0 +1,118 @@
+"""The command line as a user meets it: import, quarantine, access log, audit verify."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from portner.cli import main
+from portner.demo.synthetic import generate_municipality
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    # Visits on today's date would depend on the clock; the import horizon starts yesterday, so
+    # generate the plans for a day well inside it: the CLI uses the real clock.
+    generate_municipality(out, seed=5, day=date.today(), residents=30, staff=6, timezone="Europe/Oslo")
+    return out
+
+
+def _fhir(site: Path) -> list[str]:
+    """The site's FHIR folders (installations.json beside them is Portner's own registry)."""
+    return [str(site / "patients"), str(site / "practitioners"), str(site / "plans")]
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_import_reports_problems_with_file_resource_and_field(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path / "data")
+    code, out, _ = _run(capsys, "import", *_fhir(site), "--data-dir", data, "--accept-synthetic-ids", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["patients"] >= 30
+    assert report["visits_added"] > 0
+    assert report["grants_created"] > 0
+    errors = [p for p in report["problems"] if p["severity"] == "error"]
+    assert errors, "the synthetic site carries deliberately bad records"
+    assert all(p["file"] and p["resource"] and p["field"] for p in errors)
+    assert {"unknown performer", "no time of day"} <= {p["message"] for p in errors}
+    # The same files again change nothing.
+    code, out, _ = _run(capsys, "import", *_fhir(site), "--data-dir", data, "--json")
+    again = json.loads(out)
+    assert again["visits_added"] == 0
+    assert again["grants_created"] == 0
+    assert again["plans_unchanged"] > 0
+    # The quarantine holds each bad entry once, however often it was imported.
+    code, out, _ = _run(capsys, "quarantine", "--data-dir", data, "--json")
+    entries = json.loads(out)
+    assert len(entries) == len({(e["file"], e["resource"], e["field"], e["message"]) for e in entries})
+    assert len(entries) == len(errors)
+
+
+def test_import_human_output_names_the_place(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "import", *_fhir(site), "--data-dir", str(tmp_path), "--accept-synthetic-ids", "--verbose")
+    assert code == 0
+    assert not re.search(r"(?<!\d)\d{11}(?!\d)", out), "a national id reached the output"
+    assert "quarantined for correction" in out
+    assert "unknown performer" in out
+    assert "[yellow]" not in out  # markup is rendered, not printed
+
+
+def test_strict_import_fails_when_anything_was_quarantined(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = _run(capsys, "import", *_fhir(site), "--data-dir", str(tmp_path), "--accept-synthetic-ids", "--strict", "--json")
+    assert code == 1
+
+
+def test_import_of_a_missing_path_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "import", str(tmp_path / "nope.json"), "--data-dir", str(tmp_path))
+    assert code == 2
+    assert "nope.json" in err
+
+
+def test_synthetic_ids_are_refused_unless_configured(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "import", str(site / "patients"), "--data-dir", str(tmp_path), "--json")
+    report = json.loads(out)
+    assert report["patients"] == 0
+    messages = {p["message"] for p in report["problems"]}
+    assert "invalid national id number: synthetic test number not accepted" in messages
+    assert messages <= {
+        "invalid national id number: synthetic test number not accepted",
+        "invalid national id number: check digit mismatch",  # the deliberately bad record
+    }
+
+
+def test_audit_verify_passes_then_detects_an_edit(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "d"
+    _run(capsys, "import", *_fhir(site), "--data-dir", str(data), "--accept-synthetic-ids", "--json")
+    code, out, _ = _run(capsys, "audit", "verify", "--data-dir", str(data))
+    assert code == 0
+    assert "verified" in out
+    engine = create_engine(f"sqlite:///{data / 'portner.sqlite'}")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_events SET actor = 'someone-else' WHERE seq = 3"))
+    engine.dispose()
+    code, out, _ = _run(capsys, "audit", "verify", "--data-dir", str(data), "--json")
+    assert code == 1
+    result = json.loads(out)
+    assert result["ok"] is False
+    assert result["first_bad_seq"] == 3
+
+
+def test_access_log_for_unknown_resident(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "access-log", "--resident", "res-nobody", "--data-dir", str(tmp_path))
+    assert code == 2
+    assert "res-nobody" in err

@@ -1,0 +1,73 @@
+"""The main job: a small synthetic day, run twice with one seed, and once on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from portner.demo.day import DemoOptions, run_demo
+
+
+def _day(folder: Path, seed: int = 11, **kw: Any) -> dict[str, Any]:
+    options = DemoOptions(seed=seed, data_dir=folder, residents=70, staff=10, use_fixtures=False, json=True, **kw)
+    return run_demo(options, console=Console(quiet=True))
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _day(tmp_path_factory.mktemp("demo") / "day")
+
+
+def test_the_day_happens_and_the_audit_chain_verifies(summary: dict[str, Any]) -> None:
+    v, d, r = summary["visits"], summary["doors"], summary["revocation"]
+    assert summary["audit"]["ok"] is True
+    assert v["planned"] > 100
+    assert v["keyed"] > 0
+    assert v["opened"] > 0.8 * v["keyed"]
+    assert v["cancelled"] == 1  # the mid-day cancellation, and nothing else
+    assert v["physical_key"] > 0
+    assert d["opened_while_platform_unreachable"] > 0
+    assert r["lost_phone_revoked"] is True
+    assert r["lists_published"] >= 2  # after the cancellation and after the lost phone
+    # Every refusal has a reason, and the very late nurses were refused as expired.
+    assert sum(d["denied_reasons"].values()) == d["denied"]
+    assert d["denied_reasons"].get("expired", 0) > 0
+    # Each completed visit went back to the care record exactly once.
+    assert summary["write_back"]["encounters_delivered"] == v["completed"]
+    folder = Path(summary["write_back"]["folder"])
+    encounters = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    assert len(encounters) == v["completed"]
+    assert all(e["resourceType"] == "Encounter" and e["status"] == "finished" for e in encounters)
+    assert summary["time_saved"]["minutes_saved"] > 0
+
+
+def test_the_relay_faults_are_detected(summary: dict[str, Any]) -> None:
+    """The demo's relays duplicate, reorder and drop uploads now and then; none goes unnoticed."""
+    anomalies = summary["locks"]["log_anomalies_detected"]
+    assert set(anomalies) <= {"duplicate", "reordered", "gap"}
+    assert sum(anomalies.values()) > 0
+
+
+def test_a_fixed_seed_reproduces_the_day(summary: dict[str, Any], tmp_path: Path) -> None:
+    again = _day(tmp_path / "again")
+    for part in ("import", "visits", "doors", "revocation", "locks", "time_saved", "audit"):
+        assert again[part] == summary[part], part
+
+
+def test_the_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="refusing to wipe"):
+        _day(precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_the_demo_runs_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    result = _day(tmp_path / "pg", db_url=pg_url)
+    assert result["audit"]["ok"] is True
+    assert result["visits"]["cancelled"] == 1
