@@ -20,7 +20,7 @@ from portner.config import Settings
 from portner.domain.care_record import Severity
 from portner.services.ids import IdSource
 from portner.services.importing import ImportReport, import_sources
-from portner.services.queries import UnknownResident, access_log
+from portner.services.queries import UnknownResident, access_log, resident_overview
 from portner.storage.audit import verify_audit
 from portner.storage.repository import Repository
 
@@ -133,10 +133,28 @@ def cmd_access_log(args: argparse.Namespace) -> int:
     for col in ("When", "Door", "Who", "Role", "Result", "Why"):
         table.add_column(col)
     for ln in lines:
-        why = "planned visit" if ln.planned else (ln.reason if ln.outcome == "refused" else "")
         if ln.outcome == "refused":
             why = f"refused: {ln.reason}"
+        else:
+            why = "planned visit" if ln.planned else "not a planned visit"
         table.add_row(ln.at_local, ln.door, ln.who, ln.role, ln.outcome, why)
+    console.print(table)
+    return 0
+
+
+def cmd_residents(args: argparse.Namespace) -> int:
+    app = open_app(_settings(args))
+    with app.engine.connect() as conn:
+        rows = resident_overview(conn, app.municipality.id)
+    if args.json:
+        _emit_json(rows)
+        return 0
+    table = Table(title=f"Residents of {app.municipality.name}")
+    table.add_column("Resident", no_wrap=True)
+    for col in ("Name", "Zone", "E-lock", "Doors"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"], r["name"], r["zone"], r["elock"] or "none (physical key)", str(r["doors"]))
     console.print(table)
     return 0
 
@@ -234,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resident", required=True, help="resident id (res-...)")
     p.add_argument("--reader", default="cli:operator", help="who is reading (logged)")
     p.set_defaults(func=cmd_access_log)
+
+    p = sub.add_parser("residents", parents=[common], help="list residents, their zone and doors")
+    p.set_defaults(func=cmd_residents)
 
     p = sub.add_parser("quarantine", parents=[common], help="entries waiting for correction")
     p.set_defaults(func=cmd_quarantine)

@@ -655,6 +655,12 @@ class _Day:
                 )
             )
             anomalies = Counter(r.kind for r in conn.execute(select(t.lock_log_anomalies.c.kind)))
+            example = conn.execute(
+                select(t.visits.c.resident_id)
+                .where(t.visits.c.status == VisitStatus.COMPLETED.value)
+                .order_by(t.visits.c.resident_id)
+                .limit(1)
+            ).scalar()
         planned = sum(statuses.values())
         keyed = len({c.grant.visit_id for c in kw["issued"]})
         physical = physical_key_list(
@@ -729,6 +735,8 @@ class _Day:
             },
             "audit": {"ok": kw["audit_ok"], "entries": kw["audit_count"]},
             "missed_marked": kw["missed"],
+            "example_resident": example,
+            "data_dir": str(kw["folder"]),
         }
 
 
@@ -794,3 +802,9 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     )
     table.add_row("Audit chain", ("verified, " if s["audit"]["ok"] else "BROKEN, ") + f"{s['audit']['entries']} entries")
     console.print(table)
+    if s.get("example_resident"):
+        flags = f"--data-dir {s['data_dir']} --municipality {MUNICIPALITY}"
+        console.print("Look closer (everything stays in the demo folder):")
+        console.print(f"  .venv/bin/portner access-log {flags} --resident {s['example_resident']}", soft_wrap=True)
+        console.print(f"  .venv/bin/portner audit verify {flags}", soft_wrap=True)
+        console.print(f"  .venv/bin/portner residents {flags}", soft_wrap=True)

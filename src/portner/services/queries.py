@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Connection, Engine, and_, func, select
 
 from portner.domain.model import GrantStatus, VisitStatus
 from portner.storage import tables as t
@@ -103,6 +103,37 @@ def access_log(
             visit_id=r.visit_id,
             planned=r.visit_id is not None,
         )
+        for r in rows
+    ]
+
+
+def resident_overview(conn: Connection, municipality_id: str) -> list[dict[str, object]]:
+    """List residents with zone, e-lock and number of doors (no national ids)."""
+    doors = (
+        select(t.doors.c.home_id, func.count().label("n")).group_by(t.doors.c.home_id).subquery()
+    )
+    rows = conn.execute(
+        select(
+            t.residents.c.id,
+            t.residents.c.display_name,
+            t.zones.c.path,
+            t.homes.c.elock_system,
+            doors.c.n,
+        )
+        .outerjoin(t.zones, t.zones.c.id == t.residents.c.zone_id)
+        .outerjoin(t.homes, t.homes.c.resident_id == t.residents.c.id)
+        .outerjoin(doors, doors.c.home_id == t.homes.c.id)
+        .where(t.residents.c.municipality_id == municipality_id)
+        .order_by(t.zones.c.path, t.residents.c.id)
+    )
+    return [
+        {
+            "id": r.id,
+            "name": r.display_name,
+            "zone": (r.path or "").split("|")[-1],
+            "elock": r.elock_system,
+            "doors": int(r.n or 0),
+        }
         for r in rows
     ]
 
