@@ -202,6 +202,26 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_writeback(args: argparse.Namespace) -> int:
+    import httpx
+
+    from portner.services.writeback import FhirEndpointSink, FolderSink, deliver_outbox
+
+    settings = _settings(args)
+    app = open_app(settings)
+    target = args.to or settings.encounter_outbox or str(settings.data_dir / "encounters")
+    if target.startswith(("http://", "https://")):
+        with httpx.Client(timeout=10.0) as client:
+            result = deliver_outbox(app.engine, FhirEndpointSink(target, client), now=utcnow())
+    else:
+        result = deliver_outbox(app.engine, FolderSink(Path(target)), now=utcnow())
+    if args.json:
+        _emit_json({"delivered": result.delivered, "failed": result.failed, "to": target})
+    else:
+        console.print(f"{result.delivered} Encounter(s) delivered to {target}; {result.failed} failed (kept for retry).")
+    return 0 if result.failed == 0 else 1
+
+
 # -- demo and bench --------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from portner.demo.day import DemoOptions, run_demo
@@ -258,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quarantine", parents=[common], help="entries waiting for correction")
     p.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser("writeback", parents=[common], help="send finished visits to the care record")
+    p.add_argument("--to", help="folder or FHIR base URL (default: PORTNER_FHIR_OUTBOX or <data>/encounters)")
+    p.set_defaults(func=cmd_writeback)
 
     p = sub.add_parser("audit", help="the tamper-evident audit log")
     audit_sub = p.add_subparsers(dest="audit_command", required=True)
