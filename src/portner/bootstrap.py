@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, update
 
 from portner.config import Settings
+from portner.domain.errors import PortnerError
 from portner.domain.model import Municipality, MunicipalityId
 from portner.storage import tables as t
 from portner.storage.db import open_database
@@ -21,18 +22,38 @@ class App:
     municipality: Municipality
 
 
+class UnknownMunicipality(PortnerError):
+    """The configured municipality does not exist in this database."""
+
+
 def open_app(
     settings: Settings,
     *,
+    create: bool = False,
     create_with: Municipality | None = None,
     accept_synthetic_ids: bool | None = None,
 ) -> App:
-    """Open (and migrate) the database; create the municipality on first use."""
+    """Open (and migrate) the database; with `create`, make the municipality on first use.
+
+    Read-only commands never create one: a typo in --municipality must be an error, not an empty
+    new tenant.
+    """
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        raise PortnerError(f"data directory {settings.data_dir} exists and is not a folder")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Personal data lives here (the database, Encounters, keys): owner only.
+    settings.data_dir.chmod(0o700)
     engine = open_database(settings.db_url)
     with engine.begin() as conn:
         repo = Repository(conn)
         m = repo.get_municipality(settings.municipality_id)
+        if m is None and not create:
+            known = ", ".join(x.id for x in repo.list_municipalities()) or "none yet"
+            engine.dispose()
+            raise UnknownMunicipality(
+                f"no municipality {settings.municipality_id!r} in this database (known: {known}); "
+                "import into it first, or give --municipality"
+            )
         if m is None:
             m = create_with or Municipality(
                 id=MunicipalityId(settings.municipality_id),

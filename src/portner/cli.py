@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -14,9 +15,11 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from portner.bootstrap import open_app, utcnow
 from portner.config import Settings
+from portner.domain.errors import PortnerError
 from portner.domain.care_record import Severity
 from portner.services.ids import IdSource
 from portner.services.importing import ImportReport, import_sources
@@ -24,8 +27,9 @@ from portner.services.queries import UnknownResident, access_log, resident_overv
 from portner.storage.audit import verify_audit
 from portner.storage.repository import Repository
 
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: long paths and ids stay on one line when output goes to a file or a pipe.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -52,7 +56,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if missing:
         err.print(f"[red]portner import: no such file or folder: {', '.join(missing)}[/red]")
         return 2
-    app = open_app(settings, accept_synthetic_ids=True if args.accept_synthetic_ids else None)
+    app = open_app(settings, create=True, accept_synthetic_ids=True if args.accept_synthetic_ids else None)
     m = app.municipality
     now = utcnow()
     start = now - timedelta(days=1)
@@ -116,12 +120,13 @@ def cmd_access_log(args: argparse.Namespace) -> int:
         lines = access_log(
             app.engine,
             args.resident,
+            municipality_id=app.municipality.id,
             reader=args.reader,
             now=utcnow(),
             timezone=app.municipality.timezone,
         )
     except UnknownResident:
-        err.print(f"[red]portner access-log: no resident {args.resident}[/red]")
+        err.print(f"[red]portner access-log: no resident {escape(args.resident)} in {app.municipality.id}[/red]")
         return 2
     if args.json:
         _emit_json([ln.as_dict() for ln in lines])
@@ -248,6 +253,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _days(value: str) -> int:
+    days = int(value)
+    if not 1 <= days <= 366:
+        raise argparse.ArgumentTypeError("must be between 1 and 366")
+    return days
+
+
+def _reader(value: str) -> str:
+    # The reader is written to the audit log: an id such as "stf-..." or "cli:operator", never a
+    # name or a national id.
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.:-]{0,99}", value) or re.search(r"\d{11}", value):
+        raise argparse.ArgumentTypeError("give a pseudonymous id such as stf-1a2b or cli:operator")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="portner", description="Open door access for municipal home care."
@@ -263,14 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="FHIR files or folders (STU3/R4, XML/JSON)")
     p.add_argument("--accept-synthetic-ids", action="store_true",
                    help="accept national test-registry ids (test and demo environments only)")
-    p.add_argument("--horizon-days", type=int, help="expand open-ended plans this many days")
+    p.add_argument("--horizon-days", type=_days, help="expand open-ended plans this many days (1-366)")
     p.add_argument("--strict", action="store_true", help="exit 1 when anything was quarantined")
     p.add_argument("--verbose", action="store_true", help="list every skipped resource")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("access-log", parents=[common], help="who came to a resident's door, when")
     p.add_argument("--resident", required=True, help="resident id (res-...)")
-    p.add_argument("--reader", default="cli:operator", help="who is reading (logged)")
+    p.add_argument("--reader", type=_reader, default="cli:operator",
+                   help="who is reading, as a pseudonymous id (logged)")
     p.set_defaults(func=cmd_access_log)
 
     p = sub.add_parser("residents", parents=[common], help="list residents, their zone and doors")
@@ -317,6 +338,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except (PortnerError, OSError, ValueError) as exc:
+        # Our own errors, files that cannot be read, values that do not parse: say what and
+        # where, without a traceback (the messages never contain national ids).
+        err.print(f"portner {args.command}: {escape(str(exc))}", markup=True, highlight=False)
+        return 2
+    except SQLAlchemyError as exc:
+        err.print(
+            f"portner {args.command}: the database could not be used: {type(exc.orig or exc).__name__}"
+            if isinstance(exc, DBAPIError)
+            else f"portner {args.command}: the database could not be used: {type(exc).__name__}",
+            highlight=False,
+        )
+        return 2
 
 
 if __name__ == "__main__":

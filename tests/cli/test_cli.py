@@ -112,7 +112,52 @@ def test_audit_verify_passes_then_detects_an_edit(site: Path, tmp_path: Path, ca
     assert result["first_bad_seq"] == 3
 
 
-def test_access_log_for_unknown_resident(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_access_log_for_unknown_resident(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _run(capsys, "import", *_fhir(site), "--data-dir", str(tmp_path), "--accept-synthetic-ids", "--json")
     code, _, err = _run(capsys, "access-log", "--resident", "res-nobody", "--data-dir", str(tmp_path))
     assert code == 2
     assert "res-nobody" in err
+
+
+def test_read_commands_do_not_create_a_municipality(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "d")
+    _run(capsys, "import", *_fhir(site), "--data-dir", data, "--accept-synthetic-ids", "--json")
+    for argv in (["residents"], ["quarantine"], ["audit", "verify"], ["access-log", "--resident", "res-x"]):
+        code, _, err = _run(capsys, *argv, "--data-dir", data, "--municipality", "typo-kommune")
+        assert code == 2, argv
+        assert "no municipality 'typo-kommune'" in err
+    engine = create_engine(f"sqlite:///{tmp_path / 'd' / 'portner.sqlite'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM municipalities")).scalars().all() == ["kommune"]
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["import", "x.json", "--horizon-days", "-5"], "between 1 and 366"),
+        (["access-log", "--resident", "res-x", "--reader", "12345678901"], "pseudonymous id"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bogus = tmp_path / "notadb.sqlite"
+    bogus.write_bytes(b"this is not sqlite" * 100)
+    code, _, err = _run(capsys, "residents", "--db", f"sqlite:///{bogus}", "--data-dir", str(tmp_path / "d"))
+    assert code == 2
+    assert "database could not be used" in err
+    assert "Traceback" not in err
+
+
+def test_a_data_dir_that_is_a_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    code, _, err = _run(capsys, "residents", "--data-dir", str(afile))
+    assert code == 2
+    assert "is not a folder" in err

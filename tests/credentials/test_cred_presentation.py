@@ -417,3 +417,29 @@ def test_short_challenge_refused(present: Present, device: DeviceKey) -> None:
 def test_decode_credential_refuses_garbage() -> None:
     with pytest.raises(ValueError):
         decode_credential(b"\xd2\x84\x40\xa0\x40\x40")
+
+
+def test_a_huge_skew_allowance_fails_closed() -> None:
+    """A lock misconfigured to allow years of skew must not accept an expired credential."""
+    from datetime import timedelta
+
+    from portner.credentials import MAX_SKEW, DenyReason, DeviceKey, IssuerKey, issue_credential, verify_presentation
+    from tests.credentials.helpers import CHALLENGE, CTI, DEVICE_SEED, DOORS, ISSUED_AT, ISSUER_SEED, NOT_AFTER, NOT_BEFORE, SUBJECT
+
+    issuer, device = IssuerKey.from_seed(ISSUER_SEED), DeviceKey.from_private_bytes(DEVICE_SEED)
+    blob = issue_credential(
+        issuer, credential_id=CTI, subject=SUBJECT, device_public_key=device.public_key_bytes,
+        door_ids=DOORS, not_before=NOT_BEFORE, not_after=NOT_AFTER, issued_at=ISSUED_AT,
+    )
+    proof = device.sign_proof(CHALLENGE, DOORS[0], "unlock")
+
+    def at(now_offset: timedelta, skew: timedelta) -> DenyReason:
+        return verify_presentation(
+            blob, proof, challenge=CHALLENGE, door_id=DOORS[0], action="unlock",
+            now=NOT_AFTER + now_offset, issuers={issuer.kid: issuer.public}, revocations=None,
+            skew=skew,
+        ).reason
+
+    assert at(timedelta(minutes=9), MAX_SKEW) is DenyReason.OK  # within the largest allowance
+    assert at(timedelta(days=3650), timedelta(days=36500)) is DenyReason.MALFORMED
+    assert at(timedelta(minutes=9), MAX_SKEW + timedelta(seconds=1)) is DenyReason.MALFORMED

@@ -18,7 +18,7 @@ from portner.services.ids import IdSource
 from portner.services.importing import DoorSpec, import_sources
 from portner.services.issuing import IssuanceRefused, issue_for_shift
 from portner.services.keys import MunicipalitySecrets, load_or_create_secrets, trusted_issuers
-from portner.services.queries import access_log, who_can_open
+from portner.services.queries import UnknownResident, access_log, who_can_open
 from portner.services.revocation import publish_revocation_list, revoke_device
 from portner.services.writeback import FolderSink, deliver_outbox
 from portner.storage import tables as t
@@ -117,7 +117,9 @@ def test_a_visit_opens_logs_itself_and_goes_back_to_the_record(
     assert deliver_outbox(engine, FolderSink(tmp_path / "out"), now=at(9)).delivered == 0
     with engine.connect() as conn:
         resident_id = conn.execute(select(t.residents.c.id).where(t.residents.c.national_id == NID_A)).scalar()
-    lines = access_log(engine, resident_id, reader="test:relative", now=at(10))
+    lines = access_log(engine, resident_id, municipality_id=M.id, reader="test:relative", now=at(10))
+    with pytest.raises(UnknownResident):
+        access_log(engine, resident_id, municipality_id="another", reader="test:relative", now=at(10))
     assert [(ln.door, ln.outcome) for ln in lines] == [
         ("building door", "opened"), ("flat door", "opened"), ("building door", "refused")
     ]
@@ -136,7 +138,9 @@ def test_lost_phone_is_refused_by_an_offline_lock_that_got_the_list(engine: Engi
     afternoon = next(c for c in creds if c.grant.not_before > at(12).astimezone(UTC))
     assert revoke_device(engine, day["device"].id, now=at(12), by="operator:test", reason="lost") == 1  # the morning one has expired
     published = publish_revocation_list(engine, secrets.issuer, M.id, now=at(12), by="test")
-    assert published.version == 1
+    assert published.version == int(at(12).timestamp() * 1000)  # survives a database restore
+    again = publish_revocation_list(engine, secrets.issuer, M.id, now=at(12), by="test")
+    assert again.version == published.version + 1  # strictly rising even within a millisecond
     assert published.devices == 1
     lock = day["locks"]["d-1"]
     day["clock"].now = at(13)
@@ -178,3 +182,9 @@ def test_tampered_upload_is_flagged_and_not_stored(engine: Engine, day: dict) ->
         stored = conn.execute(select(t.door_events.c.actor_id)).scalars().all()
         assert "stf-evil" not in stored
         assert conn.execute(select(t.lock_log_anomalies)).all()
+
+
+def test_an_upload_without_the_lock_key_is_refused(engine: Engine, day: dict) -> None:
+    lock = day["locks"]["d-1"]
+    with pytest.raises(ValueError, match="lock's log key"):
+        ingest_upload(engine, lock.lock_id, lock.events_since(0), lock_key=None, now=at(9))  # type: ignore[arg-type]

@@ -15,12 +15,19 @@ from portner.credentials.cwt import (
 from portner.credentials.keys import DeviceKey, IssuerKey, IssuerPublicKey, device_thumbprint
 from portner.credentials.proof import ACTION_BITS, PROOF_CONTEXT
 from portner.credentials.revocation import ListVerdict, RevocationState, issue_revocation_list
-from portner.credentials.verify import DEFAULT_SKEW, DenyReason, Verdict, verify_presentation
+from portner.credentials.verify import (
+    DEFAULT_SKEW,
+    MAX_SKEW,
+    DenyReason,
+    Verdict,
+    verify_presentation,
+)
 
 __all__ = [
     "ACTION_BITS",
     "CREDENTIAL_SIZE_BUDGET",
     "DEFAULT_SKEW",
+    "MAX_SKEW",
     "PROOF_CONTEXT",
     "CoseFormatError",
     "CredentialClaims",

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 # Allowance for the lock's clock drifting from the issuer's (documented in the profile).
 DEFAULT_SKEW: Final = timedelta(seconds=120)
+# The largest clock-skew allowance a lock may be configured with (goal G6 suggests +-5 min).
+MAX_SKEW: Final = timedelta(minutes=10)
 _MAX_LIFETIME_S: Final = int(MAX_CREDENTIAL_LIFETIME.total_seconds())
 
 
@@ -82,6 +84,9 @@ def verify_presentation(
 
     Never raises: any unexpected failure on hostile input is a MALFORMED deny.
     """
+    if not isinstance(skew, timedelta) or not timedelta(0) <= skew <= MAX_SKEW:
+        # A lock configured with a huge allowance would accept expired keys: fail closed.
+        return _MALFORMED
     try:
         return _verify(
             credential, proof, challenge, door_id, action, now, issuers, revocations, skew

@@ -22,6 +22,7 @@ from typing import Final
 
 from portner.credentials import (
     DEFAULT_SKEW,
+    MAX_SKEW,
     DenyReason,
     IssuerPublicKey,
     RevocationState,
@@ -223,6 +224,8 @@ class SimulatedLock:
         self.lock_id, self.door_id = lock_id, door_id
         self.clock = clock
         self.battery = battery if battery is not None else Battery()
+        if not timedelta(0) <= skew <= MAX_SKEW:
+            raise ValueError(f"a lock's clock-skew allowance must be between 0 and {MAX_SKEW}")
         self.skew, self.relock_after = skew, relock_after
         self.max_challenges, self.challenge_ttl = max_challenges, challenge_ttl
         self.online = False  # whether the simulation lets this lock reach the platform
@@ -369,8 +372,11 @@ class SimulatedLock:
         """Set the clock from a platform-MACed time message bound to a fresh challenge."""
         self._settle()
         problem = self._take_challenge(challenge)
-        expected = time_message_mac(self._key, self.lock_id, challenge, true_time)
-        if problem is not None or not hmac.compare_digest(mac, expected):
+        good_mac = False
+        if problem is None and isinstance(mac, bytes) and isinstance(true_time, datetime):
+            expected = time_message_mac(self._key, self.lock_id, challenge, true_time)
+            good_mac = hmac.compare_digest(mac, expected)
+        if problem is not None or not good_mac:
             reason = problem.value if problem is not None else "bad_mac"
             self._append("clock_rejected", allowed=False, reason=reason)
             return False

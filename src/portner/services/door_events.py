@@ -48,12 +48,15 @@ def ingest_upload(
     lock_id: str,
     events: Sequence[LockEvent],
     *,
-    lock_key: bytes | None,
+    lock_key: bytes,
     now: datetime,
     battery_percent: float | None = None,
     clock_offset_s: float | None = None,
 ) -> IngestReport:
     """Verify and store one lock's upload; match openings to visits; queue finished visits."""
+    if not isinstance(lock_key, bytes) or len(lock_key) < 16:
+        # Without the lock's key a relay could forge any event; never accept an upload unchecked.
+        raise ValueError("ingesting a lock upload needs the lock's log key")
     report = IngestReport(lock_id)
     with engine.begin() as conn:
         lock = conn.execute(

@@ -59,13 +59,20 @@ class UnknownResident(LookupError):
 
 
 def access_log(
-    engine: Engine, resident_id: str, *, reader: str, now: datetime, timezone: str = "Europe/Oslo"
+    engine: Engine,
+    resident_id: str,
+    *,
+    municipality_id: str,
+    reader: str,
+    now: datetime,
+    timezone: str = "Europe/Oslo",
 ) -> list[AccessLogLine]:
     """Return who came to the resident's doors and when, newest last; log the read itself."""
     zone = ZoneInfo(timezone)
     with engine.begin() as conn:
         repo = Repository(conn)
-        if repo.get_resident(resident_id) is None:
+        resident = repo.get_resident(resident_id)
+        if resident is None or resident.municipality_id != municipality_id:
             raise UnknownResident(resident_id)
         rows = list(
             conn.execute(

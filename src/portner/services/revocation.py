@@ -71,7 +71,9 @@ def publish_revocation_list(
                 t.revocation_lists.c.municipality_id == municipality_id
             )
         ).scalar()
-        version = int(current or 0) + 1
+        # Locks accept only a higher version. Tying it to the issue time (milliseconds) keeps it
+        # rising even after a database restore has lost the newest lists.
+        version = max(int(current or 0) + 1, int(now.timestamp() * 1000))
         creds = [
             (bytes.fromhex(r.id), r.not_after) for r in repo.live_revoked_credentials(municipality_id, now)
         ]
