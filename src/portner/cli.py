@@ -8,7 +8,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from portner.bootstrap import open_app, utcnow
 from portner.config import Settings
+from portner.demo.day import DEFAULT_DAY
 from portner.domain.errors import PortnerError
 from portner.domain.care_record import Severity
 from portner.services.ids import IdSource
@@ -240,6 +241,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         fixtures=None if args.no_fixtures else (Path(args.fixtures) if args.fixtures else None),
         use_fixtures=not args.no_fixtures,
         json=args.json,
+        day=args.day,
     )
     summary = run_demo(options, console=err if args.json else console)
     if args.json:
@@ -311,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run a synthetic municipality's day end to end")
     p.add_argument("--seed", type=int, default=2026, help="fixed seed reproduces the day")
+    p.add_argument("--day", type=date.fromisoformat, default=DEFAULT_DAY,
+                   help=f"the day to simulate, YYYY-MM-DD (default {DEFAULT_DAY.isoformat()})")
     p.add_argument("--db", help="database URL (default: SQLite in the demo folder)")
     p.add_argument("--data-dir", help="demo folder (default: ./portner-data/demo), wiped first")
     p.add_argument("--residents", type=int, default=300)

@@ -130,7 +130,8 @@ def _prepare_folder(folder: Path) -> None:
                 "(choose another --data-dir)"
             )
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, mode=0o700)
+    folder.chmod(0o700)  # the demo's database and Encounters hold (synthetic) personal data
     (folder / DEMO_MARKER).write_text("made by portner demo; wiped on the next run\n")
 
 
@@ -241,7 +242,7 @@ def _run_day(
     console.print(
         f"Imported: {report.visits_added} visits, {report.grants_created} door grants; "
         f"{report.quarantined} entries quarantined, {report.skipped} skipped"
-        + (f" (incl. {len(fixture_sources)} HL7 Norway files)" if fixture_sources else "")
+        + (f"; HL7 Norway examples: {len(fixture_sources)} files read with them" if fixture_sources else "")
     )
 
     # 2. Phones: every staff member registers a device; the day's credentials are issued.
@@ -290,7 +291,7 @@ def _run_day(
             lock_key=secrets.lock_key(row.id),
             clock=LockClock(
                 clock,
-                offset=timedelta(seconds=rng.uniform(-40, 40)),
+                offset=timedelta(seconds=rng.uniform(-8, 8)),
                 drift_ppm=rng.uniform(-30, 30),
             ),
             battery=battery,
@@ -370,6 +371,7 @@ class _Day:
     CANCEL_AT = time(11, 0)
     LOST_AT = time(12, 0)
     SYNC_EVERY = timedelta(minutes=30)
+    WALK_BETWEEN_DOORS = timedelta(seconds=45)
 
     def __init__(self, **kw: Any) -> None:
         self.__dict__.update(kw)
@@ -452,10 +454,13 @@ class _Day:
         cred = phone.credentials.get(grant.id)
         if cred is None:
             return
-        for door_id in grant.door_ids:
-            ok = self.open_door(phone, cred.blob, door_id)
-            if not ok:
-                break
+        self._walk(phone, cred.blob, grant.door_ids, 0)
+
+    def _walk(self, phone: Phone, credential: bytes, doors: tuple[str, ...], index: int) -> None:
+        """Open the door path in order, with the walk up the stairs between two doors."""
+        if self.open_door(phone, credential, doors[index]) and index + 1 < len(doors):
+            step = self.clock.now + self.WALK_BETWEEN_DOORS
+            self.at(step, lambda: self._walk(phone, credential, doors, index + 1))
 
     def open_door(self, phone: Phone, credential: bytes, door_id: str) -> bool:
         lock = self.lock_by_door[door_id]
@@ -773,16 +778,17 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     table = Table(title=f"{s['municipality']}, {s['day']}: the day at a glance", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("figure")
-    table.add_row("Visits planned", str(v["planned"]))
+    table.add_row("Visits planned today", str(v["planned"]))
     table.add_row("Visits with phone keys", str(v["keyed"]))
     table.add_row("Visits where the door was opened", str(v["opened"]))
     table.add_row("Visits completed and written back", f"{v['completed']} ({s['write_back']['encounters_delivered']} Encounters)")
     table.add_row("Visits cancelled by the care record", str(v["cancelled"]))
-    table.add_row("Visits missed (door never opened)", str(v["missed"]))
-    table.add_row("Homes needing a physical key", f"{v['physical_key']} visits")
+    table.add_row("Visits missed (nobody got in)", str(v["missed"]))
+    table.add_row("Visits needing a physical key", f"{v['physical_key']} (homes without an e-lock)")
+    table.add_row("Nurses late", f"{v['late_arrivals']} within the grace time (doors opened)")
     table.add_row("Door openings", f"{d['opened']} of {d['attempts']} attempts")
     reasons = ", ".join(f"{k} {n}" for k, n in d["denied_reasons"].items()) or "none"
-    table.add_row("Refused at the door", f"{d['denied']} ({reasons})")
+    table.add_row("Refused at the door", f"{d['denied']} ({reasons}; too late or revoked keys)")
     table.add_row(
         "Platform unreachable",
         f"{s['outage']['from']}-{s['outage']['to']}: {d['opened_while_platform_unreachable']} doors still opened",
@@ -792,7 +798,10 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         "revoked; finder refused at the door" if r["lost_phone_denied_at_door"] else ("revoked" if r["lost_phone_revoked"] else "-"),
     )
     anomalies = ", ".join(f"{k} {n}" for k, n in s["locks"]["log_anomalies_detected"].items()) or "none"
-    table.add_row("Lock logs", f"{s['locks']['uploads']} uploads; anomalies detected: {anomalies}")
+    table.add_row(
+        "Lock logs",
+        f"{s['locks']['uploads']} uploads; relay faults injected and detected: {anomalies}",
+    )
     table.add_row("Low-battery alarms", str(s["locks"]["low_battery_alarms"]))
     table.add_row("Import problems quarantined", str(s["import"]["quarantined"]))
     table.add_row(
