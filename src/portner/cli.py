@@ -17,11 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from portner.bootstrap import open_app, utcnow
+from portner.bootstrap import App, open_app, utcnow
 from portner.config import Settings
 from portner.demo.day import DEFAULT_DAY
 from portner.domain.errors import PortnerError
 from portner.domain.care_record import Severity
+from portner.services.checkpoints import check_checkpoints, cross_check, write_checkpoint
 from portner.services.ids import IdSource
 from portner.services.importing import ImportReport, import_sources
 from portner.services.queries import UnknownResident, access_log, resident_overview
@@ -70,6 +71,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         accept_synthetic_ids=m.accept_synthetic_ids,
     )
     report = import_sources(app.engine, m, sources, now=now, ids=IdSource())
+    _checkpoint(app)
     if args.json:
         _emit_json(report.as_dict())
     else:
@@ -83,6 +85,12 @@ def _shown_path(file: str) -> str:
         return str(Path(file).resolve().relative_to(Path.cwd()))
     except ValueError:
         return file
+
+
+def _checkpoint(app: App) -> None:
+    """Sign the audit chain's head after a command that wrote to it (see services/checkpoints)."""
+    with app.engine.connect() as conn:
+        write_checkpoint(conn, app.settings.data_dir, now=utcnow())
 
 
 def print_import_report(report: ImportReport, *, verbose: bool = False) -> None:
@@ -127,8 +135,10 @@ def cmd_access_log(args: argparse.Namespace) -> int:
             timezone=app.municipality.timezone,
         )
     except UnknownResident:
+        app.engine.dispose()
         err.print(f"[red]portner access-log: no resident {escape(args.resident)} in {app.municipality.id}[/red]")
         return 2
+    _checkpoint(app)
     if args.json:
         _emit_json([ln.as_dict() for ln in lines])
         return 0
@@ -190,22 +200,32 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     app = open_app(_settings(args))
     with app.engine.connect() as conn:
         result = verify_audit(conn)
+        checkpoints, cut = check_checkpoints(conn, app.settings.data_dir)
+        missing = cross_check(conn)
+    problems = ([] if result.ok else [f"entry {result.first_bad_seq}: {result.problem}"]) + cut + missing
+    ok = not problems
     if args.json:
         _emit_json(
             {
-                "ok": result.ok,
+                "ok": ok,
                 "count": result.count,
                 "first_bad_seq": result.first_bad_seq,
                 "problem": result.problem,
+                "checkpoints_checked": checkpoints,
+                "problems": problems,
             }
         )
-    elif result.ok:
-        console.print(f"[green]Audit chain verified: {result.count} entries, unbroken.[/green]")
-    else:
+    elif ok:
         console.print(
-            f"[red]Audit chain BROKEN at entry {result.first_bad_seq}: {result.problem}[/red]"
+            f"[green]Audit chain verified: {result.count} entries, unbroken; "
+            f"{checkpoints} signed checkpoint(s) match; every grant, credential and door event "
+            "is in it.[/green]"
         )
-    return 0 if result.ok else 1
+    else:
+        console.print("[red]Audit chain BROKEN:[/red]")
+        for problem in problems:
+            console.print(f"  [red]x[/red] {escape(problem)}")
+    return 0 if ok else 1
 
 
 def cmd_writeback(args: argparse.Namespace) -> int:
@@ -221,10 +241,14 @@ def cmd_writeback(args: argparse.Namespace) -> int:
             result = deliver_outbox(app.engine, FhirEndpointSink(target, client), now=utcnow())
     else:
         result = deliver_outbox(app.engine, FolderSink(Path(target)), now=utcnow())
+    _checkpoint(app)
     if args.json:
         _emit_json({"delivered": result.delivered, "failed": result.failed, "to": target})
     else:
-        console.print(f"{result.delivered} Encounter(s) delivered to {target}; {result.failed} failed (kept for retry).")
+        console.print(
+            f"{result.delivered} Encounter(s) delivered to {target}; "
+            f"{result.failed} failed (kept for retry)."
+        )
     return 0 if result.failed == 0 else 1
 
 

@@ -112,6 +112,35 @@ def test_audit_verify_passes_then_detects_an_edit(site: Path, tmp_path: Path, ca
     assert result["first_bad_seq"] == 3
 
 
+def test_audit_verify_detects_a_cut_tail_and_an_emptied_log(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Deleting the newest entries and resetting the head keeps the chain consistent in itself;
+    the signed checkpoint outside the database and the cross-checks still see it."""
+    data = tmp_path / "d"
+    _run(capsys, "import", *_fhir(site), "--data-dir", str(data), "--accept-synthetic-ids", "--json")
+    code, out, _ = _run(capsys, "audit", "verify", "--data-dir", str(data), "--json")
+    assert (code, json.loads(out)["checkpoints_checked"]) == (0, 1)
+    engine = create_engine(f"sqlite:///{data / 'portner.sqlite'}")
+    with engine.begin() as conn:
+        last = conn.execute(text("SELECT max(seq) FROM audit_events")).scalar()
+        conn.execute(text("DELETE FROM audit_events WHERE seq = :s"), {"s": last})
+        prev = conn.execute(text("SELECT hash FROM audit_events WHERE seq = :s"), {"s": last - 1}).scalar()
+        conn.execute(text("UPDATE audit_head SET seq = :s, hash = :h"), {"s": last - 1, "h": prev})
+    code, out, _ = _run(capsys, "audit", "verify", "--data-dir", str(data), "--json")
+    result = json.loads(out)
+    assert code == 1
+    assert any("was cut" in p for p in result["problems"])
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_events"))
+        conn.execute(text("UPDATE audit_head SET seq = 0, hash = :h"), {"h": bytes(32)})
+    engine.dispose()
+    code, out, _ = _run(capsys, "audit", "verify", "--data-dir", str(data), "--json")
+    result = json.loads(out)
+    assert code == 1
+    assert any("grant(s) without their 'grant:created' audit entry" in p for p in result["problems"])
+
+
 def test_access_log_for_unknown_resident(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _run(capsys, "import", *_fhir(site), "--data-dir", str(tmp_path), "--accept-synthetic-ids", "--json")
     code, _, err = _run(capsys, "access-log", "--resident", "res-nobody", "--data-dir", str(tmp_path))

@@ -41,6 +41,7 @@ from portner.domain.model import (
 )
 from portner.fhir import read_sources
 from portner.locks.simulated import Battery, LockClock, SimulatedLock, seeded_random
+from portner.services.checkpoints import write_checkpoint
 from portner.services.devices import register_device
 from portner.services.door_events import ingest_upload
 from portner.services.ids import IdSource
@@ -327,6 +328,7 @@ def _run_day(
     missed = sim.close_day()
     delivery = deliver_outbox(engine, FolderSink(folder / "encounters"), now=clock())
     with engine.connect() as conn:
+        write_checkpoint(conn, folder, now=clock())
         audit = verify_audit(conn)
     summary = sim.summary(
         report=report,
