@@ -340,6 +340,7 @@ def _run_day(
         fixtures=fixtures,
         folder=folder,
         site=site,
+        database=opts.db_url,
     )
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     if not opts.json:
@@ -744,6 +745,7 @@ class _Day:
             "missed_marked": kw["missed"],
             "example_resident": example,
             "data_dir": str(kw["folder"]),
+            "database": kw["database"],
         }
 
 
@@ -815,6 +817,8 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     console.print(table)
     if s.get("example_resident"):
         flags = f"--data-dir {s['data_dir']} --municipality {MUNICIPALITY}"
+        if s.get("database"):
+            flags += f" --db {s['database']}"
         console.print("Look closer (everything stays in the demo folder):")
         console.print(f"  .venv/bin/portner access-log {flags} --resident {s['example_resident']}", soft_wrap=True)
         console.print(f"  .venv/bin/portner audit verify {flags}", soft_wrap=True)
