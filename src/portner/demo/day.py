@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy import select, update
+from sqlalchemy import make_url, select, update
 
 from portner.credentials import DeviceKey
 from portner.domain.model import (
@@ -340,7 +340,8 @@ def _run_day(
         fixtures=fixtures,
         folder=folder,
         site=site,
-        database=opts.db_url,
+        # A password in the URL is not written to summary.json or the screen.
+        database=make_url(opts.db_url).render_as_string(hide_password=True) if opts.db_url else None,
     )
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     if not opts.json:
