@@ -109,10 +109,17 @@ def encode(obj: Any) -> bytes:
     return cbor2.dumps(obj)
 
 
+# Heads for small arguments, by major type: most heads written per credential are one of these.
+_SMALL_HEADS: Final = tuple(
+    tuple(bytes((major << 5 | n,)) if n < 24 else bytes((major << 5 | 24, n)) for n in range(256))
+    for major in range(8)
+)
+
+
 def _head(major: int, length: int) -> bytes:
     """Return the shortest CBOR head for a major type and argument."""
-    if length < 24:
-        return bytes((major << 5 | length,))
+    if 0 <= length < 256:
+        return _SMALL_HEADS[major][length]
     for extra, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
         if length < 1 << (8 * size):
             return bytes((major << 5 | extra,)) + length.to_bytes(size, "big")
@@ -185,6 +192,54 @@ def decode_sign1(data: bytes) -> Sign1:
     if type(protected) not in _MAP_TYPES:
         raise CoseFormatError("protected header must be a map")
     return Sign1(protected_bytes, protected, unprotected, payload, signature)
+
+
+def uint(value: int) -> bytes:
+    """Encode a non-negative int as a shortest-form CBOR unsigned integer (major type 0)."""
+    return _head(0, value)
+
+
+def tstr(value: str) -> bytes:
+    """Encode a text string (major type 3), exactly as cbor2 writes it."""
+    data = value.encode()
+    return _head(3, len(data)) + data
+
+
+def bstr(value: bytes) -> bytes:
+    """Encode a byte string (major type 2)."""
+    return _head(2, len(value)) + value
+
+
+def array_head(length: int) -> bytes:
+    """Return the head of a definite-length array (major type 4) of `length` items."""
+    return _head(4, length)
+
+
+def sign1_from_bytes(
+    protected_bytes: bytes,
+    payload: bytes,
+    sign: Callable[[bytes], bytes],
+    *,
+    external_aad: bytes = b"",
+) -> bytes:
+    """Sign and assemble a tagged COSE_Sign1 from an already encoded protected header.
+
+    The unprotected header is empty. `encode_sign1` with the decoded header gives the same bytes;
+    this form lets a caller that signs thousands of messages encode its header once.
+    """
+    signature = sign(sig_structure(protected_bytes, external_aad, payload))
+    return b"".join(
+        (
+            b"\xd2\x84",
+            _head(2, len(protected_bytes)),
+            protected_bytes,
+            b"\xa0",
+            _head(2, len(payload)),
+            payload,
+            _head(2, len(signature)),
+            signature,
+        )
+    )
 
 
 def encode_sign1(

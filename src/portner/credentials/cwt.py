@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -18,10 +19,13 @@ from portner.credentials.cose import (
     HDR_KID,
     CoseFormatError,
     Sign1,
+    array_head,
     decode_sign1,
     encode,
-    encode_sign1,
     loads_raw,
+    sign1_from_bytes,
+    tstr,
+    uint,
 )
 from portner.credentials.keys import (
     CRV,
@@ -63,6 +67,7 @@ _MAX_TIME: Final = 2**32 - 1  # NumericDate as uint32: fits lock firmware, good 
 _DEFAULT_ACTIONS: Final = ("unlock", "lock")
 _BARE_NATIONAL_ID = re.compile(r"\d{11}")
 _ACTION_MASK_ALL: Final = sum(ACTION_BITS.values())
+_MAX_LIFETIME_S: Final = MAX_CREDENTIAL_LIFETIME.total_seconds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +172,72 @@ def parse_claims(payload: bytes) -> RawClaims:
 
 
 def _seconds(value: datetime, what: str, *, round_up: bool) -> int:
-    ts = require_aware(value, what).timestamp()
+    if value.utcoffset() is None:  # naive (or a zone that gives no offset)
+        require_aware(value, what)  # raises
+    ts = value.timestamp()  # of the instant, whatever zone it is written in
     # Rounding nbf up and exp down can only shorten validity, never lengthen it.
     return math.ceil(ts) if round_up else math.floor(ts)
 
 
 def _utc(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+@lru_cache(maxsize=4096)
+def _pseudonymous(subject: str) -> bool:
+    # A pseudonymous actor id never has spaces (names do) and is never a bare 11-digit number.
+    # Cached: a shift issues many credentials to each of a few hundred staff members.
+    return not any(ch.isspace() for ch in subject) and not _BARE_NATIONAL_ID.fullmatch(subject)
+
+
+@lru_cache(maxsize=16)
+def _protected_bytes(cose_alg: int, kid: bytes) -> bytes:
+    return encode({HDR_ALG: cose_alg, HDR_KID: kid})
+
+
+# The fixed parts of the claims map, in deterministic order (see _CLAIM_ORDER): the map head,
+# each key, and the cnf wrapper {1: {1: 1, -1: 6, -2: h'..32 bytes..'}} up to the key bytes.
+_MAP_OF_8: Final = b"\xa8"
+_KEY_SUB: Final = b"\x02"
+_KEY_EXP: Final = b"\x04"
+_KEY_NBF: Final = b"\x05"
+_KEY_IAT: Final = b"\x06"
+_KEY_CTI_16: Final = b"\x07\x50"  # key 7, then the head of a 16-byte bstr
+_KEY_CNF_OKP: Final = b"\x08\xa1\x01\xa3\x01\x01\x20\x06\x21\x58\x20"
+_KEY_DOORS: Final = b"\x3a\x00\x01\x00\x00"  # -65537
+_KEY_ACTIONS: Final = b"\x3a\x00\x01\x00\x01"  # -65538
+
+
+@lru_cache(maxsize=65536)
+def _text_item(value: str) -> bytes:
+    return tstr(value)
+
+
+@lru_cache(maxsize=65536)
+def _doors_item(doors: tuple[str, ...]) -> bytes:
+    return _KEY_DOORS + array_head(len(doors)) + b"".join(map(tstr, doors))
+
+
+def _time_item(value: int) -> bytes:
+    # Every real NumericDate is at least 2**16, so its head is 0x1a and four bytes (uint32).
+    return b"\x1a" + value.to_bytes(4, "big") if value >= 65536 else uint(value)
+
+
+def _claims_bytes(
+    sub: str, exp: int, nbf: int, iat: int, cti: bytes, x: bytes, doors: list[str], mask: int
+) -> bytes:
+    """The deterministic CBOR of the claims map, written directly (one pass, no generic encoder).
+
+    The same bytes as cbor2.dumps of the map in _CLAIM_ORDER (which `encode` would produce):
+    every value is of a plain type, heads are shortest-form, keys are in RFC 8949 order.
+    """
+    return b"".join(
+        (
+            _MAP_OF_8, _KEY_SUB, _text_item(sub), _KEY_EXP, _time_item(exp), _KEY_NBF,
+            _time_item(nbf), _KEY_IAT, _time_item(iat), _KEY_CTI_16, cti, _KEY_CNF_OKP, x,
+            _doors_item(tuple(doors)), _KEY_ACTIONS, uint(mask),
+        )
+    )
 
 
 def issue_credential(
@@ -193,8 +257,8 @@ def issue_credential(
         raise ValueError(f"credential_id must be {CREDENTIAL_ID_SIZE} bytes")
     if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT:
         raise ValueError(f"subject must be 1..{MAX_SUBJECT} characters")
-    # A pseudonymous actor id never has spaces (names do) and is never a bare 11-digit number.
-    if any(ch.isspace() for ch in subject) or _BARE_NATIONAL_ID.fullmatch(subject):
+    subject = str(subject)
+    if not _pseudonymous(subject):
         raise ValueError("subject must be a pseudonymous actor id, not a name or national id")
     if isinstance(door_ids, str) or not 1 <= len(door_ids) <= MAX_DOORS:
         raise ValueError(f"door_ids must be a sequence of 1..{MAX_DOORS} door ids")
@@ -208,22 +272,15 @@ def issue_credential(
     iat = _seconds(issued_at, "issued_at", round_up=False)
     if exp <= nbf:
         raise ValueError("not_after must be after not_before")
-    if exp - nbf > MAX_CREDENTIAL_LIFETIME.total_seconds():
+    if exp - nbf > _MAX_LIFETIME_S:
         raise ValueError(f"a credential lives at most {MAX_CREDENTIAL_LIFETIME}")
-    if not all(0 <= t <= _MAX_TIME for t in (nbf, exp, iat)):
+    if not (0 <= nbf <= _MAX_TIME and 0 <= exp <= _MAX_TIME and 0 <= iat <= _MAX_TIME):
         raise ValueError("times out of range")
-    claims: dict[int, Any] = {
-        SUB: str(subject),
-        EXP: exp,
-        NBF: nbf,
-        IAT: iat,
-        CTI: credential_id,
-        CNF: {CNF_COSE_KEY: device_cose_key(bytes(device_public_key))},
-        DOORS: doors,
-        ACTIONS: sum({ACTION_BITS[a] for a in actions}),
-    }
-    protected = {HDR_ALG: ALG_BY_NAME[issuer.alg], HDR_KID: issuer.kid}
-    blob = encode_sign1(protected, encode(claims), issuer.sign, external_aad=CREDENTIAL_AAD)
+    x = device_cose_key(bytes(device_public_key))[X]  # checks the key is 32 bytes
+    mask = sum({ACTION_BITS[a] for a in actions})
+    payload = _claims_bytes(subject, exp, nbf, iat, credential_id, x, doors, mask)
+    protected = _protected_bytes(ALG_BY_NAME[issuer.alg], issuer.kid)
+    blob = sign1_from_bytes(protected, payload, issuer.sign, external_aad=CREDENTIAL_AAD)
     if len(blob) > MAX_CREDENTIAL_SIZE:
         raise ValueError("credential too large")
     return blob

@@ -6,7 +6,8 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -109,6 +110,14 @@ def identifier_key(resource: Any) -> str | None:
 
 def utc_key(instant: datetime) -> str:
     """The occurrence-key form of an instant: second precision, UTC, "Z"."""
+    if instant.tzinfo is UTC:  # as every expanded slot is; zoned values are not cache keys
+        return _utc_key(instant)
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@lru_cache(maxsize=65536)
+def _utc_key(instant: datetime) -> str:
+    # strftime is slow, and a day's visits share a few hundred slot times.
     return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -92,8 +93,10 @@ def read_source(
     """Read one file; raise SourceFileError only when the file itself cannot be read."""
     name = str(path)
     try:
-        size = path.stat().st_size
-        data = b"" if size > MAX_FILE_BYTES else path.read_bytes()
+        # One open for both the size check and the read (a day is thousands of small files).
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data = b"" if size > MAX_FILE_BYTES else handle.read()
     except OSError as exc:
         raise SourceFileError(exc.errno, f"cannot read FHIR source {name}: {exc.strerror}") from exc
     ctx = _context(

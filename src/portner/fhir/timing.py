@@ -87,8 +87,25 @@ class Expansion:
     truncated: bool = False  # expansion stopped at the horizon end, not at the plan's own end
 
 
+# Parsed bounds by (text, zone, is_end). Plans repeat the same few period and slot texts
+# thousands of times a day; Bound is immutable, so one parse serves them all. Failures are not
+# cached (their message names the field, which differs).
+_BOUNDS: dict[tuple[str, ZoneInfo, bool], Bound] = {}
+_BOUNDS_MAX = 65536
+
+
 def parse_bound(raw: str, zone: ZoneInfo, *, is_end: bool, field: str) -> Bound:
     """Parse a FHIR date or dateTime into a Bound; a time without a zone is refused."""
+    key = (raw, zone, is_end)
+    found = _BOUNDS.get(key)
+    if found is None:
+        found = _parse_bound(raw, zone, is_end=is_end, field=field)
+        if len(_BOUNDS) < _BOUNDS_MAX:
+            _BOUNDS[key] = found
+    return found
+
+
+def _parse_bound(raw: str, zone: ZoneInfo, *, is_end: bool, field: str) -> Bound:
     value = raw.strip()
     try:
         if "T" in value:
@@ -196,7 +213,7 @@ def expand(
     result = Expansion([s for s in slots if _inside(s.start, window, None)])
     if repeat is None:
         return result
-    for key in ("boundsDuration", "boundsRange"):
+    for key in _UNSUPPORTED_BOUNDS:
         if one(repeat, key) is not None:
             raise TimingError(f"{rfield}.{key}", f"{key} is not supported; use boundsPeriod")
     bounds = one(repeat, "boundsPeriod")
@@ -204,10 +221,7 @@ def expand(
     end = optional_bound(bounds, "end", zone, field=f"{rfield}.boundsPeriod")
     if start is not None and end is not None and ends_before_start(start, end):
         raise TimingError(f"{rfield}.boundsPeriod", "ends before it starts")
-    recurring = any(
-        one(repeat, k) is not None
-        for k in ("frequency", "period", "periodUnit", "dayOfWeek", "timeOfDay", "when")
-    )
+    recurring = _has_any(repeat, _RECURRENCE_KEYS)
     if not recurring:
         result.slots.extend(_direct(repeat, rfield, start, end, window))
         return result
@@ -215,6 +229,18 @@ def expand(
     result.slots.extend(recurrence.slots)
     result.truncated = recurrence.truncated
     return result
+
+
+_RECURRENCE_KEYS = ("frequency", "period", "periodUnit", "dayOfWeek", "timeOfDay", "when")
+_UNSUPPORTED_BOUNDS = ("boundsDuration", "boundsRange")
+
+
+def _has_any(node: Any, keys: tuple[str, ...]) -> bool:
+    """Say whether any of `keys` has a value in `node` (a plain loop: cheaper than any())."""
+    for key in keys:
+        if one(node, key) is not None:
+            return True
+    return False
 
 
 def optional_bound(period: Any, key: str, zone: ZoneInfo, *, field: str) -> Bound | None:

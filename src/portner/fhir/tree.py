@@ -96,7 +96,16 @@ def one(node: Any, key: str) -> Any:
 
 def text(node: Any, key: str) -> str | None:
     """Return the primitive value of `key` as a stripped string, or None when absent/empty."""
-    value = one(node, key)
+    # `one` inlined, and plain strings (almost every value) first: this runs ~40 times a plan.
+    if type(node) is not dict:
+        return None
+    value = node.get(key)
+    if type(value) is str:
+        return value.strip() or None
+    if type(value) is list:  # the XML shape: the first non-null item
+        value = next((v for v in value if v is not None), None)
+        if type(value) is str:
+            return value.strip() or None
     if value is None or type(value) in (dict, list):
         return None
     if isinstance(value, bool):

@@ -16,7 +16,8 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
 
 from sqlalchemy import Connection, Engine
 
@@ -39,6 +40,7 @@ from portner.domain.model import (
     Grant,
     GrantId,
     GrantOrigin,
+    GrantStatus,
     Home,
     HomeId,
     Lock,
@@ -55,7 +57,7 @@ from portner.domain.model import (
 from portner.domain.windows import visit_window
 from portner.services.ids import IdSource
 from portner.storage.audit import AuditEntry, append_audit
-from portner.storage.repository import Repository
+from portner.storage.repository import Repository, instant_writer, json_id_list
 
 SYSTEM_ACTOR = "system:import"
 
@@ -165,15 +167,17 @@ class _ImportRun:
         self.repo = Repository(conn)
         self.conn = conn
         self.m = municipality
-        self.now = now
+        # Everything `now` touches is stored or hashed in UTC; converting once saves a zone
+        # lookup per audit entry. A naive `now` is kept as it is, to be refused where it was.
+        self.now = now if now.utcoffset() is None else now.astimezone(UTC)
+        self.stored = instant_writer(conn)
         self.ids = ids
         self.installations = installations
         self.report = ImportReport()
         self.audit: list[AuditEntry] = []
         self.quarantine_rows: list[dict[str, object]] = []
         self.open_quarantine = self.repo.open_quarantine_keys(municipality.id)
-        self.residents = self.repo.residents_by_national_id(municipality.id)
-        self.residents_by_ref = self.repo.residents_by_source_ref(municipality.id)
+        self.residents, self.residents_by_ref = self.repo.resident_indexes(municipality.id)
         self.homes = self.repo.homes_by_resident(municipality.id)
         self.paths = self.repo.door_paths(municipality.id)
         self.zones = self.repo.zone_ids_by_path(municipality.id)
@@ -181,9 +185,10 @@ class _ImportRun:
         self.actor_index: dict[tuple[IdKind, str], ActorId] = {}
         for actor in self.repo.actors(municipality.id):
             self._index_actor(actor)
-        self.new_visits: list[Visit] = []
-        self.new_visit_plans: list[str] = []
-        self.new_grants: list[Grant] = []
+        # New rows go straight into driver-ready tuples (see Repository.insert_visit_rows):
+        # a national day has ~50,000 of each, and objects built only to be converted cost time.
+        self.new_visit_rows: list[tuple[object, ...]] = []
+        self.new_grant_rows: list[tuple[object, ...]] = []
         self.new_plans: list[dict[str, object]] = []
 
     # -- actors ---------------------------------------------------------------------------
@@ -323,18 +328,23 @@ class _ImportRun:
         self, plan: VisitPlanRecord, index: int, occ: PlannedOccurrence
     ) -> tuple[ActorId, ...] | None:
         staff: list[ActorId] = []
+        index_get = self.actor_index.get
         for p_index, performer in enumerate(occ.performers):
-            matches = {self.actor_index.get((i.kind, i.value)) for i in performer.identifiers}
+            matches = {index_get((i.kind, i.value)) for i in performer.identifiers}
             matches.discard(None)
-            where = f"{_activity_path(occ.key)}.detail.performer[{p_index}] ({occ.start.isoformat()})"
-            if not matches:
-                self.problem(ImportProblem(plan.source, where, "unknown performer"))
-                return None
-            if len(matches) > 1:
-                self.problem(ImportProblem(plan.source, where, "ambiguous performer"))
+            if len(matches) != 1:
+                # Built only here: formatting it for every performer cost more than matching.
+                where = (
+                    f"{_activity_path(occ.key)}.detail.performer[{p_index}]"
+                    f" ({occ.start.isoformat()})"
+                )
+                message = "unknown performer" if not matches else "ambiguous performer"
+                self.problem(ImportProblem(plan.source, where, message))
                 return None
             staff.append(next(iter(matches)))  # type: ignore[arg-type]
         del index
+        if len(staff) == 1:
+            return (staff[0],)
         return tuple(dict.fromkeys(staff))
 
     def plan(self, plan: VisitPlanRecord) -> None:
@@ -429,16 +439,7 @@ class _ImportRun:
                 description=occ.description,
             )
             self._revoke(grants_by_visit.get(visit.id, []), "visit moved or reassigned")
-            moved = Visit(
-                id=visit.id,
-                municipality_id=self.m.id,
-                resident_id=resident.id,
-                source_key=key,
-                planned_start=occ.start,
-                planned_end=occ.end,
-                staff_ids=staff,
-            )
-            self._grant(moved)
+            self._grant(visit.id, resident.id, occ.start, occ.end, staff)
             self.report.visits_moved += 1
             self.audit.append(
                 AuditEntry(
@@ -460,58 +461,71 @@ class _ImportRun:
         occ: PlannedOccurrence,
         staff: tuple[ActorId, ...],
     ) -> None:
-        visit = Visit(
-            id=VisitId(self.ids.new("vis")),
-            municipality_id=self.m.id,
-            resident_id=resident.id,
-            source_key=occ.key,
-            planned_start=occ.start,
-            planned_end=occ.end,
-            staff_ids=staff,
-            description=occ.description,
+        visit_id = VisitId(self.ids.new("vis"))
+        stored = self.stored
+        # The row of Visit(visit_id, m.id, resident.id, occ.key, occ.start, occ.end, staff,
+        # PLANNED, occ.description), in Repository.insert_visit_rows order.
+        self.new_visit_rows.append(
+            (
+                visit_id,
+                self.m.id,
+                resident.id,
+                plan_key,
+                occ.key,
+                stored(occ.start),
+                stored(occ.end),
+                json_id_list(staff),
+                _PLANNED,
+                occ.description,
+            )
         )
-        self.new_visits.append(visit)
-        self.new_visit_plans.append(plan_key)
         self.report.visits_added += 1
         # No audit entry of its own: a planned visit opens nothing. Its grants are audited,
         # naming the visit, and so are its cancellation, move and completion.
-        self._grant(visit)
+        self._grant(visit_id, resident.id, occ.start, occ.end, staff)
 
-    def _grant(self, visit: Visit) -> None:
-        home = self.homes.get(visit.resident_id)
+    def _grant(
+        self,
+        visit_id: VisitId,
+        resident_id: ResidentId,
+        planned_start: datetime,
+        planned_end: datetime,
+        staff_ids: tuple[ActorId, ...],
+    ) -> None:
+        home = self.homes.get(resident_id)
         path = self.paths.get(home.id) if home else None
         if not path:
             self.report.physical_key_visits += 1
             return
         not_before, not_after = visit_window(
-            visit.planned_start, visit.planned_end, self.m.window_lead, self.m.window_grace
+            planned_start, planned_end, self.m.window_lead, self.m.window_grace
         )
-        for actor_id in visit.staff_ids:
-            grant = Grant(
-                id=GrantId(self.ids.new("grt")),
-                actor_id=actor_id,
-                door_ids=path,
-                not_before=not_before,
-                not_after=not_after,
-                origin=GrantOrigin.VISIT,
-                visit_id=visit.id,
-            )
-            self.new_grants.append(grant)
+        stored = self.stored
+        doors_json = json_id_list(path)
+        window = (stored(not_before), stored(not_after))
+        for actor_id in staff_ids:
+            grant_id = GrantId(self.ids.new("grt"))
             self.report.grants_created += 1
             self.audit.append(
                 AuditEntry(
                     self.now,
                     SYSTEM_ACTOR,
                     "grant:created",
-                    grant.id,
+                    grant_id,
                     {
                         "actor": actor_id,
-                        "visit": visit.id,
+                        "visit": visit_id,
                         "doors": list(path),
-                        "not_before": not_before.isoformat(),
-                        "not_after": not_after.isoformat(),
+                        "not_before": _iso(not_before),
+                        "not_after": _iso(not_after),
                     },
                 )
+            )
+            # The row of Grant(grant_id, actor_id, path, not_before, not_after, VISIT, visit_id),
+            # in Repository.insert_grant_rows order.
+            self.new_grant_rows.append(
+                (grant_id, actor_id, doors_json, *window, _VISIT, visit_id, _ACTIVE, "",
+                 stored(self.now))
             )
 
     def _revoke(self, grants: Sequence[Grant], reason: str) -> None:
@@ -563,8 +577,8 @@ class _ImportRun:
 
     def flush(self) -> None:
         self.repo.insert_plans(self.new_plans)
-        self.repo.insert_visits(self.new_visits, self.new_visit_plans)
-        self.repo.insert_grants(self.new_grants, self.now)
+        self.repo.insert_visit_rows(self.new_visit_rows)
+        self.repo.insert_grant_rows(self.new_grant_rows)
         self.repo.add_quarantine(self.quarantine_rows)
         if self.audit:
             append_audit(self.conn, self.audit)
@@ -586,14 +600,33 @@ def _referenceable(resource_id: str) -> bool:
     return resource_id != "root" and "[" not in resource_id
 
 
+_PLANNED = VisitStatus.PLANNED.value
+_VISIT = GrantOrigin.VISIT.value
+_ACTIVE = GrantStatus.ACTIVE.value
+_DIGEST_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def _iso(instant: datetime) -> str:
+    """instant.isoformat(), formatted once per distinct UTC instant."""
+    # Only UTC values are cached: zoned wall times compare equal across a DST fold.
+    return _utc_iso(instant) if instant.tzinfo is UTC else instant.isoformat()
+
+
+@lru_cache(maxsize=65536)
+def _utc_iso(instant: datetime) -> str:
+    # Visits cluster on a few hundred slot times a day.
+    return instant.isoformat()
+
+
 def _plan_digest(
     resident_id: str, wanted: Mapping[str, tuple[PlannedOccurrence, tuple[ActorId, ...]]]
 ) -> str:
     body = [
-        [k, o.start.isoformat(), o.end.isoformat(), list(s), o.description]
+        [k, _iso(o.start), _iso(o.end), list(s), o.description]
         for k, (o, s) in sorted(wanted.items())
     ]
-    data = json.dumps([resident_id, body], separators=(",", ":"), ensure_ascii=False)
+    # The same text as json.dumps(..., separators=(",", ":"), ensure_ascii=False).
+    data = _DIGEST_ENCODER.encode([resident_id, body])
     return hashlib.sha256(data.encode()).hexdigest()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
@@ -14,7 +14,9 @@ from portner.domain.model import Device, DeviceStatus, Grant
 from portner.domain.windows import MAX_CREDENTIAL_LIFETIME
 from portner.services.ids import IdSource
 from portner.storage.audit import AuditEntry, append_audit
-from portner.storage.repository import Repository
+from portner.storage.repository import Repository, instant_writer
+
+ISSUER_ACTOR = "system:issuer"
 
 
 class IssuanceRefused(PortnerError):
@@ -44,39 +46,44 @@ def issue_for_shift(
     Idempotent: a grant that already has a live credential for the device gets no second one.
     Everything (credential rows and their audit entries) commits in one transaction.
     """
+    # Stored and hashed in UTC in any case; converting once spares a zone lookup per entry.
+    now = now if now.utcoffset() is None else now.astimezone(UTC)
     issued: list[IssuedCredential] = []
     audit: list[AuditEntry] = []
-    rows: list[dict[str, object]] = []
+    rows: list[tuple[object, ...]] = []
     with engine.begin() as conn:
         repo = Repository(conn)
         # Three queries for the whole batch, not three per phone: a national morning issues
         # tens of thousands of credentials in one go.
-        devices = [_usable(repo.device_with_owner(d), d) for d in dict.fromkeys(device_ids)]
-        grants = repo.active_grants_for_actors(
-            sorted({d.actor_id for d in devices}), window_start, window_end
-        )
-        have = repo.live_credential_pairs([g.id for gs in grants.values() for g in gs])
+        wanted = list(dict.fromkeys(device_ids))
+        found = repo.devices_with_owners(wanted)
+        devices = [_usable(found.get(d), d) for d in wanted]
+        actors = sorted({d.actor_id for d in devices})
+        grants = repo.active_grants_for_actors(actors, window_start, window_end)
+        have = repo.live_credential_pairs_for_actors(actors, window_start, window_end)
+        stored = instant_writer(conn)
         for device in devices:
-            for grant in grants.get(device.actor_id, []):
-                if (grant.id, device.id) in have:
+            for grant in grants.get(device.actor_id, ()):
+                if have and (grant.id, device.id) in have:
                     continue
-                cred = _sign(issuer, grant, device, now, ids)
+                cred, expiry = _sign(issuer, grant, device, now, ids)
                 issued.append(cred)
+                size = len(cred.blob)
                 rows.append(
-                    {
-                        "id": cred.credential_id,
-                        "grant_id": grant.id,
-                        "device_id": device.id,
-                        "issued_at": now,
-                        "not_before": grant.not_before,
-                        "not_after": _expiry(grant),
-                        "size": len(cred.blob),
-                    }
+                    (
+                        cred.credential_id,
+                        grant.id,
+                        device.id,
+                        stored(now),
+                        stored(grant.not_before),
+                        stored(expiry),
+                        size,
+                    )
                 )
                 audit.append(
                     AuditEntry(
                         now,
-                        "system:issuer",
+                        ISSUER_ACTOR,
                         "credential:issued",
                         cred.credential_id,
                         {
@@ -84,11 +91,11 @@ def issue_for_shift(
                             "device": device.id,
                             "actor": device.actor_id,
                             "doors": list(grant.door_ids),
-                            "size": len(cred.blob),
+                            "size": size,
                         },
                     )
                 )
-        repo.insert_credentials(rows)
+        repo.insert_credential_rows(rows)
         if audit:
             append_audit(conn, audit)
     return issued
@@ -113,8 +120,9 @@ def _expiry(grant: Grant) -> datetime:
 
 def _sign(
     issuer: IssuerKey, grant: Grant, device: Device, now: datetime, ids: IdSource
-) -> IssuedCredential:
+) -> tuple[IssuedCredential, datetime]:
     cid = ids.token(16)
+    expiry = _expiry(grant)
     blob = issue_credential(
         issuer,
         credential_id=cid,
@@ -122,8 +130,7 @@ def _sign(
         device_public_key=device.public_key,
         door_ids=grant.door_ids,
         not_before=grant.not_before,
-        not_after=_expiry(grant),
+        not_after=expiry,
         issued_at=now,
     )
-    return IssuedCredential(cid.hex(), grant, device.id, blob)
-
+    return IssuedCredential(cid.hex(), grant, device.id, blob), expiry
