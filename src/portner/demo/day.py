@@ -35,7 +35,6 @@ from portner.domain.model import (
     DoorKind,
     Municipality,
     MunicipalityId,
-    Role,
     Visit,
     VisitStatus,
 )

@@ -57,7 +57,8 @@ from portner.domain.model import (
 from portner.domain.windows import visit_window
 from portner.services.ids import IdSource
 from portner.storage.audit import AuditEntry, append_audit
-from portner.storage.repository import Repository, instant_writer, json_id_list
+from portner.storage.bulk import instant_writer, json_id_list
+from portner.storage.repository import Repository
 
 SYSTEM_ACTOR = "system:import"
 

@@ -14,7 +14,8 @@ from portner.domain.model import Device, DeviceStatus, Grant
 from portner.domain.windows import MAX_CREDENTIAL_LIFETIME
 from portner.services.ids import IdSource
 from portner.storage.audit import AuditEntry, append_audit
-from portner.storage.repository import Repository, instant_writer
+from portner.storage.bulk import instant_writer
+from portner.storage.repository import Repository
 
 ISSUER_ACTOR = "system:issuer"
 

@@ -41,7 +41,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from portner.storage.repository import copy_rows
+from portner.storage.bulk import copy_rows
 from portner.storage.tables import audit_events, audit_head
 
 GENESIS_HASH = bytes(32)

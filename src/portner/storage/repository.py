@@ -7,13 +7,11 @@ commit or roll back together. Bulk methods exist because a national day has ~50,
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, insert, select, update
 
 from portner.domain.model import (
     Actor,
@@ -44,6 +42,14 @@ from portner.domain.model import (
     ZoneId,
 )
 from portner.storage import tables as t
+from portner.storage.bulk import (
+    fetch_rows,
+    id_tuple,
+    insert_rows,
+    instant_writer,
+    marks,
+    read_instant,
+)
 
 _CHUNK = 500  # keeps IN (...) lists well under SQLite's variable limit
 
@@ -53,153 +59,6 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
         yield items[i : i + size]
 
 
-# -- the fast path for bulk rows -------------------------------------------------------------
-# A national morning writes and reads tens of thousands of visits, grants and credentials in one
-# transaction; SQLAlchemy's per-row type processing then costs more than the database itself. The
-# bulk methods below therefore talk to the driver directly, in the caller's transaction, and
-# convert values here exactly as the column types in tables.py would: instants as UtcDateTime
-# stores them (naive UTC text on SQLite, aware UTC on PostgreSQL), JSON as json.dumps writes it.
-
-
-def _sqlite_instant(value: datetime) -> str:
-    if value.tzinfo is not UTC:
-        if value.utcoffset() is None:
-            raise ValueError(f"refusing to store a naive datetime: {value.isoformat()}")
-        value = value.astimezone(UTC)
-    return _sqlite_utc_text(value)
-
-
-@lru_cache(maxsize=65536)
-def _sqlite_utc_text(value: datetime) -> str:
-    # Only UTC datetimes come here: for them equal keys are equal instants. (Two wall times in
-    # one zone compare equal across a DST fold, so zoned values must not be cache keys.)
-    # SQLAlchemy's SQLite DATETIME storage format, naive UTC with always six fraction digits.
-    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-
-
-def _pg_instant(value: datetime) -> datetime:
-    if value.tzinfo is UTC:
-        return value
-    if value.utcoffset() is None:
-        raise ValueError(f"refusing to store a naive datetime: {value.isoformat()}")
-    return value.astimezone(UTC)
-
-
-def instant_writer(conn: Connection) -> Callable[[datetime], Any]:
-    """Return the function that turns an aware instant into what the driver stores for it."""
-    return _sqlite_instant if conn.dialect.name == "sqlite" else _pg_instant
-
-
-@lru_cache(maxsize=65536)
-def _instant_from_text(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-def _read_instant(value: Any) -> datetime | None:
-    """What UtcDateTime returns for a stored value: an aware UTC datetime (or None)."""
-    if value is None:
-        return None
-    if type(value) is str:  # SQLite
-        return _instant_from_text(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-@lru_cache(maxsize=65536)
-def json_id_list(ids: tuple[str, ...]) -> str:
-    """A list of ids as a JSON column stores it (json.dumps with its default format)."""
-    return json.dumps(list(ids))
-
-
-_json_id_list = json_id_list
-
-
-@lru_cache(maxsize=65536)
-def _id_tuple_from_text(text: str) -> tuple[str, ...]:
-    return tuple(json.loads(text))
-
-
-def _id_tuple(value: Any) -> tuple[str, ...]:
-    # SQLite hands back the JSON text; psycopg has already parsed it.
-    return _id_tuple_from_text(value) if type(value) is str else tuple(value)
-
-
-def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[Any]) -> None:
-    """Insert tuples of driver-ready values: one executemany on SQLite, one COPY on PostgreSQL."""
-    if not rows:
-        return
-    names = ", ".join(columns)
-    if conn.dialect.name == "sqlite":
-        marks = ", ".join("?" * len(columns))
-        conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", rows)
-        return
-    copy_rows(conn, f"COPY {table.name} ({names}) FROM STDIN", rows)
-
-
-def copy_rows(conn: Connection, statement: str, rows: list[Any]) -> None:
-    """Stream rows to a PostgreSQL COPY ... FROM STDIN (text format) in the caller's transaction.
-
-    The text is built here in one pass and written in large pieces: psycopg's write_row, one
-    Python call per row, cost more than the server's work.
-    """
-    # The same DBAPI connection, so the same transaction as the rest of the caller's change.
-    dbapi_connection: Any = conn.connection.dbapi_connection
-    with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
-        for start in range(0, len(rows), 2000):
-            chunk = rows[start : start + 2000]
-            copy.write("".join(["\t".join(map(_copy_field, row)) + "\n" for row in chunk]))
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-
-
-def _copy_field(value: Any) -> str:
-    """One value in COPY text format (NULL is \\N; backslash, newline, CR and tab escaped)."""
-    kind = type(value)
-    if kind is str:
-        if "\\" in value or "\n" in value or "\r" in value or "\t" in value:
-            return value.translate(_COPY_ESCAPES)
-        return value
-    if value is None:
-        return "\\N"
-    if kind is int:
-        return str(value)
-    if kind is datetime:
-        if value.tzinfo is UTC:
-            return _copy_utc_instant(value)
-        if value.utcoffset() is None:
-            raise ValueError(f"refusing to store a naive datetime: {value.isoformat()}")
-        return value.isoformat(sep=" ")
-    if kind is bytes:
-        return "\\\\x" + value.hex()  # bytea hex input, its backslash escaped for COPY
-    if kind is bool:
-        return "t" if value else "f"
-    if isinstance(value, str):  # a str subclass: its plain text
-        return _copy_field(str(value))
-    raise TypeError(f"cannot COPY a value of type {kind.__name__}")
-
-
-@lru_cache(maxsize=65536)
-def _copy_utc_instant(value: datetime) -> str:
-    return value.isoformat(sep=" ")
-
-
-def fetch_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Run a query written with "?" placeholders straight on the driver; return plain tuples."""
-    if conn.dialect.name != "sqlite":
-        sql = sql.replace("?", "%s")
-    dbapi_connection: Any = conn.connection.dbapi_connection
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(sql, tuple(params))
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
-
-
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
-
-
 _GRANT_COLUMNS = "id, actor_id, door_ids, not_before, not_after, origin, visit_id, status, reason"
 
 
@@ -207,9 +66,9 @@ def _grant_from_tuple(r: tuple[Any, ...]) -> Grant:
     return Grant(
         id=r[0],
         actor_id=r[1],
-        door_ids=_id_tuple(r[2]),
-        not_before=_read_instant(r[3]),  # type: ignore[arg-type]
-        not_after=_read_instant(r[4]),  # type: ignore[arg-type]
+        door_ids=id_tuple(r[2]),
+        not_before=read_instant(r[3]),  # type: ignore[arg-type]
+        not_after=read_instant(r[4]),  # type: ignore[arg-type]
         origin=GrantOrigin(r[5]),
         visit_id=r[6] or None,
         status=GrantStatus(r[7]),
@@ -319,12 +178,6 @@ class Repository:
             insert(t.zones).values(id=zone_id, municipality_id=municipality_id, path=path)
         )
 
-    def residents_by_national_id(self, municipality_id: str) -> dict[str, Resident]:
-        rows = self.conn.execute(
-            select(t.residents).where(t.residents.c.municipality_id == municipality_id)
-        )
-        return {r.national_id: self._resident(r) for r in rows if r.national_id}
-
     def resident_indexes(
         self, municipality_id: str
     ) -> tuple[dict[str, Resident], dict[str, Resident]]:
@@ -351,12 +204,6 @@ class Repository:
             if r[5]:
                 by_ref[r[5]] = resident
         return by_nid, by_ref
-
-    def residents_by_source_ref(self, municipality_id: str) -> dict[str, Resident]:
-        rows = self.conn.execute(
-            select(t.residents).where(t.residents.c.municipality_id == municipality_id)
-        )
-        return {r.source_ref: self._resident(r) for r in rows if r.source_ref}
 
     def get_resident(self, resident_id: str) -> Resident | None:
         row = self.conn.execute(select(t.residents).where(t.residents.c.id == resident_id)).first()
@@ -519,24 +366,6 @@ class Repository:
             registered_at=r.registered_at,
         )
 
-    def device_with_owner(self, device_id: str) -> tuple[Device, bool] | None:
-        """Return the device and whether its owner's account is active."""
-        r = self.conn.execute(
-            select(t.devices, t.actors.c.active.label("owner_active"))
-            .join(t.actors, t.actors.c.id == t.devices.c.actor_id)
-            .where(t.devices.c.id == device_id)
-        ).first()
-        if r is None:
-            return None
-        device = Device(
-            id=DeviceId(r.id),
-            actor_id=ActorId(r.actor_id),
-            public_key=r.public_key,
-            status=DeviceStatus(r.status),
-            registered_at=r.registered_at,
-        )
-        return device, bool(r.owner_active)
-
     def devices_with_owners(self, device_ids: Sequence[str]) -> dict[str, tuple[Device, bool]]:
         """`device_with_owner` for many devices at once, by device id (unknown ones absent)."""
         out: dict[str, tuple[Device, bool]] = {}
@@ -545,7 +374,7 @@ class Repository:
                 self.conn,
                 "SELECT d.id, d.actor_id, d.public_key, d.status, d.registered_at, a.active"
                 f" FROM devices d JOIN actors a ON a.id = d.actor_id"
-                f" WHERE d.id IN ({_marks(len(chunk))})",
+                f" WHERE d.id IN ({marks(len(chunk))})",
                 chunk,
             )
             for r in rows:
@@ -554,7 +383,7 @@ class Repository:
                     actor_id=ActorId(r[1]),
                     public_key=bytes(r[2]),
                     status=DeviceStatus(r[3]),
-                    registered_at=_read_instant(r[4]),
+                    registered_at=read_instant(r[4]),
                 )
                 out[r[0]] = (device, bool(r[5]))
         return out
@@ -642,19 +471,6 @@ class Repository:
     _VISIT_COLUMNS = ("id", "municipality_id", "resident_id", "plan_key", "source_key",
                       "planned_start", "planned_end", "staff_ids", "status", "description")
 
-    def insert_visits(self, visits: Sequence[Visit], plan_keys: Sequence[str]) -> None:
-        if not visits:
-            return
-        stored = instant_writer(self.conn)
-        self.insert_visit_rows(
-            [
-                (v.id, v.municipality_id, v.resident_id, pk, v.source_key, stored(v.planned_start),
-                 stored(v.planned_end), _json_id_list(tuple(v.staff_ids)), v.status.value,
-                 v.description)
-                for v, pk in zip(visits, plan_keys, strict=True)
-            ]
-        )
-
     def insert_visit_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert visits as driver-ready tuples in `_VISIT_COLUMNS` order (instants converted
         with `instant_writer`, staff ids as JSON text)."""
@@ -690,20 +506,6 @@ class Repository:
     _GRANT_INSERT_COLUMNS = ("id", "actor_id", "door_ids", "not_before", "not_after", "origin",
                              "visit_id", "status", "reason", "created_at")
 
-    def insert_grants(self, grants: Sequence[Grant], at: datetime) -> None:
-        if not grants:
-            return
-        stored = instant_writer(self.conn)
-        created = stored(at)
-        self.insert_grant_rows(
-            [
-                (g.id, g.actor_id, _json_id_list(tuple(g.door_ids)), stored(g.not_before),
-                 stored(g.not_after), g.origin.value, g.visit_id, g.status.value, g.reason,
-                 created)
-                for g in grants
-            ]
-        )
-
     def insert_grant_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert grants given as driver-ready tuples in `_GRANT_INSERT_COLUMNS` order."""
         insert_rows(self.conn, t.grants, self._GRANT_INSERT_COLUMNS, rows)
@@ -730,23 +532,6 @@ class Repository:
                 .values(status=GrantStatus.REVOKED.value, revoked_at=at, reason=reason)
             )
 
-    def active_grants_for_actor(
-        self, actor_id: str, start: datetime, end: datetime
-    ) -> list[Grant]:
-        rows = self.conn.execute(
-            select(t.grants)
-            .where(
-                and_(
-                    t.grants.c.actor_id == actor_id,
-                    t.grants.c.status == GrantStatus.ACTIVE.value,
-                    t.grants.c.not_before < end,
-                    t.grants.c.not_after > start,
-                )
-            )
-            .order_by(t.grants.c.not_before, t.grants.c.id)
-        )
-        return [grant_from_row(r) for r in rows]
-
     def active_grants_for_actors(
         self, actor_ids: Sequence[str], start: datetime, end: datetime
     ) -> dict[ActorId, list[Grant]]:
@@ -757,7 +542,7 @@ class Repository:
         for chunk in _chunks(list(actor_ids)):
             rows = fetch_rows(
                 self.conn,
-                f"SELECT {_GRANT_COLUMNS} FROM grants WHERE actor_id IN ({_marks(len(chunk))})"
+                f"SELECT {_GRANT_COLUMNS} FROM grants WHERE actor_id IN ({marks(len(chunk))})"
                 " AND status = ? AND not_before < ? AND not_after > ?"
                 " ORDER BY not_before, id",
                 (*chunk, *bounds),
@@ -779,24 +564,12 @@ class Repository:
             rows = fetch_rows(
                 self.conn,
                 "SELECT c.grant_id, c.device_id FROM credentials c JOIN grants g"
-                f" ON g.id = c.grant_id WHERE g.actor_id IN ({_marks(len(chunk))})"
+                f" ON g.id = c.grant_id WHERE g.actor_id IN ({marks(len(chunk))})"
                 " AND g.status = ? AND g.not_before < ? AND g.not_after > ?"
                 " AND c.revoked_at IS NULL",
                 (*chunk, *bounds),
             )
             pairs.update((r[0], r[1]) for r in rows)
-        return pairs
-
-    def live_credential_pairs(self, grant_ids: Sequence[str]) -> set[tuple[str, str]]:
-        """Return (grant id, device id) of every unrevoked credential for these grants."""
-        pairs: set[tuple[str, str]] = set()
-        for chunk in _chunks(list(grant_ids)):
-            rows = self.conn.execute(
-                select(t.credentials.c.grant_id, t.credentials.c.device_id).where(
-                    and_(t.credentials.c.grant_id.in_(chunk), t.credentials.c.revoked_at.is_(None))
-                )
-            )
-            pairs.update((r.grant_id, r.device_id) for r in rows)
         return pairs
 
     def grants_for_doors(self, door_ids: Iterable[str]) -> list[Grant]:
@@ -808,18 +581,6 @@ class Repository:
     # -- credentials ---------------------------------------------------------------------------
     CREDENTIAL_COLUMNS = ("id", "grant_id", "device_id", "issued_at", "not_before", "not_after",
                           "size")
-
-    def insert_credentials(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        stored = instant_writer(self.conn)
-        self.insert_credential_rows(
-            [
-                (r["id"], r["grant_id"], r["device_id"], stored(r["issued_at"]),
-                 stored(r["not_before"]), stored(r["not_after"]), r["size"])
-                for r in rows
-            ]
-        )
 
     def insert_credential_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert credentials as driver-ready tuples in `CREDENTIAL_COLUMNS` order (instants
@@ -910,17 +671,3 @@ class Repository:
         return list(self.conn.execute(select(t.quarantine).where(cond).order_by(t.quarantine.c.id)))
 
     # -- door events -----------------------------------------------------------------------
-    def door_events_for_doors(
-        self, door_ids: Sequence[str], since: datetime | None = None
-    ) -> list[Row[Any]]:
-        cond = t.locks.c.door_id.in_(list(door_ids))
-        if since is not None:
-            cond = and_(cond, or_(t.door_events.c.lock_time >= since))
-        return list(
-            self.conn.execute(
-                select(t.door_events, t.locks.c.door_id)
-                .join(t.locks, t.locks.c.id == t.door_events.c.lock_id)
-                .where(cond)
-                .order_by(t.door_events.c.lock_time, t.door_events.c.lock_id, t.door_events.c.seq)
-            )
-        )

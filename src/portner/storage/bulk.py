@@ -1,0 +1,156 @@
+"""Bulk rows straight to the driver, in the caller's transaction.
+
+A national morning writes and reads tens of thousands of visits, grants and credentials in one
+transaction; SQLAlchemy's per-row type processing then costs more than the database itself. These
+helpers convert values exactly as the column types in tables.py would (instants as UtcDateTime
+stores them: naive UTC text on SQLite, aware UTC on PostgreSQL; JSON as json.dumps writes it) and
+use one multi-row INSERT on SQLite or COPY on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection, Table
+
+def _sqlite_instant(value: datetime) -> str:
+    if value.tzinfo is not UTC:
+        if value.utcoffset() is None:
+            raise ValueError(f"refusing to store a naive datetime: {value.isoformat()}")
+        value = value.astimezone(UTC)
+    return _sqlite_utc_text(value)
+
+
+@lru_cache(maxsize=65536)
+def _sqlite_utc_text(value: datetime) -> str:
+    # Only UTC datetimes come here: for them equal keys are equal instants. (Two wall times in
+    # one zone compare equal across a DST fold, so zoned values must not be cache keys.)
+    # SQLAlchemy's SQLite DATETIME storage format, naive UTC with always six fraction digits.
+    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _pg_instant(value: datetime) -> datetime:
+    if value.tzinfo is UTC:
+        return value
+    if value.utcoffset() is None:
+        raise ValueError(f"refusing to store a naive datetime: {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+def instant_writer(conn: Connection) -> Callable[[datetime], Any]:
+    """Return the function that turns an aware instant into what the driver stores for it."""
+    return _sqlite_instant if conn.dialect.name == "sqlite" else _pg_instant
+
+
+@lru_cache(maxsize=65536)
+def _instant_from_text(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def read_instant(value: Any) -> datetime | None:
+    """What UtcDateTime returns for a stored value: an aware UTC datetime (or None)."""
+    if value is None:
+        return None
+    if type(value) is str:  # SQLite
+        return _instant_from_text(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@lru_cache(maxsize=65536)
+def json_id_list(ids: tuple[str, ...]) -> str:
+    """A list of ids as a JSON column stores it (json.dumps with its default format)."""
+    return json.dumps(list(ids))
+
+
+_json_id_list = json_id_list
+
+
+@lru_cache(maxsize=65536)
+def id_tuple_from_text(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+def id_tuple(value: Any) -> tuple[str, ...]:
+    # SQLite hands back the JSON text; psycopg has already parsed it.
+    return id_tuple_from_text(value) if type(value) is str else tuple(value)
+
+
+def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[Any]) -> None:
+    """Insert tuples of driver-ready values: one executemany on SQLite, one COPY on PostgreSQL."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    if conn.dialect.name == "sqlite":
+        marks = ", ".join("?" * len(columns))
+        conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", rows)
+        return
+    copy_rows(conn, f"COPY {table.name} ({names}) FROM STDIN", rows)
+
+
+def copy_rows(conn: Connection, statement: str, rows: list[Any]) -> None:
+    """Stream rows to a PostgreSQL COPY ... FROM STDIN (text format) in the caller's transaction.
+
+    The text is built here in one pass and written in large pieces: psycopg's write_row, one
+    Python call per row, cost more than the server's work.
+    """
+    # The same DBAPI connection, so the same transaction as the rest of the caller's change.
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for start in range(0, len(rows), 2000):
+            chunk = rows[start : start + 2000]
+            copy.write("".join(["\t".join(map(_copy_field, row)) + "\n" for row in chunk]))
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _copy_field(value: Any) -> str:
+    """One value in COPY text format (NULL is \\N; backslash, newline, CR and tab escaped)."""
+    kind = type(value)
+    if kind is str:
+        if "\\" in value or "\n" in value or "\r" in value or "\t" in value:
+            return value.translate(_COPY_ESCAPES)
+        return value
+    if value is None:
+        return "\\N"
+    if kind is int:
+        return str(value)
+    if kind is datetime:
+        if value.tzinfo is UTC:
+            return _copy_utc_instant(value)
+        if value.utcoffset() is None:
+            raise ValueError(f"refusing to store a naive datetime: {value.isoformat()}")
+        return value.isoformat(sep=" ")
+    if kind is bytes:
+        return "\\\\x" + value.hex()  # bytea hex input, its backslash escaped for COPY
+    if kind is bool:
+        return "t" if value else "f"
+    if isinstance(value, str):  # a str subclass: its plain text
+        return _copy_field(str(value))
+    raise TypeError(f"cannot COPY a value of type {kind.__name__}")
+
+
+@lru_cache(maxsize=65536)
+def _copy_utc_instant(value: datetime) -> str:
+    return value.isoformat(sep=" ")
+
+
+def fetch_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run a query written with "?" placeholders straight on the driver; return plain tuples."""
+    if conn.dialect.name != "sqlite":
+        sql = sql.replace("?", "%s")
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(sql, tuple(params))
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def marks(n: int) -> str:
+    return ", ".join("?" * n)
