@@ -9,6 +9,7 @@ reason: it was meant as input and cannot be used, so someone should look at it.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -64,8 +65,7 @@ def read_sources(
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-            files.extend(sorted(found, key=lambda p: p.as_posix()))
+            files.extend(_files_below(path))
         else:
             files.append(path)
     return [
@@ -81,6 +81,22 @@ def read_sources(
     ]
 
 
+def _files_below(folder: Path) -> list[Path]:
+    """Regular *.xml/*.json files below `folder`, sorted; symbolic links are not followed.
+
+    A link could bring in a file from anywhere on the machine (or a device that never ends);
+    naming such a file explicitly on the command line still works.
+    """
+    found = []
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        dirs.sort()
+        for name in names:
+            p = Path(root) / name
+            if p.suffix.lower() in SUFFIXES and not p.is_symlink() and p.is_file():
+                found.append(p)
+    return sorted(found, key=lambda p: p.as_posix())
+
+
 def read_source(
     path: Path,
     *,
@@ -94,9 +110,14 @@ def read_source(
     name = str(path)
     try:
         # One open for both the size check and the read (a day is thousands of small files).
+        if not path.is_file():  # a FIFO or device would hang or never end; a folder is no file
+            raise SourceFileError(errno.EINVAL, f"cannot read FHIR source {name}: not a regular file")
         with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            data = b"" if size > MAX_FILE_BYTES else handle.read()
+            # Read at most one byte past the limit, whatever the file claims its size to be.
+            data = handle.read(MAX_FILE_BYTES + 1)
+            size = len(data)
+            if size > MAX_FILE_BYTES:
+                data = b""
     except OSError as exc:
         raise SourceFileError(exc.errno, f"cannot read FHIR source {name}: {exc.strerror}") from exc
     ctx = _context(
@@ -172,6 +193,9 @@ def _parse(data: bytes | str) -> dict[str, Any]:
             raise _Unparseable(f"not well-formed XML ({exc})") from exc
         except NotFhir as exc:
             raise _Unparseable(f"not FHIR: {exc}") from exc
+        except (LookupError, ValueError) as exc:
+            # An unknown or broken encoding declaration (encoding="klingon").
+            raise _Unparseable(f"XML declares an encoding that cannot be read ({type(exc).__name__})") from exc
     if first == "{":
         try:
             parsed = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)

@@ -19,6 +19,7 @@ Rules (the same for STU3 and R4, whose Timing is identical):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -174,9 +175,16 @@ def _duration(repeat: Any, field: str, default: timedelta) -> timedelta:
     return timedelta(seconds=float(amount * Decimal(_DURATION_UNITS[unit])))
 
 
+_FHIR_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?")
+
+
 def _times(repeat: Any, field: str) -> list[time]:
     result = []
     for raw in texts(repeat, "timeOfDay"):
+        # FHIR `time` is hh:mm:ss[.fff] local time with no offset; "0800" or "08:00+05:00" are
+        # not times of day we may reinterpret.
+        if not _FHIR_TIME.fullmatch(raw):
+            raise TimingError(f"{field}.timeOfDay", "timeOfDay must be hh:mm:ss without offset")
         try:
             result.append(time.fromisoformat(raw))
         except ValueError as exc:
