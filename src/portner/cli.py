@@ -98,7 +98,7 @@ def print_import_report(report: ImportReport, *, verbose: bool = False) -> None:
     console.print(
         f"Read {report.files} file(s): {report.patients} resident(s), "
         f"{report.practitioners} staff, {report.plans_seen} visit plan(s) "
-        f"({report.plans_unchanged} unchanged)."
+        f"({report.plans_unchanged} unchanged, {report.plans_rejected} rejected)."
     )
     console.print(
         f"Visits: {report.visits_added} added, {report.visits_moved} moved, "
@@ -118,8 +118,13 @@ def print_import_report(report: ImportReport, *, verbose: bool = False) -> None:
             console.print(f"  - {escape(_shown_path(p.source.file))}: {escape(p.message)}")
     elif skipped:
         reasons = Counter(p.message.split(" (")[0] for p in skipped)
-        top = ", ".join(f"{n} {msg}" for msg, n in reasons.most_common(4))
-        console.print(f"{len(skipped)} resource(s) recognised and skipped ({top}); --verbose lists them.")
+        top = reasons.most_common(4)
+        shown = ", ".join(f"{n} {msg}" for msg, n in top)
+        rest = len(skipped) - sum(n for _, n in top)
+        more = f", and {rest} more" if rest else ""
+        console.print(
+            f"{len(skipped)} resource(s) recognised and skipped ({shown}{more}); --verbose lists them."
+        )
 
 
 # -- access log, quarantine, audit -----------------------------------------------------------

@@ -18,6 +18,7 @@ Errors never contain the number itself: they may end up in logs and import repor
 from __future__ import annotations
 
 import calendar
+import re
 from enum import StrEnum
 
 from portner.domain.errors import InvalidNationalId
@@ -117,3 +118,11 @@ def validate_national_id(value: str, *, accept_synthetic: bool = False) -> Natio
 def mask(value: str) -> str:
     """Return a placeholder for `value` that reveals nothing but its length."""
     return "*" * len(value)
+
+
+_ELEVEN_DIGITS = re.compile(r"(?<!\d)\d{11}(?!\d)")
+
+
+def redact_national_ids(text: str) -> str:
+    """Replace every standalone 11-digit run in `text` with asterisks (it may be a national id)."""
+    return _ELEVEN_DIGITS.sub("*" * 11, text)

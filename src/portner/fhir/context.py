@@ -149,10 +149,12 @@ def read_performer(
         return ident
     identifiers: tuple[Identifier, ...] = (ident,) if ident is not None else ()
     target = reference_target(reference)
-    if not identifiers and target:
+    if target:
         known = ctx.practitioners.get(normalise_reference(target)) or ctx.practitioners.get(target)
         if known is not None:
-            identifiers = known.identifiers
+            # Keep both the reference's own identifier and the referenced Practitioner's: if
+            # they name different people, matching reports the performer as ambiguous.
+            identifiers = identifiers + tuple(i for i in known.identifiers if i not in identifiers)
             display = display or known.name
     return PerformerRef(identifiers=identifiers, display=display)
 

@@ -15,8 +15,8 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from sqlalchemy import Connection, Engine
@@ -54,6 +54,7 @@ from portner.domain.model import (
     VisitStatus,
     ZoneId,
 )
+from portner.domain.national_id import redact_national_ids
 from portner.domain.windows import visit_window
 from portner.services.ids import IdSource
 from portner.storage.audit import AuditEntry, append_audit
@@ -61,6 +62,9 @@ from portner.storage.bulk import instant_writer, json_id_list
 from portner.storage.repository import Repository
 
 SYSTEM_ACTOR = "system:import"
+# Limits that stop one malformed or hostile plan from flooding the day (or the database).
+MAX_VISITS_PER_PLAN = 2000
+MAX_VISIT_LENGTH = timedelta(hours=24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,7 @@ class ImportReport:
     practitioners: int = 0
     plans_seen: int = 0
     plans_unchanged: int = 0
+    plans_rejected: int = 0
     visits_added: int = 0
     visits_moved: int = 0
     visits_cancelled: int = 0
@@ -101,6 +106,7 @@ class ImportReport:
             "practitioners": self.practitioners,
             "plans_seen": self.plans_seen,
             "plans_unchanged": self.plans_unchanged,
+            "plans_rejected": self.plans_rejected,
             "visits_added": self.visits_added,
             "visits_moved": self.visits_moved,
             "visits_cancelled": self.visits_cancelled,
@@ -191,6 +197,7 @@ class _ImportRun:
         self.new_visit_rows: list[tuple[object, ...]] = []
         self.new_grant_rows: list[tuple[object, ...]] = []
         self.new_plans: list[dict[str, object]] = []
+        self.seen_in_run: dict[str, str] = {}  # plan key -> digest, to catch reused identifiers
 
     # -- actors ---------------------------------------------------------------------------
     def _index_actor(self, a: Actor) -> None:
@@ -237,13 +244,38 @@ class _ImportRun:
         nid = rec.national_id
         # Without a national id the resident is still known by the care record's logical id, which
         # plans and appointments can reference ("Patient/<id>"); that is a match, not a guess. A
-        # resource without an id (the reader labels it by position) cannot be referenced.
-        if nid is None and not _referenceable(rec.source.resource_id):
-            self.problem(
-                ImportProblem(rec.source, "identifier", "no national id and no id to match plans by")
-            )
-            return
-        existing = self.residents.get(nid) if nid else self.residents_by_ref.get(rec.source.resource_id)
+        # resource without an id (the reader labels it by position, or masked an id that looked
+        # like a national id) cannot be referenced.
+        ref = rec.source.resource_id if _referenceable(rec.source.resource_id) else None
+        if nid is None:
+            if ref is None:
+                self.problem(
+                    ImportProblem(rec.source, "identifier", "no national id and no id to match plans by")
+                )
+                return
+            existing = self.residents_by_ref.get(ref)
+            if existing is not None and existing.national_id is not None:
+                # Never let a record without a national id take over a resident who has one.
+                self.problem(
+                    ImportProblem(
+                        rec.source,
+                        "identifier",
+                        "this Patient id belongs to a resident known by national id; the record has none",
+                    )
+                )
+                return
+        else:
+            existing = self.residents.get(nid)
+            holder = self.residents_by_ref.get(ref) if ref else None
+            if holder is not None and holder.national_id != nid:
+                self.problem(
+                    ImportProblem(
+                        rec.source,
+                        "id",
+                        "another resident already has this Patient id; plans cannot reference it",
+                    )
+                )
+                ref = None
         zone_id = self._zone(rec.zone_path)
         resident = Resident(
             id=existing.id if existing else ResidentId(self.ids.new("res")),
@@ -251,12 +283,13 @@ class _ImportRun:
             national_id=nid,
             display_name=rec.name,
             zone_id=zone_id,
-            source_ref=rec.source.resource_id,
+            source_ref=ref or (existing.source_ref if existing else None),
         )
         self.repo.upsert_resident(resident)
         if nid:
             self.residents[nid] = resident
-        self.residents_by_ref[rec.source.resource_id] = resident
+        if resident.source_ref:
+            self.residents_by_ref[resident.source_ref] = resident
         home = self.homes.get(resident.id)
         new_home = Home(
             id=home.id if home else HomeId(self.ids.new("hom")),
@@ -278,6 +311,22 @@ class _ImportRun:
                     resident.id,
                     {"elock": new_home.has_elock, "zone": zone_id},
                 )
+            )
+            return
+        changed = [
+            name
+            for name, before, after in (
+                ("name", existing.display_name, resident.display_name),
+                ("zone", existing.zone_id, resident.zone_id),
+                ("address", home.address if home else None, new_home.address),
+                ("elock", home.elock_system if home else None, new_home.elock_system),
+            )
+            if before != after
+        ]
+        if changed:
+            # Which fields changed, never their values (names and addresses stay out of the log).
+            self.audit.append(
+                AuditEntry(self.now, SYSTEM_ACTOR, "resident:updated", resident.id, {"fields": changed})
             )
 
     def _zone(self, path: tuple[str, ...]) -> ZoneId | None:
@@ -317,13 +366,27 @@ class _ImportRun:
         self.paths[home.id] = tuple(DoorId(s.door_id) for s in specs)
 
     # -- plans --------------------------------------------------------------------------
-    def _resident_for(self, plan: VisitPlanRecord) -> Resident | None:
-        for ident in plan.subject:
-            if ident.kind is IdKind.NATIONAL_ID and ident.value in self.residents:
-                return self.residents[ident.value]
+    def _resident_for(self, plan: VisitPlanRecord) -> Resident | str:
+        """Return the plan's resident, or why there is none; identifier and reference must agree."""
+        nids = [i.value for i in plan.subject if i.kind is IdKind.NATIONAL_ID]
+        by_id = {self.residents[n].id: self.residents[n] for n in nids if n in self.residents}
+        by_ref = None
         if plan.subject_ref:
-            return self.residents_by_ref.get(plan.subject_ref.rsplit("/", 1)[-1])
-        return None
+            kind, _, ref = plan.subject_ref.partition("/")
+            # Only a relative "Patient/<id>" reference names a resident we know; an absolute URL
+            # or another resource type is another server's or another thing's id.
+            if kind != "Patient" or not _referenceable(ref) or "/" in ref:
+                return f"subject reference {plan.subject_ref!r} is not a Patient/<id> reference"
+            by_ref = self.residents_by_ref.get(ref)
+        if len(by_id) > 1:
+            return "subject identifiers name different residents"
+        if nids and not by_id:
+            return "subject matches no known resident"  # never fall back to the reference
+        found = next(iter(by_id.values()), None)
+        if found is not None and by_ref is not None and by_ref.id != found.id:
+            return "subject identifier and reference name different residents"
+        result = found or by_ref
+        return result if result is not None else "subject matches no known resident"
 
     def _match_staff(
         self, plan: VisitPlanRecord, index: int, occ: PlannedOccurrence
@@ -351,17 +414,33 @@ class _ImportRun:
     def plan(self, plan: VisitPlanRecord) -> None:
         self.report.plans_seen += 1
         resident = self._resident_for(plan)
-        if resident is None:
-            self.problem(ImportProblem(plan.source, "subject", "subject matches no known resident"))
+        if isinstance(resident, str):
+            self.report.plans_rejected += 1
+            self.problem(ImportProblem(plan.source, "subject", resident))
+            return
+        live = [o for o in plan.occurrences if not o.cancelled]
+        if len(live) > MAX_VISITS_PER_PLAN:
+            self.report.plans_rejected += 1
+            message = f"plan yields {len(live)} visits; more than {MAX_VISITS_PER_PLAN} is not accepted"
+            self.problem(ImportProblem(plan.source, "activity", message))
             return
         wanted: dict[str, tuple[PlannedOccurrence, tuple[ActorId, ...]]] = {}
-        for i, occ in enumerate(plan.occurrences):
-            if occ.cancelled:
+        for i, occ in enumerate(live):
+            if occ.end - occ.start > MAX_VISIT_LENGTH:
+                where = f"{_activity_path(occ.key)}.detail.scheduledTiming ({occ.start.isoformat()})"
+                self.problem(ImportProblem(plan.source, where, "visit lasts longer than 24 hours"))
                 continue
             staff = self._match_staff(plan, i, occ)
             if staff is not None:
                 wanted[occ.key] = (occ, staff)
         digest = _plan_digest(resident.id, wanted)
+        first_in_run = self.seen_in_run.setdefault(plan.plan_key, digest)
+        if first_in_run != digest:
+            # Two different plans under one identifier: neither overwrites the other.
+            self.report.plans_rejected += 1
+            message = "plan identifier is used by another plan with different content in this import"
+            self.problem(ImportProblem(plan.source, "identifier", message))
+            return
         known = plan.plan_key in self.plan_hashes
         if known and self.plan_hashes[plan.plan_key] == digest:
             self.report.plans_unchanged += 1
@@ -373,6 +452,11 @@ class _ImportRun:
             if known
             else {}
         )
+        if any(v.resident_id != resident.id for v in existing.values()):
+            self.report.plans_rejected += 1
+            message = "plan identifier already belongs to another resident's plan"
+            self.problem(ImportProblem(plan.source, "identifier", message))
+            return
         if existing:
             self._reconcile(plan, resident, wanted, existing)
         else:
@@ -545,6 +629,14 @@ class _ImportRun:
 
     # -- problems -----------------------------------------------------------------------
     def problem(self, p: ImportProblem) -> None:
+        # Defence in depth: a field path or id built from input may carry an 11-digit run (an
+        # activity id that is a national id); it must reach neither the report nor the log.
+        p = replace(
+            p,
+            field=redact_national_ids(p.field),
+            message=redact_national_ids(p.message),
+            source=replace(p.source, resource_id=redact_national_ids(p.source.resource_id)),
+        )
         self.report.problems.append(p)
         if p.severity is Severity.SKIPPED:
             self.report.skipped += 1
@@ -598,7 +690,7 @@ def _activity_path(occurrence_key: str) -> str:
 
 def _referenceable(resource_id: str) -> bool:
     """Say whether a label is a real logical id, not the reader's position label ("root", "entry[2]")."""
-    return resource_id != "root" and "[" not in resource_id
+    return bool(resource_id) and resource_id != "root" and not any(c in resource_id for c in "[*")
 
 
 _PLANNED = VisitStatus.PLANNED.value
