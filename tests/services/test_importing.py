@@ -213,3 +213,28 @@ def test_import_is_one_transaction(engine: Engine) -> None:
     assert _count(engine, t.visits) == 0
     assert _count(engine, t.residents) == 0
     assert _count(engine, t.audit_events) == 0
+
+
+def test_relatives_become_actors_related_to_their_resident_once(engine: Engine) -> None:
+    from dataclasses import replace
+
+    from portner.domain.care_record import Relative
+
+    _setup(engine)
+    with_family = replace(
+        patient("p1", NID_A),
+        relatives=(Relative("Kari Datter", "CHILD", "+4700000001"), Relative("Ola Nabo", "N")),
+    )
+    for seed in (1, 2):  # importing the same record again adds nobody
+        import_sources(engine, M, [source(patients=[with_family])], now=NOW, ids=IdSource(seed))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(t.actors.c.role, t.actors.c.display_name, t.relations.c.relationship)
+            .join(t.relations, t.relations.c.actor_id == t.actors.c.id)
+            .order_by(t.actors.c.display_name)
+        ).all()
+        assert [tuple(r) for r in rows] == [
+            ("relative", "Kari Datter", "CHILD"),
+            ("relative", "Ola Nabo", "N"),
+        ]
+        assert verify_audit(conn).ok

@@ -302,6 +302,7 @@ class _ImportRun:
         if new_home.has_elock and new_home.id not in self.paths:
             self._install(new_home, rec.source.resource_id)
         self.report.patients += 1
+        self._relatives(resident, rec)
         if existing is None:
             self.audit.append(
                 AuditEntry(
@@ -327,6 +328,34 @@ class _ImportRun:
             # Which fields changed, never their values (names and addresses stay out of the log).
             self.audit.append(
                 AuditEntry(self.now, SYSTEM_ACTOR, "resident:updated", resident.id, {"fields": changed})
+            )
+
+    def _relatives(self, resident: Resident, rec: PatientRecord) -> None:
+        """Register the record's contacts as relatives of the resident (matched by name)."""
+        if not rec.relatives:
+            return
+        known = self.repo.relatives_of(resident.id)
+        for relative in rec.relatives:
+            if not relative.name or relative.name in known:
+                continue
+            actor = Actor(
+                id=ActorId(self.ids.new("rel")),
+                municipality_id=self.m.id,
+                role=Role.RELATIVE,
+                organisation="pårørende",
+                display_name=relative.name,
+            )
+            self.repo.upsert_actor(actor)
+            self.repo.add_relation(resident.id, actor.id, relative.relationship, relative.phone)
+            known[relative.name] = actor.id
+            self.audit.append(
+                AuditEntry(
+                    self.now,
+                    SYSTEM_ACTOR,
+                    "relation:registered",
+                    actor.id,
+                    {"resident": resident.id, "relationship": relative.relationship[:40]},
+                )
             )
 
     def _zone(self, path: tuple[str, ...]) -> ZoneId | None:

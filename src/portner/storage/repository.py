@@ -343,6 +343,27 @@ class Repository:
         if done.rowcount == 0:
             self.conn.execute(insert(t.actors).values(id=a.id, **values))
 
+    def relatives_of(self, resident_id: str) -> dict[str, ActorId]:
+        """Return the resident's relatives by display name."""
+        rows = self.conn.execute(
+            select(t.actors.c.id, t.actors.c.display_name)
+            .join(t.relations, t.relations.c.actor_id == t.actors.c.id)
+            .where(t.relations.c.resident_id == resident_id)
+        )
+        return {r.display_name: ActorId(r.id) for r in rows}
+
+    def add_relation(
+        self, resident_id: str, actor_id: str, relationship: str, phone: str | None
+    ) -> None:
+        self.conn.execute(
+            insert(t.relations).values(
+                resident_id=resident_id,
+                actor_id=actor_id,
+                relationship=relationship[:100],
+                phone=phone[:40] if phone else None,
+            )
+        )
+
     def add_device(self, d: Device) -> None:
         self.conn.execute(
             insert(t.devices).values(

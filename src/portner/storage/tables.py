@@ -108,6 +108,17 @@ residents = Table(
     UniqueConstraint("municipality_id", "national_id", name="uq_residents_municipality_nid"),
 )
 
+# Relatives (and other people close to a resident) as the care record names them; the actor row
+# holds the person, this row the relationship. Relatives see only their own resident's door.
+relations = Table(
+    "relations",
+    metadata,
+    Column("resident_id", String(64), ForeignKey("residents.id"), primary_key=True),
+    Column("actor_id", String(64), ForeignKey("actors.id"), primary_key=True),
+    Column("relationship", String(100), nullable=False, default=""),
+    Column("phone", String(40), nullable=True),
+)
+
 homes = Table(
     "homes",
     metadata,

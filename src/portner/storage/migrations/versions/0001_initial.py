@@ -173,6 +173,15 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_homes'))
     )
     op.create_index(op.f('ix_homes_resident_id'), 'homes', ['resident_id'], unique=False)
+    op.create_table('relations',
+    sa.Column('resident_id', sa.String(length=64), nullable=False),
+    sa.Column('actor_id', sa.String(length=64), nullable=False),
+    sa.Column('relationship', sa.String(length=100), nullable=False),
+    sa.Column('phone', sa.String(length=40), nullable=True),
+    sa.ForeignKeyConstraint(['actor_id'], ['actors.id'], name=op.f('fk_relations_actor_id_actors')),
+    sa.ForeignKeyConstraint(['resident_id'], ['residents.id'], name=op.f('fk_relations_resident_id_residents')),
+    sa.PrimaryKeyConstraint('resident_id', 'actor_id', name=op.f('pk_relations'))
+    )
     op.create_table('visits',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('municipality_id', sa.String(length=64), nullable=False),
@@ -313,6 +322,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_visits_plan_key'), table_name='visits')
     op.drop_index(op.f('ix_visits_municipality_id'), table_name='visits')
     op.drop_table('visits')
+    op.drop_table('relations')
     op.drop_index(op.f('ix_homes_resident_id'), table_name='homes')
     op.drop_table('homes')
     op.drop_index(op.f('ix_residents_zone_id'), table_name='residents')
