@@ -8,9 +8,10 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,7 +26,12 @@ from portner.domain.care_record import Severity
 from portner.services.checkpoints import check_checkpoints, cross_check, write_checkpoint
 from portner.services.ids import IdSource
 from portner.services.importing import ImportReport, import_sources
-from portner.services.queries import UnknownResident, access_log, resident_overview
+from portner.services.queries import (
+    UnknownResident,
+    access_log,
+    physical_key_list,
+    resident_overview,
+)
 from portner.storage.audit import verify_audit
 from portner.storage.repository import Repository
 
@@ -180,6 +186,38 @@ def cmd_residents(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_physical_keys(args: argparse.Namespace) -> int:
+    app = open_app(_settings(args))
+    zone = ZoneInfo(app.municipality.timezone)
+    start = datetime.combine(args.date, time(0), zone)
+    listed = physical_key_list(
+        app.engine, app.municipality.id, start, start + timedelta(days=1), app.municipality.timezone
+    )
+    with app.engine.connect() as conn:
+        repo = Repository(conn)
+        names = {a.id: a.display_name for a in repo.actors(app.municipality.id)}
+    rows = [
+        {
+            "visit": v.visit_id,
+            "resident": v.resident_id,
+            "start": v.start_local,
+            "staff": [names.get(s, s) for s in v.staff_ids],
+        }
+        for v in listed
+    ]
+    if args.json:
+        _emit_json(rows)
+        return 0
+    table = Table(title=f"Bring a physical key: {args.date.isoformat()} ({len(rows)} visits)")
+    table.add_column("Start")
+    table.add_column("Resident", no_wrap=True)
+    table.add_column("Staff")
+    for r in rows:
+        table.add_row(str(r["start"]), str(r["resident"]), ", ".join(r["staff"]) or "unassigned")
+    console.print(table)
+    return 0
+
+
 def cmd_quarantine(args: argparse.Namespace) -> int:
     app = open_app(_settings(args))
     with app.engine.connect() as conn:
@@ -327,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("residents", parents=[common], help="list residents, their zone and doors")
     p.set_defaults(func=cmd_residents)
+
+    p = sub.add_parser("physical-keys", parents=[common],
+                       help="visits at homes without an e-lock: who must bring a key")
+    p.add_argument("--date", type=date.fromisoformat, default=date.today(),
+                   help="the day, YYYY-MM-DD (default today)")
+    p.set_defaults(func=cmd_physical_keys)
 
     p = sub.add_parser("quarantine", parents=[common], help="entries waiting for correction")
     p.set_defaults(func=cmd_quarantine)

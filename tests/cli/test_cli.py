@@ -19,7 +19,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("site")
     # Visits on today's date would depend on the clock; the import horizon starts yesterday, so
     # generate the plans for a day well inside it: the CLI uses the real clock.
-    generate_municipality(out, seed=5, day=date.today(), residents=30, staff=6, timezone="Europe/Oslo")
+    generate_municipality(out, seed=3, day=date.today(), residents=40, staff=6, timezone="Europe/Oslo")
     return out
 
 
@@ -190,3 +190,17 @@ def test_a_data_dir_that_is_a_file_is_a_clear_error(tmp_path: Path, capsys: pyte
     code, _, err = _run(capsys, "residents", "--data-dir", str(afile))
     assert code == 2
     assert "is not a folder" in err
+
+
+def test_physical_keys_lists_visits_at_homes_without_an_elock(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path / "d")
+    _run(capsys, "import", *_fhir(site), "--data-dir", data, "--accept-synthetic-ids", "--json")
+    code, out, _ = _run(capsys, "physical-keys", "--data-dir", data, "--date", date.today().isoformat(), "--json")
+    assert code == 0
+    rows = json.loads(out)
+    code, out, _ = _run(capsys, "residents", "--data-dir", data, "--json")
+    without = {r["id"] for r in json.loads(out) if r["elock"] is None}
+    assert rows, "the synthetic site has homes without an e-lock"
+    assert {r["resident"] for r in rows} <= without
