@@ -25,14 +25,14 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
-from sqlalchemy import make_url, select, update
+from sqlalchemy import Engine, make_url, select, update
 
 from portner.credentials import DeviceKey
+from portner.demo.files import read_installations, write_plan_cancelling
+from portner.demo.report import print_summary
 from portner.domain.model import (
     Actor,
     ActorId,
-    DoorKind,
     Municipality,
     MunicipalityId,
     Visit,
@@ -44,11 +44,15 @@ from portner.services.checkpoints import write_checkpoint
 from portner.services.devices import register_device
 from portner.services.door_events import ingest_upload
 from portner.services.ids import IdSource
-from portner.services.importing import DoorSpec, ImportReport, import_sources
+from portner.services.importing import ImportReport, import_sources
 from portner.services.issuing import IssuedCredential, issue_for_shift
-from portner.services.keys import load_or_create_secrets, trusted_issuers
+from portner.services.keys import MunicipalitySecrets, load_or_create_secrets, trusted_issuers
 from portner.services.queries import physical_key_list
-from portner.services.revocation import latest_revocation_list, publish_revocation_list, revoke_device
+from portner.services.revocation import (
+    latest_revocation_list,
+    publish_revocation_list,
+    revoke_device,
+)
 from portner.services.writeback import FolderSink, deliver_outbox
 from portner.storage import tables as t
 from portner.storage.audit import verify_audit
@@ -169,7 +173,7 @@ def run_demo(opts: DemoOptions, *, console: Console) -> dict[str, Any]:
 
 def _run_day(
     opts: DemoOptions,
-    engine: Any,
+    engine: Engine,
     site: Any,
     folder: Path,
     zone: ZoneInfo,
@@ -230,7 +234,7 @@ def _run_day(
             horizon_end=horizon[1],
             accept_synthetic_ids=True,
         )
-    installations = _installations(site.installations_path)
+    installations = read_installations(site.installations_path)
     report = import_sources(
         engine,
         municipality,
@@ -278,7 +282,6 @@ def _run_day(
     # 3. The locks: simulated devices holding the issuer's public key and their own log key.
     with engine.connect() as conn:
         lock_rows = Repository(conn).all_locks(MUNICIPALITY)
-        door_kind = {r.id: r.kind for r in conn.execute(select(t.doors.c.id, t.doors.c.kind))}
     locks: dict[str, SimulatedLock] = {}
     lock_by_door: dict[str, SimulatedLock] = {}
     for i, row in enumerate(lock_rows):
@@ -314,7 +317,6 @@ def _run_day(
         phones=phones,
         locks=locks,
         lock_by_door=lock_by_door,
-        door_kind=door_kind,
         site_plans_dir=site.plans_dir,
         console=console,
         seed=opts.seed,
@@ -348,25 +350,6 @@ def _run_day(
     return summary
 
 
-def _installations(path: Path) -> dict[str, list[DoorSpec]]:
-    """Read the installation registry (portner-installations/1): door paths by patient id."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    out: dict[str, list[DoorSpec]] = {}
-    for patient_ref, home in data["homes"].items():
-        doors = sorted(home["doors"], key=lambda d: d["position"])
-        out[patient_ref] = [
-            DoorSpec(
-                door_id=d["door_id"],
-                lock_id=d["lock"]["lock_id"],
-                kind=DoorKind(d["kind"]),
-                model=d["lock"].get("model", ""),
-                backend=d["lock"].get("backend", "simulated"),
-            )
-            for d in doors
-        ]
-    return out
-
-
 class _Day:
     """The simulated day: a time-ordered queue of what phones, locks and people do."""
 
@@ -376,8 +359,28 @@ class _Day:
     SYNC_EVERY = timedelta(minutes=30)
     WALK_BETWEEN_DOORS = timedelta(seconds=45)
 
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        clock: SimClock,
+        rng: random.Random,
+        zone: ZoneInfo,
+        day: date,
+        municipality: Municipality,
+        secrets: MunicipalitySecrets,
+        ids: IdSource,
+        phones: dict[str, Phone],
+        locks: dict[str, SimulatedLock],
+        lock_by_door: dict[str, SimulatedLock],
+        site_plans_dir: Path,
+        console: Console,
+        seed: int,
+    ) -> None:
+        self.engine, self.clock, self.rng, self.zone, self.day = engine, clock, rng, zone, day
+        self.municipality, self.secrets, self.ids, self.seed = municipality, secrets, ids, seed
+        self.phones, self.locks, self.lock_by_door = phones, locks, lock_by_door
+        self.site_plans_dir, self.console = site_plans_dir, console
         self.stats = DayStats()
         self._queue: list[tuple[datetime, int, Callable[[], None]]] = []
         self._order = itertools.count()
@@ -551,7 +554,7 @@ class _Day:
             return
         victim = sorted(later, key=lambda v: (v.planned_start, v.id))[0]
         plan_key = self._plan_key(victim.id)
-        updated = _write_plan_cancelling(self.site_plans_dir, plan_key, victim, self.zone)
+        updated = write_plan_cancelling(self.site_plans_dir, plan_key, victim, self.zone)
         if updated is None:
             return
         sources = read_sources(
@@ -684,6 +687,7 @@ class _Day:
             "seed": self.seed,
             "day": self.day.isoformat(),
             "municipality": self.municipality.name,
+            "municipality_id": self.municipality.id,
             "import": {
                 "files": report.files,
                 "residents": report.patients,
@@ -747,79 +751,3 @@ class _Day:
             "data_dir": str(kw["folder"]),
             "database": kw["database"],
         }
-
-
-def _write_plan_cancelling(plans_dir: Path, plan_key: str, visit: Visit, zone: ZoneInfo) -> Path | None:
-    """Write the next version of the plan holding `visit`, with that activity marked cancelled."""
-    start_local = visit.planned_start.astimezone(zone)
-    for path in sorted(plans_dir.glob("*.json")):
-        plan = json.loads(path.read_text(encoding="utf-8"))
-        keys = {f"{i.get('system', '')}|{i.get('value', '')}".strip() for i in plan.get("identifier", [])}
-        if plan.get("resourceType") != "CarePlan" or plan_key not in keys:
-            continue
-        changed = False
-        for act in plan.get("activity", []):
-            detail = act.get("detail", {})
-            bounds = detail.get("scheduledTiming", {}).get("repeat", {}).get("boundsPeriod", {})
-            if "start" in bounds and datetime.fromisoformat(bounds["start"]).astimezone(zone) == start_local:
-                detail["status"] = "cancelled"
-                changed = True
-        if not changed:
-            return None
-        meta = plan.setdefault("meta", {})
-        version = str(meta.get("versionId", "1"))
-        meta["versionId"] = str(int(version) + 1) if version.isdigit() else "2"
-        out = plans_dir.parent / "updates" / path.name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(plan, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
-        return out
-    return None
-
-
-def print_summary(s: dict[str, Any], console: Console) -> None:
-    """Print the day for a manager: one table, plain words."""
-    v, d, r, ts = s["visits"], s["doors"], s["revocation"], s["time_saved"]
-    table = Table(title=f"{s['municipality']}, {s['day']}: the day at a glance", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("figure")
-    table.add_row("Visits planned today", str(v["planned"]))
-    table.add_row("Visits with phone keys", str(v["keyed"]))
-    table.add_row("Visits where the door was opened", str(v["opened"]))
-    table.add_row("Visits completed and written back", f"{v['completed']} ({s['write_back']['encounters_delivered']} Encounters)")
-    table.add_row("Visits cancelled by the care record", str(v["cancelled"]))
-    table.add_row("Visits missed (nobody got in)", str(v["missed"]))
-    table.add_row("Visits needing a physical key", f"{v['physical_key']} (homes without an e-lock)")
-    table.add_row("Nurses late", f"{v['late_arrivals']} within the grace time (doors opened)")
-    table.add_row("Door openings", f"{d['opened']} of {d['attempts']} attempts")
-    reasons = ", ".join(f"{k} {n}" for k, n in d["denied_reasons"].items()) or "none"
-    table.add_row("Refused at the door", f"{d['denied']} ({reasons}; too late or revoked keys)")
-    table.add_row(
-        "Platform unreachable",
-        f"{s['outage']['from']}-{s['outage']['to']}: {d['opened_while_platform_unreachable']} doors still opened",
-    )
-    table.add_row(
-        "Lost phone",
-        "revoked; finder refused at the door" if r["lost_phone_denied_at_door"] else ("revoked" if r["lost_phone_revoked"] else "-"),
-    )
-    anomalies = ", ".join(f"{k} {n}" for k, n in s["locks"]["log_anomalies_detected"].items()) or "none"
-    table.add_row(
-        "Lock logs",
-        f"{s['locks']['uploads']} uploads; relay faults injected and detected: {anomalies}",
-    )
-    table.add_row("Low-battery alarms", str(s["locks"]["low_battery_alarms"]))
-    table.add_row("Import problems quarantined", str(s["import"]["quarantined"]))
-    table.add_row(
-        "Staff time saved",
-        f"{ts['hours_saved']} h ({ts['shifts_without_key_store_trip']} of {ts['staff_shifts']} shifts "
-        f"skip the key store, {ts['baseline_minutes_per_shift']:.0f} min each)",
-    )
-    table.add_row("Audit chain", ("verified, " if s["audit"]["ok"] else "BROKEN, ") + f"{s['audit']['entries']} entries")
-    console.print(table)
-    if s.get("example_resident"):
-        flags = f"--data-dir {s['data_dir']} --municipality {MUNICIPALITY}"
-        if s.get("database"):
-            flags += f" --db {s['database']}"
-        console.print("Look closer (everything stays in the demo folder):")
-        console.print(f"  .venv/bin/portner access-log {flags} --resident {s['example_resident']}", soft_wrap=True)
-        console.print(f"  .venv/bin/portner audit verify {flags}", soft_wrap=True)
-        console.print(f"  .venv/bin/portner residents {flags}", soft_wrap=True)

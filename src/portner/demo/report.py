@@ -1,0 +1,57 @@
+"""The demo's summary, printed for a manager: one table in plain words, then where to look."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_summary(s: dict[str, Any], console: Console) -> None:
+    """Print the day for a manager: one table, plain words."""
+    v, d, r, ts = s["visits"], s["doors"], s["revocation"], s["time_saved"]
+    table = Table(title=f"{s['municipality']}, {s['day']}: the day at a glance", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("figure")
+    table.add_row("Visits planned today", str(v["planned"]))
+    table.add_row("Visits with phone keys", str(v["keyed"]))
+    table.add_row("Visits where the door was opened", str(v["opened"]))
+    table.add_row("Visits completed and written back", f"{v['completed']} ({s['write_back']['encounters_delivered']} Encounters)")
+    table.add_row("Visits cancelled by the care record", str(v["cancelled"]))
+    table.add_row("Visits missed (nobody got in)", str(v["missed"]))
+    table.add_row("Visits needing a physical key", f"{v['physical_key']} (homes without an e-lock)")
+    table.add_row("Nurses late", f"{v['late_arrivals']} within the grace time (doors opened)")
+    table.add_row("Door openings", f"{d['opened']} of {d['attempts']} attempts")
+    reasons = ", ".join(f"{k} {n}" for k, n in d["denied_reasons"].items()) or "none"
+    table.add_row("Refused at the door", f"{d['denied']} ({reasons}; too late or revoked keys)")
+    table.add_row(
+        "Platform unreachable",
+        f"{s['outage']['from']}-{s['outage']['to']}: {d['opened_while_platform_unreachable']} doors still opened",
+    )
+    table.add_row(
+        "Lost phone",
+        "revoked; finder refused at the door" if r["lost_phone_denied_at_door"] else ("revoked" if r["lost_phone_revoked"] else "-"),
+    )
+    anomalies = ", ".join(f"{k} {n}" for k, n in s["locks"]["log_anomalies_detected"].items()) or "none"
+    table.add_row(
+        "Lock logs",
+        f"{s['locks']['uploads']} uploads; relay faults injected and detected: {anomalies}",
+    )
+    table.add_row("Low-battery alarms", str(s["locks"]["low_battery_alarms"]))
+    table.add_row("Import problems quarantined", str(s["import"]["quarantined"]))
+    table.add_row(
+        "Staff time saved",
+        f"{ts['hours_saved']} h ({ts['shifts_without_key_store_trip']} of {ts['staff_shifts']} shifts "
+        f"skip the key store, {ts['baseline_minutes_per_shift']:.0f} min each)",
+    )
+    table.add_row("Audit chain", ("verified, " if s["audit"]["ok"] else "BROKEN, ") + f"{s['audit']['entries']} entries")
+    console.print(table)
+    if s.get("example_resident"):
+        flags = f"--data-dir {s['data_dir']} --municipality {s['municipality_id']}"
+        if s.get("database"):
+            flags += f" --db {s['database']}"
+        console.print("Look closer (everything stays in the demo folder):")
+        console.print(f"  .venv/bin/portner access-log {flags} --resident {s['example_resident']}", soft_wrap=True)
+        console.print(f"  .venv/bin/portner audit verify {flags}", soft_wrap=True)
+        console.print(f"  .venv/bin/portner residents {flags}", soft_wrap=True)
