@@ -284,7 +284,11 @@ def run_bench(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
     else:
         _print(results, console)
-    return 0
+    # The measurement itself succeeded; --check turns a missed target into a failing exit code.
+    missed = [t["figure"] for t in results["targets"] if t["met"] is False]
+    if missed and not args.json:
+        console.print(f"Targets missed: {', '.join(missed)}")
+    return 1 if (args.check and missed) else 0
 
 
 def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:

@@ -21,8 +21,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from portner.bootstrap import App, open_app, utcnow
 from portner.config import Settings
 from portner.demo.day import DEFAULT_DAY
-from portner.domain.errors import PortnerError
 from portner.domain.care_record import Severity
+from portner.domain.errors import PortnerError
+from portner.domain.national_id import redact_national_ids
 from portner.services.checkpoints import check_checkpoints, cross_check, write_checkpoint
 from portner.services.ids import IdSource
 from portner.services.importing import ImportReport, import_sources
@@ -85,6 +86,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if report.quarantined and args.strict else 0
 
 
+def _n(count: int, word: str, plural: str | None = None) -> str:
+    """Say "1 visit" or "3 visits"."""
+    return f"{count} {word if count == 1 else (plural or word + 's')}"
+
+
 def _shown_path(file: str) -> str:
     """Show a file relative to the working directory when it lies below it."""
     try:
@@ -102,24 +108,25 @@ def _checkpoint(app: App) -> None:
 def print_import_report(report: ImportReport, *, verbose: bool = False) -> None:
     """Print an import report for people: counts first, then each problem with its place."""
     console.print(
-        f"Read {report.files} file(s): {report.patients} resident(s), "
-        f"{report.practitioners} staff, {report.plans_seen} visit plan(s) "
+        f"Read {_n(report.files, 'file')}: {_n(report.patients, 'resident record')}, "
+        f"{_n(report.practitioners, 'staff record')}, {_n(report.plans_seen, 'visit plan')} "
         f"({report.plans_unchanged} unchanged, {report.plans_rejected} rejected)."
     )
     console.print(
-        f"Visits: {report.visits_added} added, {report.visits_moved} moved, "
-        f"{report.visits_cancelled} cancelled. Grants: {report.grants_created} created, "
-        f"{report.grants_revoked} revoked. {report.physical_key_visits} visit(s) need a physical key."
+        f"Changes: {report.visits_added} visits added, {report.visits_moved} moved, "
+        f"{report.visits_cancelled} cancelled; {report.grants_created} door grants created, "
+        f"{report.grants_revoked} revoked; {_n(report.physical_key_visits, 'new visit')} "
+        "at homes without an e-lock (physical key)."
     )
     errors = [p for p in report.problems if p.severity is Severity.ERROR]
     skipped = [p for p in report.problems if p.severity is Severity.SKIPPED]
     if errors:
-        console.print(f"[yellow]{len(errors)} entr(y/ies) quarantined for correction:[/yellow]")
+        console.print(f"[yellow]{_n(len(errors), 'entry', 'entries')} quarantined for correction:[/yellow]")
         for p in errors:
             where = f"{_shown_path(p.source.file)}: {p.source.resource_type}/{p.source.resource_id}"
             console.print(f"  [yellow]x[/yellow] {escape(where)} [bold]{escape(p.field)}[/bold]: {escape(p.message)}")
     if skipped and verbose:
-        console.print(f"{len(skipped)} resource(s) recognised and skipped:")
+        console.print(f"{_n(len(skipped), 'resource')} recognised and skipped:")
         for p in skipped:
             console.print(f"  - {escape(_shown_path(p.source.file))}: {escape(p.message)}")
     elif skipped:
@@ -129,7 +136,7 @@ def print_import_report(report: ImportReport, *, verbose: bool = False) -> None:
         rest = len(skipped) - sum(n for _, n in top)
         more = f", and {rest} more" if rest else ""
         console.print(
-            f"{len(skipped)} resource(s) recognised and skipped ({shown}{more}); --verbose lists them."
+            f"{_n(len(skipped), 'resource')} recognised and skipped ({shown}{more}); --verbose lists them."
         )
 
 
@@ -147,7 +154,8 @@ def cmd_access_log(args: argparse.Namespace) -> int:
         )
     except UnknownResident:
         app.engine.dispose()
-        err.print(f"[red]portner access-log: no resident {escape(args.resident)} in {app.municipality.id}[/red]")
+        shown = escape(redact_national_ids(args.resident))
+        err.print(f"[red]portner access-log: no resident {shown} in {app.municipality.id}[/red]")
         return 2
     _checkpoint(app)
     if args.json:
@@ -200,6 +208,8 @@ def cmd_physical_keys(args: argparse.Namespace) -> int:
         {
             "visit": v.visit_id,
             "resident": v.resident_id,
+            "name": v.name,
+            "address": v.address,
             "start": v.start_local,
             "staff": [names.get(s, s) for s in v.staff_ids],
         }
@@ -208,13 +218,16 @@ def cmd_physical_keys(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(rows)
         return 0
-    table = Table(title=f"Bring a physical key: {args.date.isoformat()} ({len(rows)} visits)")
-    table.add_column("Start")
-    table.add_column("Resident", no_wrap=True)
-    table.add_column("Staff")
+    table = Table(title=f"Bring a physical key: {args.date.isoformat()} ({_n(len(rows), 'visit')})")
+    for col in ("Start", "Resident", "Address", "Staff"):
+        table.add_column(col)
     for r in rows:
-        table.add_row(str(r["start"]), str(r["resident"]), ", ".join(r["staff"]) or "unassigned")
+        staff = ", ".join(r["staff"]) or "[yellow]nobody assigned[/yellow]"
+        table.add_row(str(r["start"]), escape(str(r["name"] or r["resident"])), escape(str(r["address"])), staff)
     console.print(table)
+    unassigned = sum(1 for r in rows if not r["staff"])
+    if unassigned:
+        console.print(f"[yellow]{_n(unassigned, 'visit')} with nobody assigned: give them to someone.[/yellow]")
     return 0
 
 
@@ -229,7 +242,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(items)
     else:
-        console.print(f"{len(items)} entr(y/ies) waiting for correction")
+        console.print(f"{_n(len(items), 'entry', 'entries')} waiting for correction")
         for i in items:
             console.print(
                 f"  #{i['id']} {i['file']}: {i['resource']} {i['field']}: {i['message']}",
@@ -289,7 +302,7 @@ def cmd_writeback(args: argparse.Namespace) -> int:
         _emit_json({"delivered": result.delivered, "failed": result.failed, "to": target})
     else:
         console.print(
-            f"{result.delivered} Encounter(s) delivered to {target}; "
+            f"{_n(result.delivered, 'Encounter')} delivered to {target}; "
             f"{result.failed} failed (kept for retry)."
         )
     return 0 if result.failed == 0 else 1
@@ -403,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pg", default=None, help="PostgreSQL URL (default: the local test database)")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL run")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser
@@ -418,7 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PortnerError, OSError, ValueError) as exc:
         # Our own errors, files that cannot be read, values that do not parse: say what and
         # where, without a traceback (the messages never contain national ids).
-        err.print(f"portner {args.command}: {escape(str(exc))}", markup=True, highlight=False)
+        message = redact_national_ids(str(exc))
+        err.print(f"portner {args.command}: {escape(message)}", markup=True, highlight=False)
         return 2
     except SQLAlchemyError as exc:
         err.print(

@@ -204,3 +204,16 @@ def test_physical_keys_lists_visits_at_homes_without_an_elock(
     without = {r["id"] for r in json.loads(out) if r["elock"] is None}
     assert rows, "the synthetic site has homes without an e-lock"
     assert {r["resident"] for r in rows} <= without
+
+
+def test_two_databases_sharing_a_data_dir_keep_their_own_checkpoints(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path / "d")
+    other = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    _run(capsys, "import", *_fhir(site), "--data-dir", data, "--accept-synthetic-ids", "--json")
+    _run(capsys, "import", str(site / "patients"), "--data-dir", data, "--db", other, "--accept-synthetic-ids", "--json")
+    for extra in ([], ["--db", other]):
+        code, out, _ = _run(capsys, "audit", "verify", "--data-dir", data, *extra, "--json")
+        result = json.loads(out)
+        assert (code, result["problems"], result["checkpoints_checked"]) == (0, [], 1), extra

@@ -35,6 +35,7 @@ from portner.domain.model import (
     ActorId,
     Municipality,
     MunicipalityId,
+    Role,
     Visit,
     VisitStatus,
 )
@@ -60,6 +61,7 @@ from portner.storage.db import open_database
 from portner.storage.repository import Repository
 
 DEMO_MARKER = ".portner-demo"
+STAFF_ROLES = frozenset({Role.HOME_NURSING, Role.HOME_HELP})
 DEFAULT_DAY = date(2026, 12, 3)
 MUNICIPALITY = "demokommune"
 
@@ -244,14 +246,16 @@ def _run_day(
         installations=installations,
     )
     console.print(
-        f"Imported: {report.visits_added} visits, {report.grants_created} door grants; "
-        f"{report.quarantined} entries quarantined, {report.skipped} skipped"
-        + (f"; HL7 Norway examples: {len(fixture_sources)} files read with them" if fixture_sources else "")
+        f"Imported: {report.visits_added} visits and {report.grants_created} door grants "
+        f"(today and tomorrow morning); {report.quarantined} entries quarantined, "
+        f"{report.skipped} resources skipped as not visit sources"
+        + (f" (with {len(fixture_sources)} HL7 Norway example files)" if fixture_sources else "")
     )
 
     # 2. Phones: every staff member registers a device; the day's credentials are issued.
+    # (Relatives registered from the care record's contacts get no door keys.)
     with engine.connect() as conn:
-        actors = Repository(conn).actors(MUNICIPALITY)
+        actors = [a for a in Repository(conn).actors(MUNICIPALITY) if a.role in STAFF_ROLES]
     phones: dict[str, Phone] = {}
     for actor in actors:
         key = DeviceKey.from_private_bytes(ids.token(32))

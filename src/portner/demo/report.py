@@ -55,3 +55,5 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         console.print(f"  .venv/bin/portner access-log {flags} --resident {s['example_resident']}", soft_wrap=True)
         console.print(f"  .venv/bin/portner audit verify {flags}", soft_wrap=True)
         console.print(f"  .venv/bin/portner residents {flags}", soft_wrap=True)
+        console.print(f"  .venv/bin/portner quarantine {flags}", soft_wrap=True)
+        console.print(f"  .venv/bin/portner physical-keys {flags} --date {s['day']}", soft_wrap=True)

@@ -4,14 +4,15 @@ The hash chain shows any edit inside the log, but someone who can write the data
 tail and reset the head, or empty the log. Two checks close that:
 
 - Signed checkpoints: after each command that writes, the chain's head (seq, hash) is signed with a
-  key kept in the data directory, not in the database, and appended to `audit-checkpoints.jsonl`
-  (in the spirit of C2SP signed notes). A chain that no longer contains a checkpointed head has
+  key kept in the data directory, not in the database, and appended to a file per database in
+  `audit-checkpoints/` (in the spirit of C2SP signed notes). A chain that no longer contains a checkpointed head has
   been cut or rewritten.
 - Cross-checks: every grant, credential and door event in the database must have its audit entry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from sqlalchemy import Connection, and_, exists, func, select
 
 from portner.storage import tables as t
 
-CHECKPOINTS = "audit-checkpoints.jsonl"
+CHECKPOINTS = "audit-checkpoints"
 _KEY = Path("keys") / "audit-checkpoint.key"
 _CONTEXT = "portner-audit-checkpoint-v1"
 
@@ -54,6 +55,19 @@ def _key(data_dir: Path) -> Ed25519PrivateKey:
     return key
 
 
+def checkpoint_file(conn: Connection, data_dir: Path) -> Path:
+    """The checkpoint file of the database behind `conn` (one data folder may serve several).
+
+    Named by the database's URL without password, so that checkpoints of one database are never
+    compared with another's chain.
+    """
+    url = conn.engine.url.render_as_string(hide_password=True)
+    if conn.engine.url.get_backend_name() == "sqlite" and conn.engine.url.database:
+        url = f"sqlite:///{Path(conn.engine.url.database).resolve()}"
+    name = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return data_dir / CHECKPOINTS / f"{name}.jsonl"
+
+
 def _note(seq: int, digest: bytes, at: str) -> bytes:
     return f"{_CONTEXT}\n{seq}\n{digest.hex()}\n{at}\n".encode()
 
@@ -71,14 +85,16 @@ def write_checkpoint(conn: Connection, data_dir: Path, *, now: datetime) -> Chec
         "key": key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex(),
         "sig": key.sign(_note(seq, digest, at)).hex(),
     }
-    with (data_dir / CHECKPOINTS).open("a", encoding="utf-8") as fh:
+    path = checkpoint_file(conn, data_dir)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(line, sort_keys=True) + "\n")
     return Checkpoint(seq, digest, at)
 
 
 def check_checkpoints(conn: Connection, data_dir: Path) -> tuple[int, list[str]]:
     """Return how many checkpoints were checked and what is wrong with the chain against them."""
-    path = data_dir / CHECKPOINTS
+    path = checkpoint_file(conn, data_dir)
     if not path.exists():
         return 0, []
     public = _key(data_dir).public_key()
@@ -90,7 +106,7 @@ def check_checkpoints(conn: Connection, data_dir: Path) -> tuple[int, list[str]]
             seq, digest, at = int(line["seq"]), bytes.fromhex(line["hash"]), str(line["at"])
             public.verify(bytes.fromhex(line["sig"]), _note(seq, digest, at))
         except (ValueError, KeyError, TypeError, InvalidSignature):
-            problems.append(f"{CHECKPOINTS} line {number}: not a valid signed checkpoint")
+            problems.append(f"{path.name} line {number}: not a valid signed checkpoint")
             continue
         count += 1
         if seq == 0:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
 
@@ -178,6 +179,7 @@ class _ImportRun:
         # lookup per audit entry. A naive `now` is kept as it is, to be refused where it was.
         self.now = now if now.utcoffset() is None else now.astimezone(UTC)
         self.stored = instant_writer(conn)
+        self.zone = ZoneInfo(municipality.timezone)
         self.ids = ids
         self.installations = installations
         self.report = ImportReport()
@@ -198,6 +200,10 @@ class _ImportRun:
         self.new_grant_rows: list[tuple[object, ...]] = []
         self.new_plans: list[dict[str, object]] = []
         self.seen_in_run: dict[str, str] = {}  # plan key -> digest, to catch reused identifiers
+
+    def _local(self, at: datetime) -> str:
+        """An instant as the municipality's people read it, for problem reports."""
+        return at.astimezone(self.zone).strftime("%Y-%m-%d %H:%M %Z")
 
     # -- actors ---------------------------------------------------------------------------
     def _index_actor(self, a: Actor) -> None:
@@ -429,7 +435,7 @@ class _ImportRun:
                 # Built only here: formatting it for every performer cost more than matching.
                 where = (
                     f"{_activity_path(occ.key)}.detail.performer[{p_index}]"
-                    f" ({occ.start.isoformat()})"
+                    f" ({self._local(occ.start)})"
                 )
                 message = "unknown performer" if not matches else "ambiguous performer"
                 self.problem(ImportProblem(plan.source, where, message))
@@ -456,7 +462,7 @@ class _ImportRun:
         wanted: dict[str, tuple[PlannedOccurrence, tuple[ActorId, ...]]] = {}
         for i, occ in enumerate(live):
             if occ.end - occ.start > MAX_VISIT_LENGTH:
-                where = f"{_activity_path(occ.key)}.detail.scheduledTiming ({occ.start.isoformat()})"
+                where = f"{_activity_path(occ.key)}.detail.scheduledTiming ({self._local(occ.start)})"
                 self.problem(ImportProblem(plan.source, where, "visit lasts longer than 24 hours"))
                 continue
             staff = self._match_staff(plan, i, occ)

@@ -151,22 +151,35 @@ class PhysicalKeyVisit:
     resident_id: str
     start_local: str
     staff_ids: tuple[str, ...]
+    name: str = ""
+    address: str = ""
 
 
 def physical_key_list(
     engine: Engine, municipality_id: str, start: datetime, end: datetime, timezone: str
 ) -> list[PhysicalKeyVisit]:
-    """Visits in the interval at homes without an e-lock: the nurse must bring a physical key."""
+    """Visits starting in [start, end) at homes without an e-lock: someone must bring a key.
+
+    By start, not overlap: a visit from 23:40 to 00:40 belongs to the evening it starts in.
+    """
     zone = ZoneInfo(timezone)
     with engine.connect() as conn:
         rows = conn.execute(
-            select(t.visits.c.id, t.visits.c.resident_id, t.visits.c.planned_start, t.visits.c.staff_ids)
+            select(
+                t.visits.c.id,
+                t.visits.c.resident_id,
+                t.visits.c.planned_start,
+                t.visits.c.staff_ids,
+                t.residents.c.display_name,
+                t.homes.c.address,
+            )
             .join(t.homes, t.homes.c.resident_id == t.visits.c.resident_id)
+            .join(t.residents, t.residents.c.id == t.visits.c.resident_id)
             .where(
                 and_(
                     t.visits.c.municipality_id == municipality_id,
+                    t.visits.c.planned_start >= start,
                     t.visits.c.planned_start < end,
-                    t.visits.c.planned_end > start,
                     t.visits.c.status != VisitStatus.CANCELLED.value,
                     t.homes.c.elock_system.is_(None),
                 )
@@ -179,6 +192,8 @@ def physical_key_list(
                 r.resident_id,
                 r.planned_start.astimezone(zone).strftime("%H:%M"),
                 tuple(r.staff_ids),
+                r.display_name,
+                r.address,
             )
             for r in rows
         ]

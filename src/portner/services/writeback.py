@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,9 +33,9 @@ def build_encounter(
     """Return the VKP Encounter for a finished visit (the participant is named by HPR or HER-id)."""
     period: dict[str, str] = {}
     if visit.arrived_at:
-        period["start"] = visit.arrived_at.isoformat().replace("+00:00", "Z")
+        period["start"] = _instant(visit.arrived_at)
     if visit.departed_at:
-        period["end"] = visit.departed_at.isoformat().replace("+00:00", "Z")
+        period["end"] = _instant(visit.departed_at)
     subject: dict[str, Any] = {}
     if resident_national_id:
         subject["identifier"] = {
@@ -76,6 +76,11 @@ def build_encounter(
     }
 
 
+def _instant(at: datetime) -> str:
+    """FHIR instant in UTC to the second (lock clocks tick finer than the record cares about)."""
+    return at.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def queue_encounter(conn: Connection, visit: Visit, *, now: datetime) -> None:
     """Put the visit's Encounter in the outbox (idempotent per visit)."""
     repo = Repository(conn)
@@ -107,10 +112,13 @@ class FolderSink:
     folder: Path
 
     def deliver(self, key: str, encounter: Mapping[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # An Encounter names the resident by national id: owner-only folder and files.
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = key.replace(":", "-") + ".json"
         tmp = self.folder / (name + ".tmp")
-        tmp.write_text(json.dumps(encounter, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(encounter, indent=2, ensure_ascii=False) + "\n")
         os.replace(tmp, self.folder / name)  # atomic: a reader never sees half a file
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 
+
 def _sqlite_instant(value: datetime) -> str:
     if value.tzinfo is not UTC:
         if value.utcoffset() is None:
