@@ -62,3 +62,31 @@ def test_time_of_day_must_be_a_fhir_time(value: str) -> None:
         ("activity[0].detail.scheduledTiming.repeat.timeOfDay", "timeOfDay must be hh:mm:ss without offset")
     ]
     assert not any(plan.occurrences for plan in source.plans)
+
+
+def test_an_absolute_subject_reference_is_passed_on_unshortened() -> None:
+    plan = {
+        "resourceType": "CarePlan", "id": "cp", "status": "active", "intent": "plan",
+        "category": [{"coding": [{"system": "http://ehelse.no/fhir/CodeSystem/vkp-careplan-category", "code": "3"}]}],
+        "subject": {"reference": "https://evil.example/fhir/Patient/pat-000002"},
+        "activity": [{"detail": {"status": "scheduled", "scheduledTiming": {"repeat": {
+            "boundsPeriod": {"start": "2026-05-01T08:00:00+02:00", "end": "2026-05-01T08:30:00+02:00"}}}}}],
+    }
+    source = read_text(json.dumps(plan), "abs.json", **KW)
+    assert [p.subject_ref for p in source.plans] == ["https://evil.example/fhir/Patient/pat-000002"]
+
+
+def test_occurrence_keys_cannot_collide_through_separators() -> None:
+    def plan(identifier: str, activity_id: str) -> str:
+        return json.dumps({
+            "resourceType": "CarePlan", "id": "cp", "status": "active", "intent": "plan",
+            "identifier": [{"system": "urn:x", "value": identifier}],
+            "category": [{"coding": [{"system": "http://ehelse.no/fhir/CodeSystem/vkp-careplan-category", "code": "3"}]}],
+            "subject": {"reference": "Patient/p"},
+            "activity": [{"id": activity_id, "detail": {"status": "scheduled", "scheduledTiming": {"repeat": {
+                "boundsPeriod": {"start": "2026-05-01T08:00:00+02:00", "end": "2026-05-01T08:30:00+02:00"}}}}}],
+        })
+
+    a = read_text(plan("K#id:x", "y"), "a.json", **KW).plans[0].occurrences[0].key
+    b = read_text(plan("K", "x#id:y"), "b.json", **KW).plans[0].occurrences[0].key
+    assert a != b

@@ -147,3 +147,15 @@ def test_national_id_like_digits_in_a_field_are_redacted_not_fatal(engine: Engin
     assert "11905818009" not in report.problems[0].field
     with engine.connect() as conn:
         assert verify_audit(conn).ok
+
+
+def test_an_absolute_reference_never_names_a_local_resident(engine: Engine) -> None:
+    _setup(engine)
+    p = replace(
+        plan("cp1", NID_A, occ("k1", at(8), 30, "9000001")),
+        subject=(),
+        subject_ref="https://evil.example/fhir/Patient/p1",
+    )
+    report = import_sources(engine, M, [source(plans=[p])], now=NOW, ids=IdSource(2))
+    assert report.visits_added == 0
+    assert "is not a Patient/<id> reference" in _messages(report)[0]

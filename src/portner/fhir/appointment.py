@@ -23,6 +23,7 @@ from portner.fhir.context import (
     ReadContext,
     content_hash,
     identifier_key,
+    key_part,
     normalise_reference,
     problem,
     read_performer,
@@ -147,7 +148,7 @@ def _occurrence(
     if not ctx.horizon_start <= start.at < ctx.horizon_end:
         return None
     return PlannedOccurrence(
-        key=f"{key}#a0#{utc_key(start.at)}",
+        key=f"{key_part(key)}#a0#{utc_key(start.at)}",
         start=start.at,
         end=stop,
         performers=tuple(performers),

@@ -33,6 +33,7 @@ from portner.fhir.context import (
     ReadContext,
     content_hash,
     identifier_key,
+    key_part,
     problem,
     read_performer,
     read_subject,
@@ -187,10 +188,12 @@ def _activity(
     # The activity's element id survives a care system adding or removing other activities;
     # its position does not, so the position is only the fallback.
     element_id = activity.get("id") if isinstance(activity, dict) else None
-    activity_key = f"id:{element_id}" if isinstance(element_id, str) and element_id else f"a{index}"
+    activity_key = (
+        f"id:{key_part(element_id)}" if isinstance(element_id, str) and element_id else f"a{index}"
+    )
     occurrences = [
         PlannedOccurrence(
-            key=f"{plan_key}#{activity_key}#{utc_key(slot.start)}",
+            key=f"{key_part(plan_key)}#{activity_key}#{utc_key(slot.start)}",
             start=slot.start,
             end=slot.end,
             performers=tuple(performers),

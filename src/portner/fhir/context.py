@@ -71,6 +71,16 @@ def normalise_reference(reference: str) -> str:
     return "/".join(parts[-2:]) if len(parts) >= 2 else ref
 
 
+def _is_relative(reference: str) -> bool:
+    ref = reference.strip()
+    return "://" not in ref and not ref.startswith(("urn:", "#"))
+
+
+def key_part(value: str) -> str:
+    """Escape a value for an occurrence key, whose parts are separated by "#"."""
+    return value.replace("%", "%25").replace("#", "%23")
+
+
 def scrub(value: str) -> str:
     """Mask every 11-digit run: text echoed from input (ids, codes) could be a national id."""
     return _ELEVEN_DIGITS.sub(lambda m: mask(m.group()), value)
@@ -168,7 +178,12 @@ def read_subject(
         return ident
     identifiers: tuple[Identifier, ...] = (ident,) if ident is not None else ()
     target = reference_target(reference)
-    subject_ref = normalise_reference(target) if target else None
+    # Only a relative reference names a Patient of this record; an absolute URL is another
+    # server's, and is passed on as given so that the import refuses it (unless it resolves to a
+    # Patient in the same Bundle, whose identifiers then decide).
+    subject_ref = None
+    if target:
+        subject_ref = normalise_reference(target) if _is_relative(target) else target.strip()
     if target:
         known = ctx.patients.get(normalise_reference(target)) or ctx.patients.get(target)
         if known is not None:

@@ -406,7 +406,9 @@ class _ImportRun:
         nids = [i.value for i in plan.subject if i.kind is IdKind.NATIONAL_ID]
         by_id = {self.residents[n].id: self.residents[n] for n in nids if n in self.residents}
         by_ref = None
-        if plan.subject_ref:
+        if plan.subject_ref and not (nids and "://" in plan.subject_ref):
+            # (An absolute reference that the reader resolved inside its Bundle brought the
+            # Patient's identifiers along; those decide. Otherwise it must be Patient/<id>.)
             kind, _, ref = plan.subject_ref.partition("/")
             # Only a relative "Patient/<id>" reference names a resident we know; an absolute URL
             # or another resource type is another server's or another thing's id.
