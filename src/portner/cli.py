@@ -290,22 +290,44 @@ def cmd_writeback(args: argparse.Namespace) -> int:
     from portner.services.writeback import FhirEndpointSink, FolderSink, deliver_outbox
 
     settings = _settings(args)
-    app = open_app(settings)
     target = args.to or settings.encounter_outbox or str(settings.data_dir / "encounters")
-    if target.startswith(("http://", "https://")):
+    url = _fhir_url(target)
+    app = open_app(settings)
+    m = app.municipality.id
+    if url is not None:
+        shown = str(url.copy_with(password="***")) if url.password else str(url)
+        if url.scheme == "http" and url.host not in ("127.0.0.1", "localhost", "::1"):
+            err.print(f"portner writeback: warning: {shown} is not encrypted (use https)")
         with httpx.Client(timeout=10.0) as client:
-            result = deliver_outbox(app.engine, FhirEndpointSink(target, client), now=utcnow())
+            sink = FhirEndpointSink(str(url), client)
+            result = deliver_outbox(app.engine, sink, municipality_id=m, now=utcnow())
     else:
-        result = deliver_outbox(app.engine, FolderSink(Path(target)), now=utcnow())
+        shown = target
+        result = deliver_outbox(app.engine, FolderSink(Path(target)), municipality_id=m, now=utcnow())
     _checkpoint(app)
     if args.json:
-        _emit_json({"delivered": result.delivered, "failed": result.failed, "to": target})
+        _emit_json({"delivered": result.delivered, "failed": result.failed, "to": shown})
     else:
         console.print(
-            f"{_n(result.delivered, 'Encounter')} delivered to {target}; "
+            f"{_n(result.delivered, 'Encounter')} delivered to {escape(shown)}; "
             f"{result.failed} failed (kept for retry)."
         )
     return 0 if result.failed == 0 else 1
+
+
+def _fhir_url(target: str) -> Any:
+    """Parse a FHIR server URL (http or https), None for a folder; refuse anything else."""
+    import httpx
+
+    if "://" not in target:
+        return None
+    try:
+        url = httpx.URL(target)
+    except httpx.InvalidURL as exc:
+        raise PortnerError(f"--to {target!r} is not a valid URL ({exc})") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise PortnerError(f"--to must be a folder or an http(s) URL, not {url.scheme}://")
+    return url
 
 
 # -- demo and bench --------------------------------------------------------------------------

@@ -423,8 +423,25 @@ def test_a_huge_skew_allowance_fails_closed() -> None:
     """A lock misconfigured to allow years of skew must not accept an expired credential."""
     from datetime import timedelta
 
-    from portner.credentials import MAX_SKEW, DenyReason, DeviceKey, IssuerKey, issue_credential, verify_presentation
-    from tests.credentials.helpers import CHALLENGE, CTI, DEVICE_SEED, DOORS, ISSUED_AT, ISSUER_SEED, NOT_AFTER, NOT_BEFORE, SUBJECT
+    from portner.credentials import (
+        MAX_SKEW,
+        DenyReason,
+        DeviceKey,
+        IssuerKey,
+        issue_credential,
+        verify_presentation,
+    )
+    from tests.credentials.helpers import (
+        CHALLENGE,
+        CTI,
+        DEVICE_SEED,
+        DOORS,
+        ISSUED_AT,
+        ISSUER_SEED,
+        NOT_AFTER,
+        NOT_BEFORE,
+        SUBJECT,
+    )
 
     issuer, device = IssuerKey.from_seed(ISSUER_SEED), DeviceKey.from_private_bytes(DEVICE_SEED)
     blob = issue_credential(

@@ -24,7 +24,7 @@ from portner.services.writeback import FolderSink, deliver_outbox
 from portner.storage import tables as t
 from portner.storage.audit import verify_audit
 from portner.storage.repository import Repository
-from tests.services.test_importing import BASE, M, NID_A, at, occ, plan, source
+from tests.services.test_importing import BASE, NID_A, M, at, occ, plan, source
 
 
 class Clock:
@@ -104,7 +104,7 @@ def test_a_visit_opens_logs_itself_and_goes_back_to_the_record(
     assert visit.status == "completed"
     assert visit.arrived_at == at(8, 2).astimezone(UTC)
     assert visit.departed_at is not None
-    delivered = deliver_outbox(engine, FolderSink(tmp_path / "out"), now=at(9))
+    delivered = deliver_outbox(engine, FolderSink(tmp_path / "out"), municipality_id=M.id, now=at(9))
     assert delivered.delivered == 1
     (encounter_file,) = (tmp_path / "out").glob("*.json")
     enc = json.loads(encounter_file.read_text())
@@ -114,7 +114,7 @@ def test_a_visit_opens_logs_itself_and_goes_back_to_the_record(
     assert enc["participant"][0]["individual"]["identifier"]["value"] == "9000001"
     assert enc["period"]["start"].startswith("2026-12-03T07:02")
     # Delivering again sends nothing twice.
-    assert deliver_outbox(engine, FolderSink(tmp_path / "out"), now=at(9)).delivered == 0
+    assert deliver_outbox(engine, FolderSink(tmp_path / "out"), municipality_id=M.id, now=at(9)).delivered == 0
     with engine.connect() as conn:
         resident_id = conn.execute(select(t.residents.c.id).where(t.residents.c.national_id == NID_A)).scalar()
     lines = access_log(engine, resident_id, municipality_id=M.id, reader="test:relative", now=at(10))

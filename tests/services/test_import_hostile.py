@@ -15,10 +15,10 @@ from portner.storage.audit import verify_audit
 from portner.storage.repository import Repository
 from tests.services.test_importing import (
     BASE,
-    M,
     NID_A,
     NID_B,
     NOW,
+    M,
     at,
     occ,
     patient,

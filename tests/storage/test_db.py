@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, insert, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import insert, inspect, select, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from portner.storage.db import (
@@ -21,7 +21,7 @@ from portner.storage.db import (
     normalise_url,
     open_database,
 )
-from portner.storage.tables import audit_head, metadata, outbox, zones
+from portner.storage.tables import audit_head, metadata, municipalities, outbox, zones
 
 OSLO = ZoneInfo("Europe/Oslo")
 
@@ -43,10 +43,23 @@ def test_sqlite_file_uses_wal_and_enforces_foreign_keys(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def _owner(conn: Connection) -> None:
+    """The outbox rows these tests write belong to a municipality (a foreign key)."""
+    if conn.execute(select(municipalities.c.id).where(municipalities.c.id == "m")).first() is None:
+        conn.execute(
+            insert(municipalities).values(
+                id="m", name="m", timezone="Europe/Oslo", service_model="distributed",
+                window_lead_s=0, window_grace_s=0, baseline_key_minutes_per_shift=0,
+                accept_synthetic_ids=False, plan_horizon_s=0,
+            )
+        )
+
+
 def test_sqlite_memory_database_is_shared_across_checkouts() -> None:
     engine = open_database("sqlite://")
     with engine.begin() as conn:
-        conn.execute(insert(outbox).values(idempotency_key="k", kind="x", payload={},
+        _owner(conn)
+        conn.execute(insert(outbox).values(idempotency_key="k", municipality_id="m", kind="x", payload={},
                                            created_at=datetime.now(UTC)))
     with engine.connect() as other:
         assert other.execute(select(outbox.c.idempotency_key)).scalars().all() == ["k"]
@@ -54,8 +67,9 @@ def test_sqlite_memory_database_is_shared_across_checkouts() -> None:
 
 def test_sqlite_savepoints_roll_back_only_their_part(sqlite_engine: Engine) -> None:
     # pysqlite's own transaction handling breaks SAVEPOINT; make_engine takes it over.
-    row = {"kind": "x", "payload": {}, "created_at": datetime.now(UTC)}
+    row = {"kind": "x", "payload": {}, "created_at": datetime.now(UTC), "municipality_id": "m"}
     with sqlite_engine.begin() as conn:
+        _owner(conn)
         conn.execute(insert(outbox).values(idempotency_key="a", **row))
         nested = conn.begin_nested()
         conn.execute(insert(outbox).values(idempotency_key="b", **row))
@@ -91,8 +105,11 @@ def test_migration_creates_the_audit_genesis_head(engine: Engine) -> None:
 
 def _put(engine: Engine, key: str, at: datetime) -> None:
     with engine.begin() as conn:
+        _owner(conn)
         conn.execute(
-            insert(outbox).values(idempotency_key=key, kind="x", payload={}, created_at=at)
+            insert(outbox).values(
+                idempotency_key=key, municipality_id="m", kind="x", payload={}, created_at=at
+            )
         )
 
 

@@ -331,7 +331,9 @@ def _run_day(
     clock.now = day0 + timedelta(days=1, hours=5)
     sim.sync_all()
     missed = sim.close_day()
-    delivery = deliver_outbox(engine, FolderSink(folder / "encounters"), now=clock())
+    delivery = deliver_outbox(
+        engine, FolderSink(folder / "encounters"), municipality_id=MUNICIPALITY, now=clock()
+    )
     with engine.connect() as conn:
         write_checkpoint(conn, folder, now=clock())
         audit = verify_audit(conn)

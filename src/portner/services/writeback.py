@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,7 +98,12 @@ def queue_encounter(conn: Connection, visit: Visit, *, now: datetime) -> None:
         return
     conn.execute(
         insert(t.outbox).values(
-            idempotency_key=key, kind=KIND, payload=encounter, created_at=now, attempts=0
+            idempotency_key=key,
+            municipality_id=visit.municipality_id,
+            kind=KIND,
+            payload=encounter,
+            created_at=now,
+            attempts=0,
         )
     )
 
@@ -115,11 +122,19 @@ class FolderSink:
         # An Encounter names the resident by national id: owner-only folder and files.
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = key.replace(":", "-") + ".json"
-        tmp = self.folder / (name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(encounter, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, self.folder / name)  # atomic: a reader never sees half a file
+        # mkstemp opens a new, unpredictable name with O_EXCL: a planted link is never followed.
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".encounter-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(encounter, indent=2, ensure_ascii=False) + "\n")
+            os.replace(tmp, self.folder / name)  # atomic: a reader never sees half a file
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class DeliveryTimeout(httpx.TimeoutException):
+    """The FHIR server took longer than the whole-request deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,16 +143,24 @@ class FhirEndpointSink:
 
     base_url: str
     client: httpx.Client
+    # A deadline for the whole exchange: httpx's timeouts are per read, so a server trickling one
+    # byte at a time could otherwise hold the outbox forever.
+    deadline_s: float = 30.0
 
     def deliver(self, key: str, encounter: Mapping[str, Any]) -> None:
         ident = encounter["identifier"][0]
-        resp = self.client.put(
+        started = time.monotonic()
+        with self.client.stream(
+            "PUT",
             f"{self.base_url.rstrip('/')}/Encounter",
             params={"identifier": f"{ident['system']}|{ident['value']}"},
             json=encounter,
             headers={"Content-Type": "application/fhir+json", "Idempotency-Key": key},
-        )
-        resp.raise_for_status()
+        ) as resp:
+            for _ in resp.iter_bytes():
+                if time.monotonic() - started > self.deadline_s:
+                    raise DeliveryTimeout(f"no complete answer within {self.deadline_s:.0f} s")
+            resp.raise_for_status()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +169,24 @@ class DeliveryReport:
     failed: int
 
 
-def deliver_outbox(engine: Engine, sink: EncounterSink, *, now: datetime, limit: int = 10_000) -> DeliveryReport:
-    """Deliver queued Encounters; a failure is recorded and retried on the next run."""
+def deliver_outbox(
+    engine: Engine,
+    sink: EncounterSink,
+    *,
+    municipality_id: str,
+    now: datetime,
+    limit: int = 10_000,
+) -> DeliveryReport:
+    """Deliver one municipality's queued Encounters; a failure is recorded and retried later."""
     with engine.connect() as conn:
         pending = list(
             conn.execute(
                 select(t.outbox)
-                .where(t.outbox.c.delivered_at.is_(None), t.outbox.c.kind == KIND)
+                .where(
+                    t.outbox.c.delivered_at.is_(None),
+                    t.outbox.c.kind == KIND,
+                    t.outbox.c.municipality_id == municipality_id,
+                )
                 .order_by(t.outbox.c.id)
                 .limit(limit)
             )

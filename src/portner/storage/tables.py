@@ -308,6 +308,8 @@ outbox = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("idempotency_key", String(200), nullable=False, unique=True),
+    # Whose message this is: a municipality's outbox is delivered only to its own care record.
+    Column("municipality_id", String(64), ForeignKey("municipalities.id"), nullable=False, index=True),
     Column("kind", String(64), nullable=False),
     Column("payload", JSON, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),

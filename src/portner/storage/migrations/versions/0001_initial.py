@@ -56,18 +56,6 @@ def upgrade() -> None:
     sa.Column('plan_horizon_s', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_municipalities'))
     )
-    op.create_table('outbox',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('idempotency_key', sa.String(length=200), nullable=False),
-    sa.Column('kind', sa.String(length=64), nullable=False),
-    sa.Column('payload', sa.JSON(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('last_error', sa.String(length=500), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
-    sa.UniqueConstraint('idempotency_key', name=op.f('uq_outbox_idempotency_key'))
-    )
     op.create_table('actors',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('municipality_id', sa.String(length=64), nullable=False),
@@ -96,6 +84,21 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('kid', name=op.f('pk_issuer_keys'))
     )
     op.create_index(op.f('ix_issuer_keys_municipality_id'), 'issuer_keys', ['municipality_id'], unique=False)
+    op.create_table('outbox',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('idempotency_key', sa.String(length=200), nullable=False),
+    sa.Column('municipality_id', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=64), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('last_error', sa.String(length=500), nullable=True),
+    sa.ForeignKeyConstraint(['municipality_id'], ['municipalities.id'], name=op.f('fk_outbox_municipality_id_municipalities')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
+    sa.UniqueConstraint('idempotency_key', name=op.f('uq_outbox_idempotency_key'))
+    )
+    op.create_index(op.f('ix_outbox_municipality_id'), 'outbox', ['municipality_id'], unique=False)
     op.create_table('quarantine',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('municipality_id', sa.String(length=64), nullable=False),
@@ -337,6 +340,8 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_quarantine_municipality_id'), table_name='quarantine')
     op.drop_index('ix_quarantine_entry', table_name='quarantine')
     op.drop_table('quarantine')
+    op.drop_index(op.f('ix_outbox_municipality_id'), table_name='outbox')
+    op.drop_table('outbox')
     op.drop_index(op.f('ix_issuer_keys_municipality_id'), table_name='issuer_keys')
     op.drop_table('issuer_keys')
     op.drop_index(op.f('ix_actors_national_id'), table_name='actors')
@@ -344,7 +349,6 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_actors_hpr_number'), table_name='actors')
     op.drop_index(op.f('ix_actors_her_id'), table_name='actors')
     op.drop_table('actors')
-    op.drop_table('outbox')
     op.drop_table('municipalities')
     op.drop_table('audit_head')
     op.drop_index(op.f('ix_audit_events_subject'), table_name='audit_events')
