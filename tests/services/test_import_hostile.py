@@ -159,3 +159,57 @@ def test_an_absolute_reference_never_names_a_local_resident(engine: Engine) -> N
     report = import_sources(engine, M, [source(plans=[p])], now=NOW, ids=IdSource(2))
     assert report.visits_added == 0
     assert "is not a Patient/<id> reference" in _messages(report)[0]
+
+
+def test_a_home_that_gets_an_elock_gets_keys_for_its_coming_visits(engine: Engine) -> None:
+    _setup(engine)  # p2 has no e-lock
+    visit_plan = plan("cp2", NID_B, occ("k1", at(10), 30, "9000002"))
+    first = import_sources(engine, M, [source(plans=[visit_plan])], now=NOW, ids=IdSource(2))
+    assert (first.grants_created, first.physical_key_visits) == (0, 1)
+    installed = patient("p2", NID_B)  # the same resident, now with an e-lock
+    report = import_sources(engine, M, [source(patients=[installed], plans=[visit_plan])], now=NOW, ids=IdSource(3))
+    assert report.grants_created == 1
+    removed = patient("p2", NID_B, elock=None)
+    report = import_sources(engine, M, [source(patients=[removed], plans=[visit_plan])], now=NOW, ids=IdSource(4))
+    assert report.grants_revoked == 1
+    with engine.connect() as conn:
+        active = conn.execute(select(func.count()).select_from(t.grants).where(t.grants.c.status == "active")).scalar()
+    assert active == 0
+
+
+def test_text_too_long_for_its_column_quarantines_that_record_only(engine: Engine) -> None:
+    _setup(engine)
+    huge_name = replace(patient("p9", "07914512345"), name="N" * 201)
+    long_desc = replace(occ("k1", at(8), 30, "9000001"), description="D" * 401)
+    fine = plan("cp2", NID_A, occ("k2", at(9), 30, "9000001"))
+    report = import_sources(
+        engine, M, [source(patients=[huge_name], plans=[plan("cp1", NID_A, long_desc), fine])],
+        now=NOW, ids=IdSource(2),
+    )
+    assert sorted((p.field, p.message) for p in report.problems) == [
+        ("name", "too long to store"),
+        ("occurrence.detail.description", "too long to store"),  # "k1" names no activity
+    ]
+    assert report.visits_added == 1  # the fine plan still came in
+
+
+def test_relatives_follow_the_record_and_free_text_is_redacted(engine: Engine) -> None:
+    from portner.domain.care_record import Relative
+
+    _setup(engine)
+    two = replace(patient("p1", NID_A), relatives=(Relative("Kari", "datter 01914512345"), Relative("Ola", "N")))
+    import_sources(engine, M, [source(patients=[two])], now=NOW, ids=IdSource(2))
+    one = replace(patient("p1", NID_A), relatives=(Relative("Ola", "N"),))
+    import_sources(engine, M, [source(patients=[one])], now=NOW, ids=IdSource(3))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(t.actors.c.display_name, t.relations.c.relationship)
+            .join(t.relations, t.relations.c.actor_id == t.actors.c.id)
+        ).all()
+        kari = conn.execute(select(t.audit_events.c.details).where(t.audit_events.c.action == "relation:registered")).scalars().all()
+        assert verify_audit(conn).ok
+    assert [tuple(r) for r in rows] == [("Ola", "N")]
+    assert not any("01914512345" in str(d) for d in kari)
+    many = replace(patient("p1", NID_A), relatives=tuple(Relative(f"R{i}", "N") for i in range(21)))
+    report = import_sources(engine, M, [source(patients=[many])], now=NOW, ids=IdSource(4))
+    assert _messages(report) == ["more than 20 contacts"]

@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Column, Connection, Engine
 
 from portner.domain.care_record import (
     IdKind,
@@ -58,6 +59,7 @@ from portner.domain.model import (
 from portner.domain.national_id import redact_national_ids
 from portner.domain.windows import visit_window
 from portner.services.ids import IdSource
+from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
 from portner.storage.bulk import instant_writer, json_id_list
 from portner.storage.repository import Repository
@@ -66,6 +68,7 @@ SYSTEM_ACTOR = "system:import"
 # Limits that stop one malformed or hostile plan from flooding the day (or the database).
 MAX_VISITS_PER_PLAN = 2000
 MAX_VISIT_LENGTH = timedelta(hours=24)
+MAX_RELATIVES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +250,18 @@ class _ImportRun:
 
     # -- residents ----------------------------------------------------------------------
     def patient(self, rec: PatientRecord) -> None:
+        too_long = _too_long(
+            [
+                ("name", rec.name, t.residents.c.display_name),
+                ("address", rec.address, t.homes.c.address),
+                ("address.extension(vkp-elock)", rec.elock_system, t.homes.c.elock_system),
+                ("extension(vkp-sone)", "|".join(rec.zone_path), t.zones.c.path),
+                ("id", rec.source.resource_id, t.residents.c.source_ref),
+            ]
+        )
+        if too_long:
+            self.problem(ImportProblem(rec.source, too_long, "too long to store"))
+            return
         nid = rec.national_id
         # Without a national id the resident is still known by the care record's logical id, which
         # plans and appointments can reference ("Patient/<id>"); that is a match, not a guess. A
@@ -307,6 +322,8 @@ class _ImportRun:
         self.homes[resident.id] = new_home
         if new_home.has_elock and new_home.id not in self.paths:
             self._install(new_home, rec.source.resource_id)
+        if home is not None and home.has_elock != new_home.has_elock:
+            self._elock_changed(resident, gained=new_home.has_elock)
         self.report.patients += 1
         self._relatives(resident, rec)
         if existing is None:
@@ -336,13 +353,50 @@ class _ImportRun:
                 AuditEntry(self.now, SYSTEM_ACTOR, "resident:updated", resident.id, {"fields": changed})
             )
 
+    def _elock_changed(self, resident: Resident, *, gained: bool) -> None:
+        """Give or take door keys for the resident's coming visits when the e-lock comes or goes.
+
+        Without this a visit planned before the lock was installed would have neither a key nor
+        a place on the physical-key list; and a removed lock would keep its grants.
+        """
+        coming = self.repo.coming_visits_of_resident(resident.id, self.now)
+        grants = self.repo.active_grants_of_visits([v.id for v in coming])
+        if gained:
+            granted = {g.visit_id for g in grants}
+            for v in coming:
+                if v.id not in granted:
+                    self._grant(v.id, resident.id, v.planned_start, v.planned_end, v.staff_ids)
+        else:
+            self._revoke(grants, "e-lock removed")
+
     def _relatives(self, resident: Resident, rec: PatientRecord) -> None:
-        """Register the record's contacts as relatives of the resident (matched by name)."""
-        if not rec.relatives:
-            return
+        """Keep the resident's relatives as the record lists them: add new ones, end removed ones.
+
+        Matched by name, since the care record gives contacts no identifiers.
+        """
         known = self.repo.relatives_of(resident.id)
-        for relative in rec.relatives:
-            if not relative.name or relative.name in known:
+        if len(rec.relatives) > MAX_RELATIVES:
+            self.problem(
+                ImportProblem(rec.source, "contact", f"more than {MAX_RELATIVES} contacts")
+            )
+            return
+        listed: set[str] = set()
+        for index, relative in enumerate(rec.relatives):
+            field = f"contact[{index}]"
+            bad = _too_long(
+                [
+                    (f"{field}.name", relative.name, t.actors.c.display_name),
+                    (f"{field}.relationship", relative.relationship, t.relations.c.relationship),
+                    (f"{field}.telecom", relative.phone, t.relations.c.phone),
+                ]
+            )
+            if bad:
+                self.problem(ImportProblem(rec.source, bad, "too long to store"))
+                continue
+            if not relative.name:
+                continue
+            listed.add(relative.name)
+            if relative.name in known:
                 continue
             actor = Actor(
                 id=ActorId(self.ids.new("rel")),
@@ -352,7 +406,9 @@ class _ImportRun:
                 display_name=relative.name,
             )
             self.repo.upsert_actor(actor)
-            self.repo.add_relation(resident.id, actor.id, relative.relationship, relative.phone)
+            # Free text may hold anything, even a national id: redact before storing and logging.
+            relationship = redact_national_ids(relative.relationship)
+            self.repo.add_relation(resident.id, actor.id, relationship, relative.phone)
             known[relative.name] = actor.id
             self.audit.append(
                 AuditEntry(
@@ -360,9 +416,17 @@ class _ImportRun:
                     SYSTEM_ACTOR,
                     "relation:registered",
                     actor.id,
-                    {"resident": resident.id, "relationship": relative.relationship[:40]},
+                    {"resident": resident.id, "relationship": relationship[:40]},
                 )
             )
+        for name, actor_id in known.items():
+            if name not in listed:
+                self.repo.remove_relation(resident.id, actor_id)
+                self.audit.append(
+                    AuditEntry(
+                        self.now, SYSTEM_ACTOR, "relation:ended", actor_id, {"resident": resident.id}
+                    )
+                )
 
     def _zone(self, path: tuple[str, ...]) -> ZoneId | None:
         if not path:
@@ -450,6 +514,22 @@ class _ImportRun:
 
     def plan(self, plan: VisitPlanRecord) -> None:
         self.report.plans_seen += 1
+        too_long = _too_long(
+            [
+                ("identifier", plan.plan_key, t.visits.c.plan_key),
+                ("meta.versionId", plan.version, t.visit_plans.c.version),
+                ("file", plan.source.file, t.visit_plans.c.source_file),
+            ]
+            + [
+                (f"{_activity_path(o.key)}.detail.description", o.description, t.visits.c.description)
+                for o in plan.occurrences
+            ]
+            + [(f"{_activity_path(o.key)}", o.key, t.visits.c.source_key) for o in plan.occurrences]
+        )
+        if too_long:
+            self.report.plans_rejected += 1
+            self.problem(ImportProblem(plan.source, too_long, "too long to store"))
+            return
         resident = self._resident_for(plan)
         if isinstance(resident, str):
             self.report.plans_rejected += 1
@@ -615,7 +695,7 @@ class _ImportRun:
         staff_ids: tuple[ActorId, ...],
     ) -> None:
         home = self.homes.get(resident_id)
-        path = self.paths.get(home.id) if home else None
+        path = self.paths.get(home.id) if home and home.has_elock else None
         if not path:
             self.report.physical_key_visits += 1
             return
@@ -712,6 +792,15 @@ class _ImportRun:
         self.repo.add_quarantine(self.quarantine_rows)
         if self.audit:
             append_audit(self.conn, self.audit)
+
+
+def _too_long(fields: Sequence[tuple[str, str | None, Column[Any]]]) -> str | None:
+    """Name the first field whose text does not fit its column (checked before any write)."""
+    for name, value, column in fields:
+        limit = getattr(column.type, "length", None)
+        if value is not None and limit is not None and len(value) > limit:
+            return name
+    return None
 
 
 def _activity_path(occurrence_key: str) -> str:

@@ -359,8 +359,15 @@ class Repository:
             insert(t.relations).values(
                 resident_id=resident_id,
                 actor_id=actor_id,
-                relationship=relationship[:100],
-                phone=phone[:40] if phone else None,
+                relationship=relationship,
+                phone=phone,
+            )
+        )
+
+    def remove_relation(self, resident_id: str, actor_id: str) -> None:
+        self.conn.execute(
+            t.relations.delete().where(
+                and_(t.relations.c.resident_id == resident_id, t.relations.c.actor_id == actor_id)
             )
         )
 
@@ -507,6 +514,19 @@ class Repository:
     def get_visit(self, visit_id: str) -> Visit | None:
         row = self.conn.execute(select(t.visits).where(t.visits.c.id == visit_id)).first()
         return visit_from_row(row) if row else None
+
+    def coming_visits_of_resident(self, resident_id: str, now: datetime) -> list[Visit]:
+        """Planned visits of the resident that have not ended yet."""
+        rows = self.conn.execute(
+            select(t.visits).where(
+                and_(
+                    t.visits.c.resident_id == resident_id,
+                    t.visits.c.status == VisitStatus.PLANNED.value,
+                    t.visits.c.planned_end > now,
+                )
+            )
+        )
+        return [visit_from_row(r) for r in rows]
 
     def visits_between(
         self, municipality_id: str, start: datetime, end: datetime
