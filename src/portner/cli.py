@@ -101,8 +101,7 @@ def _shown_path(file: str) -> str:
 
 def _checkpoint(app: App) -> None:
     """Sign the audit chain's head after a command that wrote to it (see services/checkpoints)."""
-    with app.engine.connect() as conn:
-        write_checkpoint(conn, app.settings.data_dir, now=utcnow())
+    write_checkpoint(app.engine, app.settings.data_dir, now=utcnow())
 
 
 def print_import_report(report: ImportReport, *, verbose: bool = False) -> None:

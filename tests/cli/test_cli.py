@@ -217,3 +217,19 @@ def test_two_databases_sharing_a_data_dir_keep_their_own_checkpoints(
         code, out, _ = _run(capsys, "audit", "verify", "--data-dir", data, *extra, "--json")
         result = json.loads(out)
         assert (code, result["problems"], result["checkpoints_checked"]) == (0, [], 1), extra
+
+
+def test_checkpoints_fail_closed_when_removed(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    data = tmp_path / "d"
+    _run(capsys, "import", *_fhir(site), "--data-dir", str(data), "--accept-synthetic-ids", "--json")
+    (data / "keys" / "audit-checkpoint.key").unlink()
+    code, out, _ = _run(capsys, "audit", "verify", "--data-dir", str(data), "--json")
+    assert code == 1
+    assert any("checkpoint key" in p for p in json.loads(out)["problems"])
+    assert not (data / "keys" / "audit-checkpoint.key").exists()  # verify never makes a key
+    shutil.rmtree(data / "audit-checkpoints")
+    code, out, _ = _run(capsys, "audit", "verify", "--data-dir", str(data), "--json")
+    assert code == 1
+    assert any("no signed checkpoint" in p for p in json.loads(out)["problems"])

@@ -334,8 +334,8 @@ def _run_day(
     delivery = deliver_outbox(
         engine, FolderSink(folder / "encounters"), municipality_id=MUNICIPALITY, now=clock()
     )
+    write_checkpoint(engine, folder, now=clock())
     with engine.connect() as conn:
-        write_checkpoint(conn, folder, now=clock())
         audit = verify_audit(conn)
     summary = sim.summary(
         report=report,

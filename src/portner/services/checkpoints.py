@@ -12,9 +12,9 @@ tail and reset the head, or empty the log. Two checks close that:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
-from sqlalchemy import Connection, and_, exists, func, select
+from sqlalchemy import Connection, Engine, and_, exists, func, insert, select
 
 from portner.storage import tables as t
 
@@ -43,10 +43,12 @@ class Checkpoint:
     at: str
 
 
-def _key(data_dir: Path) -> Ed25519PrivateKey:
+def _key(data_dir: Path, *, create: bool = True) -> Ed25519PrivateKey | None:
     path = data_dir / _KEY
     if path.exists():
         return Ed25519PrivateKey.from_private_bytes(path.read_bytes())
+    if not create:
+        return None
     key = Ed25519PrivateKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -55,29 +57,40 @@ def _key(data_dir: Path) -> Ed25519PrivateKey:
     return key
 
 
-def checkpoint_file(conn: Connection, data_dir: Path) -> Path:
+def _database_id(conn: Connection, *, create: bool) -> str | None:
+    found = conn.execute(select(t.instance.c.database_id).where(t.instance.c.id == 1)).scalar()
+    if found is None and create:
+        found = str(uuid.uuid4())
+        conn.execute(insert(t.instance).values(id=1, database_id=found))
+    return found
+
+
+def checkpoint_file(conn: Connection, data_dir: Path, *, create: bool = False) -> Path | None:
     """The checkpoint file of the database behind `conn` (one data folder may serve several).
 
-    Named by the database's URL without password, so that checkpoints of one database are never
-    compared with another's chain.
+    Filed under the database's own random id (kept in the database), so checkpoints of one
+    database are never compared with another's chain, whatever URL reaches it.
     """
-    url = conn.engine.url.render_as_string(hide_password=True)
-    if conn.engine.url.get_backend_name() == "sqlite" and conn.engine.url.database:
-        url = f"sqlite:///{Path(conn.engine.url.database).resolve()}"
-    name = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return data_dir / CHECKPOINTS / f"{name}.jsonl"
+    database_id = _database_id(conn, create=create)
+    return None if database_id is None else data_dir / CHECKPOINTS / f"{database_id}.jsonl"
 
 
 def _note(seq: int, digest: bytes, at: str) -> bytes:
     return f"{_CONTEXT}\n{seq}\n{digest.hex()}\n{at}\n".encode()
 
 
-def write_checkpoint(conn: Connection, data_dir: Path, *, now: datetime) -> Checkpoint:
+def write_checkpoint(engine: Engine, data_dir: Path, *, now: datetime) -> Checkpoint:
     """Sign the chain's current head and append it to the checkpoint file."""
+    with engine.begin() as conn:  # commits the database id on first use
+        return _write_checkpoint(conn, data_dir, now=now)
+
+
+def _write_checkpoint(conn: Connection, data_dir: Path, *, now: datetime) -> Checkpoint:
     head = conn.execute(select(t.audit_head.c.seq, t.audit_head.c.hash)).first()
     seq, digest = (int(head.seq), bytes(head.hash)) if head else (0, bytes(32))
     at = now.isoformat()
     key = _key(data_dir)
+    assert key is not None
     line = {
         "seq": seq,
         "hash": digest.hex(),
@@ -85,7 +98,8 @@ def write_checkpoint(conn: Connection, data_dir: Path, *, now: datetime) -> Chec
         "key": key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex(),
         "sig": key.sign(_note(seq, digest, at)).hex(),
     }
-    path = checkpoint_file(conn, data_dir)
+    path = checkpoint_file(conn, data_dir, create=True)
+    assert path is not None
     path.parent.mkdir(mode=0o700, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(line, sort_keys=True) + "\n")
@@ -93,20 +107,29 @@ def write_checkpoint(conn: Connection, data_dir: Path, *, now: datetime) -> Chec
 
 
 def check_checkpoints(conn: Connection, data_dir: Path) -> tuple[int, list[str]]:
-    """Return how many checkpoints were checked and what is wrong with the chain against them."""
+    """Return how many checkpoints were checked and what is wrong with the chain against them.
+
+    Fails closed: a log with entries but no checkpoint (file gone, emptied, or the database's id
+    changed) is a problem, not a pass. Verification never creates a key or a file.
+    """
+    entries = conn.execute(select(func.count()).select_from(t.audit_events)).scalar() or 0
     path = checkpoint_file(conn, data_dir)
-    if not path.exists():
-        return 0, []
-    public = _key(data_dir).public_key()
+    lines = path.read_text(encoding="utf-8").splitlines() if path and path.exists() else []
+    if not lines:
+        return 0, [f"no signed checkpoint for a log of {entries} entries"] if entries else []
+    key = _key(data_dir, create=False)
+    if key is None:
+        return 0, [f"the checkpoint key {_KEY} is missing from the data directory"]
+    public = key.public_key()
     problems: list[str] = []
     count = 0
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, raw in enumerate(lines, start=1):
         try:
             line = json.loads(raw)
             seq, digest, at = int(line["seq"]), bytes.fromhex(line["hash"]), str(line["at"])
             public.verify(bytes.fromhex(line["sig"]), _note(seq, digest, at))
-        except (ValueError, KeyError, TypeError, InvalidSignature):
-            problems.append(f"{path.name} line {number}: not a valid signed checkpoint")
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError, InvalidSignature):
+            problems.append(f"checkpoint line {number}: not a valid signed checkpoint")
             continue
         count += 1
         if seq == 0:

@@ -331,6 +331,15 @@ audit_events = Table(
     Column("hash", LargeBinary, nullable=False),
 )
 
+# This database's own random identity, made on first use: audit checkpoints kept outside the
+# database are filed under it, whatever URL the database is reached by.
+instance = Table(
+    "instance",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("database_id", String(36), nullable=False),
+)
+
 # One row that holds the chain's head; appenders lock it so that the chain stays linear even
 # with several API replicas writing at once (SELECT ... FOR UPDATE on PostgreSQL).
 audit_head = Table(

@@ -44,6 +44,11 @@ def upgrade() -> None:
     )
     # The chain's genesis: no entry yet, previous hash all zeros (see portner.storage.audit).
     op.bulk_insert(audit_head, [{'id': 1, 'seq': 0, 'hash': bytes(32)}])
+    op.create_table('instance',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('database_id', sa.String(length=36), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_instance'))
+    )
     op.create_table('municipalities',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -350,6 +355,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_actors_her_id'), table_name='actors')
     op.drop_table('actors')
     op.drop_table('municipalities')
+    op.drop_table('instance')
     op.drop_table('audit_head')
     op.drop_index(op.f('ix_audit_events_subject'), table_name='audit_events')
     op.drop_index(op.f('ix_audit_events_action'), table_name='audit_events')
