@@ -48,10 +48,9 @@ def open_app(
         repo = Repository(conn)
         m = repo.get_municipality(settings.municipality_id)
         if m is None and not create:
-            known = ", ".join(x.id for x in repo.list_municipalities()) or "none yet"
             engine.dispose()
             raise UnknownMunicipality(
-                f"no municipality {settings.municipality_id!r} in this database (known: {known}); "
+                f"no municipality {settings.municipality_id!r} in this database; "
                 "import into it first, or give --municipality"
             )
         if m is None:

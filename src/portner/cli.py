@@ -363,6 +363,13 @@ def _days(value: str) -> int:
     return days
 
 
+def _demo_day(value: str) -> date:
+    day = date.fromisoformat(value)
+    if not 2000 <= day.year <= 2099:
+        raise argparse.ArgumentTypeError("choose a day between 2000 and 2099")
+    return day
+
+
 def _reader(value: str) -> str:
     # The reader is written to the audit log: an id such as "stf-..." or "cli:operator", never a
     # name or a national id.
@@ -420,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run a synthetic municipality's day end to end")
     p.add_argument("--seed", type=int, default=2026, help="fixed seed reproduces the day")
-    p.add_argument("--day", type=date.fromisoformat, default=DEFAULT_DAY,
+    p.add_argument("--day", type=_demo_day, default=DEFAULT_DAY,
                    help=f"the day to simulate, YYYY-MM-DD (default {DEFAULT_DAY.isoformat()})")
     p.add_argument("--db", help="database URL (default: SQLite in the demo folder)")
     p.add_argument("--data-dir", help="demo folder (default: ./portner-data/demo), wiped first")
@@ -456,13 +463,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = redact_national_ids(str(exc))
         err.print(f"portner {args.command}: {escape(message)}", markup=True, highlight=False)
         return 2
+    except ImportError as exc:
+        # e.g. --db mysql://...: only SQLite and PostgreSQL drivers are installed.
+        err.print(f"portner {args.command}: no driver for this database ({exc.name}); "
+                  "use sqlite:///FILE or postgresql://...", highlight=False)
+        return 2
     except SQLAlchemyError as exc:
-        err.print(
-            f"portner {args.command}: the database could not be used: {type(exc.orig or exc).__name__}"
-            if isinstance(exc, DBAPIError)
-            else f"portner {args.command}: the database could not be used: {type(exc).__name__}",
-            highlight=False,
-        )
+        reason = type(exc.orig or exc).__name__ if isinstance(exc, DBAPIError) else type(exc).__name__
+        if "locked" in str(exc).lower():
+            reason = "the database is busy (another Portner process is writing); try again"
+        err.print(f"portner {args.command}: the database could not be used: {reason}", highlight=False)
         return 2
 
 
