@@ -113,8 +113,12 @@ def read_source(
         if not path.is_file():  # a FIFO or device would hang or never end; a folder is no file
             raise SourceFileError(errno.EINVAL, f"cannot read FHIR source {name}: not a regular file")
         with open(path, "rb") as handle:
-            # Read at most one byte past the limit, whatever the file claims its size to be.
-            data = handle.read(MAX_FILE_BYTES + 1)
+            # Read at most one byte past the limit, whatever the file claims its size to be (a
+            # file can grow while we read). Sized by fstat: read(n) allocates n bytes up front.
+            claimed = os.fstat(handle.fileno()).st_size
+            data = handle.read(min(claimed, MAX_FILE_BYTES) + 1)
+            if claimed < len(data) <= MAX_FILE_BYTES:  # it grew meanwhile: read on, bounded
+                data += handle.read(MAX_FILE_BYTES + 1 - len(data))
             size = len(data)
             if size > MAX_FILE_BYTES:
                 data = b""

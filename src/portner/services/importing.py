@@ -69,6 +69,8 @@ SYSTEM_ACTOR = "system:import"
 MAX_VISITS_PER_PLAN = 2000
 MAX_VISIT_LENGTH = timedelta(hours=24)
 MAX_RELATIVES = 20
+_DESCRIPTION_LIMIT = t.visits.c.description.type.length or 0
+_SOURCE_KEY_LIMIT = t.visits.c.source_key.type.length or 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,10 +523,16 @@ class _ImportRun:
                 ("file", plan.source.file, t.visit_plans.c.source_file),
             ]
             + [
+                # Field names are built only for the rare occurrence that is too long.
                 (f"{_activity_path(o.key)}.detail.description", o.description, t.visits.c.description)
                 for o in plan.occurrences
+                if len(o.description) > _DESCRIPTION_LIMIT
             ]
-            + [(f"{_activity_path(o.key)}", o.key, t.visits.c.source_key) for o in plan.occurrences]
+            + [
+                (_activity_path(o.key), o.key, t.visits.c.source_key)
+                for o in plan.occurrences
+                if len(o.key) > _SOURCE_KEY_LIMIT
+            ]
         )
         if too_long:
             self.report.plans_rejected += 1
