@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from portner.domain.errors import NaiveDatetimeError
 
@@ -31,8 +30,3 @@ def visit_window(
     if end < start:
         raise ValueError("a visit cannot end before it starts")
     return start - lead, end + grace
-
-
-def local(value: datetime, timezone: str) -> datetime:
-    """Show an instant in the municipality's zone."""
-    return require_aware(value, "instant").astimezone(ZoneInfo(timezone))

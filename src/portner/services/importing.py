@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -855,8 +854,3 @@ def _plan_digest(
     # The same text as json.dumps(..., separators=(",", ":"), ensure_ascii=False).
     data = _DIGEST_ENCODER.encode([resident_id, body])
     return hashlib.sha256(data.encode()).hexdigest()
-
-
-def problem_counts(problems: Sequence[ImportProblem]) -> Counter[str]:
-    """Count problems by message, for a compact summary."""
-    return Counter(p.message for p in problems)

@@ -147,10 +147,6 @@ class Repository:
         ).first()
         return municipality_from_row(row) if row else None
 
-    def list_municipalities(self) -> list[Municipality]:
-        rows = self.conn.execute(select(t.municipalities).order_by(t.municipalities.c.id))
-        return [municipality_from_row(r) for r in rows]
-
     def add_municipality(self, m: Municipality) -> None:
         self.conn.execute(
             insert(t.municipalities).values(
