@@ -48,7 +48,7 @@ def test_the_day_happens_and_the_audit_chain_verifies(summary: dict[str, Any]) -
 def test_the_relay_faults_are_detected(summary: dict[str, Any]) -> None:
     """The demo's relays duplicate, reorder and drop uploads now and then; none goes unnoticed."""
     anomalies = summary["locks"]["log_anomalies_detected"]
-    assert set(anomalies) <= {"duplicate", "reordered", "gap"}
+    assert set(anomalies) <= {"duplicate", "reordered", "gap", "withheld"}
     assert sum(anomalies.values()) > 0
 
 

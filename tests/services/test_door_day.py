@@ -188,3 +188,27 @@ def test_an_upload_without_the_lock_key_is_refused(engine: Engine, day: dict) ->
     lock = day["locks"]["d-1"]
     with pytest.raises(ValueError, match="lock's log key"):
         ingest_upload(engine, lock.lock_id, lock.events_since(0), lock_key=None, now=at(9))  # type: ignore[arg-type]
+
+
+def test_a_withheld_newest_event_is_caught_by_the_attested_head(engine: Engine, day: dict) -> None:
+    from portner.services.door_events import HeadAttestation
+
+    secrets: MunicipalitySecrets = day["secrets"]  # type: ignore[assignment]
+    lock = day["locks"]["d-1"]
+    creds = issue_for_shift(engine, secrets.issuer, [day["device"].id], window_start=at(0),
+                            window_end=at(23), now=at(6), ids=day["ids"])
+    day["clock"].now = at(8, 1)
+    _open(lock, day["phone"], creds[0].blob)  # the opening the relay will hide
+    events = lock.events_since(0)
+    nonce = bytes(range(16))
+    head = HeadAttestation(nonce, *lock.attest_head(nonce))
+    key = secrets.lock_key(lock.lock_id)
+    report = ingest_upload(engine, lock.lock_id, events[:-1], lock_key=key, now=at(9), head=head)
+    assert report.anomalies == ["withheld"]
+    forged = HeadAttestation(nonce, head.seq - 1, head.hash, head.mac)
+    report = ingest_upload(engine, lock.lock_id, [], lock_key=key, now=at(9), head=forged)
+    assert report.anomalies == ["bad_head_mac"]
+    # The full upload then completes the chain, with no anomaly.
+    head = HeadAttestation(nonce, *lock.attest_head(nonce))
+    report = ingest_upload(engine, lock.lock_id, lock.events_since(len(events) - 1), lock_key=key, now=at(9), head=head)
+    assert report.anomalies == []

@@ -43,7 +43,7 @@ from portner.fhir import read_sources
 from portner.locks.simulated import Battery, LockClock, SimulatedLock, seeded_random
 from portner.services.checkpoints import write_checkpoint
 from portner.services.devices import register_device
-from portner.services.door_events import ingest_upload
+from portner.services.door_events import HeadAttestation, ingest_upload
 from portner.services.ids import IdSource
 from portner.services.importing import ImportReport, import_sources
 from portner.services.issuing import IssuedCredential, issue_for_shift
@@ -522,6 +522,8 @@ class _Day:
             if not events:
                 continue
             events = self._relay_faults(lock_id, events)
+            nonce = self.ids.token(16)
+            seq, digest, mac = lock.attest_head(nonce)
             status = lock.status()
             result = ingest_upload(
                 self.engine,
@@ -531,6 +533,7 @@ class _Day:
                 now=self.clock.now,
                 battery_percent=status.battery_percent,
                 clock_offset_s=(status.lock_time - self.clock.now).total_seconds(),
+                head=HeadAttestation(nonce, seq, digest, mac),
             )
             self.stats.uploads += 1
             self.stats.anomalies.update(result.anomalies)
@@ -547,6 +550,8 @@ class _Day:
             return [events[1], events[0], *events[2:]]  # reordered
         if roll < 0.05:
             return [events[0], *events[2:]]  # one dropped: a gap until the next upload
+        if roll < 0.06:
+            return events[:-1]  # the newest withheld: only the lock's attested head shows it
         return events
 
     def cancel_one_visit(self) -> None:

@@ -43,6 +43,8 @@ MAX_UPLOAD: Final = 10_000
 AnomalyKind = Literal[
     "gap", "duplicate", "reordered", "broken_chain", "bad_mac", "foreign_lock", "rewritten",
     "malformed",
+    # Found against the lock's attested head rather than within the upload itself.
+    "withheld", "forked", "bad_head_mac",
 ]
 
 

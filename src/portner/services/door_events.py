@@ -7,13 +7,14 @@ gaps, duplicates, reordering and tampering are recorded as anomalies for an oper
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, and_, insert, select, update
 
-from portner.domain.lock_log import LockEvent, check_upload
+from portner.domain.lock_log import LockEvent, LogAnomaly, check_upload, head_attestation_mac
 from portner.domain.model import VisitStatus
 from portner.services.writeback import queue_encounter
 from portner.storage import tables as t
@@ -52,8 +53,13 @@ def ingest_upload(
     now: datetime,
     battery_percent: float | None = None,
     clock_offset_s: float | None = None,
+    head: HeadAttestation | None = None,
 ) -> IngestReport:
-    """Verify and store one lock's upload; match openings to visits; queue finished visits."""
+    """Verify and store one lock's upload; match openings to visits; queue finished visits.
+
+    With `head` (the lock's MACed answer to a fresh platform nonce) a relay that withholds the
+    newest events is caught too: the chain cannot show what it never received.
+    """
     if not isinstance(lock_key, bytes) or len(lock_key) < 16:
         # Without the lock's key a relay could forge any event; never accept an upload unchecked.
         raise ValueError("ingesting a lock upload needs the lock's log key")
@@ -74,7 +80,10 @@ def ingest_upload(
             lock_key=lock_key,
         )
         audit: list[AuditEntry] = []
-        for anomaly in check.anomalies:
+        anomalies = list(check.anomalies)
+        if head is not None:
+            anomalies.extend(_head_anomalies(lock_id, lock_key, head, check.new_synced_seq, check.new_synced_hash))
+        for anomaly in anomalies:
             report.anomalies.append(anomaly.kind)
             conn.execute(
                 insert(t.lock_log_anomalies).values(
@@ -140,6 +149,30 @@ def ingest_upload(
         if audit:
             append_audit(conn, audit)
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class HeadAttestation:
+    """The lock's log head as it MACed it for the platform's nonce (SimulatedLock.attest_head)."""
+
+    nonce: bytes
+    seq: int
+    hash: bytes
+    mac: bytes
+
+
+def _head_anomalies(
+    lock_id: str, lock_key: bytes, head: HeadAttestation, synced_seq: int, synced_hash: bytes
+) -> list[LogAnomaly]:
+    expected = head_attestation_mac(lock_key, lock_id, head.nonce, head.seq, head.hash)
+    if not hmac.compare_digest(expected, head.mac):
+        return [LogAnomaly("bad_head_mac", head.seq, head.seq, "head attestation does not verify")]
+    if head.seq > synced_seq:
+        detail = f"the lock's log reaches {head.seq}; the upload stopped at {synced_seq}"
+        return [LogAnomaly("withheld", synced_seq + 1, head.seq, detail)]
+    if head.seq == synced_seq and head.hash != synced_hash:
+        return [LogAnomaly("forked", head.seq, head.seq, "head hash differs from the verified chain")]
+    return []
 
 
 def _audit_for(
