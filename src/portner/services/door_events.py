@@ -82,7 +82,11 @@ def ingest_upload(
         audit: list[AuditEntry] = []
         anomalies = list(check.anomalies)
         if head is not None:
-            anomalies.extend(_head_anomalies(lock_id, lock_key, head, check.new_synced_seq, check.new_synced_hash))
+            # Events past a gap are pending, not withheld: count them as seen.
+            seen = max([check.new_synced_seq, *(e.seq for e in check.pending)])
+            anomalies.extend(
+                _head_anomalies(lock_id, lock_key, head, seen, check.new_synced_seq, check.new_synced_hash)
+            )
         for anomaly in anomalies:
             report.anomalies.append(anomaly.kind)
             conn.execute(
@@ -162,14 +166,19 @@ class HeadAttestation:
 
 
 def _head_anomalies(
-    lock_id: str, lock_key: bytes, head: HeadAttestation, synced_seq: int, synced_hash: bytes
+    lock_id: str,
+    lock_key: bytes,
+    head: HeadAttestation,
+    seen_seq: int,
+    synced_seq: int,
+    synced_hash: bytes,
 ) -> list[LogAnomaly]:
     expected = head_attestation_mac(lock_key, lock_id, head.nonce, head.seq, head.hash)
     if not hmac.compare_digest(expected, head.mac):
         return [LogAnomaly("bad_head_mac", head.seq, head.seq, "head attestation does not verify")]
-    if head.seq > synced_seq:
-        detail = f"the lock's log reaches {head.seq}; the upload stopped at {synced_seq}"
-        return [LogAnomaly("withheld", synced_seq + 1, head.seq, detail)]
+    if head.seq > seen_seq:
+        detail = f"the lock's log reaches {head.seq}; the upload stopped at {seen_seq}"
+        return [LogAnomaly("withheld", seen_seq + 1, head.seq, detail)]
     if head.seq == synced_seq and head.hash != synced_hash:
         return [LogAnomaly("forked", head.seq, head.seq, "head hash differs from the verified chain")]
     return []
