@@ -40,9 +40,9 @@ def open_app(
     """
     if settings.data_dir.exists() and not settings.data_dir.is_dir():
         raise PortnerError(f"data directory {settings.data_dir} exists and is not a folder")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # Personal data lives here (the database, Encounters, keys): owner only.
-    settings.data_dir.chmod(0o700)
+    # Personal data lives here (the database, Encounters, keys): owner only. A folder that
+    # already exists keeps its mode: --data-dir might point at something the user shares.
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = open_database(settings.db_url)
     with engine.begin() as conn:
         repo = Repository(conn)

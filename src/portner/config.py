@@ -10,8 +10,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LOCK_BACKENDS = ("simulated",)
-
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -19,15 +17,8 @@ class Settings:
     database_url: str | None = field(default_factory=lambda: os.environ.get("PORTNER_DB"))
     municipality_id: str = field(default_factory=lambda: os.environ.get("PORTNER_MUNICIPALITY", "kommune"))
     timezone: str = field(default_factory=lambda: os.environ.get("PORTNER_TIMEZONE", "Europe/Oslo"))
-    lock_backend: str = field(default_factory=lambda: os.environ.get("PORTNER_LOCK_BACKEND", "simulated"))
     # Where finished visits go: a folder by default, or a FHIR server base URL.
     encounter_outbox: str | None = field(default_factory=lambda: os.environ.get("PORTNER_FHIR_OUTBOX"))
-
-    def __post_init__(self) -> None:
-        if self.lock_backend not in LOCK_BACKENDS:
-            raise ValueError(
-                f"PORTNER_LOCK_BACKEND={self.lock_backend!r} is not one of {', '.join(LOCK_BACKENDS)}"
-            )
 
     @property
     def db_url(self) -> str:

@@ -97,7 +97,7 @@ class Phone:
     device_id: str
     key: DeviceKey
     credentials: dict[str, IssuedCredential] = field(default_factory=dict)  # by grant id
-    revocation_list: bytes | None = None
+    revocation_list: tuple[int, bytes] | None = None  # (version, signed list)
     lost: bool = False
 
 
@@ -398,7 +398,6 @@ class _Day:
         self.day0 = day0
         self.cancelled_visit: str | None = None
         self.lost_phone: Phone | None = None
-        self.list_versions: dict[bytes, int] = {}
 
     # -- scheduling ---------------------------------------------------------------------------
     def at(self, when: datetime, action: Callable[[], None]) -> None:
@@ -476,9 +475,9 @@ class _Day:
 
     def open_door(self, phone: Phone, credential: bytes, door_id: str) -> bool:
         lock = self.lock_by_door[door_id]
-        if phone.revocation_list and lock.revocation_version < self._list_version(phone.revocation_list):
+        if phone.revocation_list and lock.revocation_version < phone.revocation_list[0]:
             # Phones carry the newest signed list to every lock they touch (offline revocation).
-            if lock.install_revocation_list(phone.revocation_list):
+            if lock.install_revocation_list(phone.revocation_list[1]):
                 self.stats.lists_applied += 1
         challenge = lock.challenge()
         proof = phone.key.sign_proof(challenge, door_id, "unlock")
@@ -501,9 +500,6 @@ class _Day:
         # Only a visit that got in can leave; the lock reports the door locked from inside.
         if lock.log and any(e.kind == "unlock" and e.allowed for e in lock.log[-6:]):
             lock.record_exit(source="inside")
-
-    def _list_version(self, blob: bytes) -> int:
-        return self.list_versions.get(blob, 0)
 
     def _phone_sync(self, phone: Phone) -> None:
         latest = latest_revocation_list(self.engine, self.municipality.id)
@@ -639,11 +635,10 @@ class _Day:
         published = publish_revocation_list(
             self.engine, self.secrets.issuer, self.municipality.id, now=self.clock.now, by="system:revocation"
         )
-        self.list_versions[published.blob] = published.version
         self.stats.lists_published += 1
         for phone in self.phones.values():
             if not phone.lost:
-                phone.revocation_list = published.blob
+                phone.revocation_list = (published.version, published.blob)
 
     def close_day(self) -> int:
         """Visits nobody opened the door for are marked missed (their grants simply lapse)."""

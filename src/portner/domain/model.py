@@ -102,19 +102,6 @@ class Municipality:
 
 
 @dataclass(frozen=True, slots=True)
-class Zone:
-    """A service zone; `path` is the vkp-sone hierarchy Municipality|District|Zone|SubZone."""
-
-    id: ZoneId
-    municipality_id: MunicipalityId
-    path: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return self.path[-1] if self.path else ""
-
-
-@dataclass(frozen=True, slots=True)
 class Resident:
     """A person receiving care at home. `national_id` is sensitive: never log or print it."""
 
@@ -225,11 +212,3 @@ class Grant:
     visit_id: VisitId | None = None
     status: GrantStatus = GrantStatus.ACTIVE
     reason: str = ""
-
-    def covers(self, door_id: DoorId, at: datetime) -> bool:
-        """Say whether this grant, if active, lets its actor open `door_id` at instant `at`."""
-        return (
-            self.status is GrantStatus.ACTIVE
-            and door_id in self.door_ids
-            and self.not_before <= at <= self.not_after
-        )

@@ -109,10 +109,12 @@ def ingest_upload(
                 )
             )
         rows = []
+        owners = Repository(conn).credential_owners(
+            [ev.credential_id for ev in check.accepted if ev.credential_id]
+        )
         for ev in check.accepted:
-            owner = Repository(conn).credential_owner(ev.credential_id) if ev.credential_id else None
-            visit_id = owner.visit_id if owner else None
-            actor_id = owner.actor_id if owner else ev.subject
+            owner = owners.get(ev.credential_id) if ev.credential_id else None
+            actor_id, visit_id = owner if owner else (ev.subject, None)
             rows.append(
                 {
                     "lock_id": lock_id,

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, and_, func, select
 
-from portner.domain.model import GrantStatus, VisitStatus
+from portner.domain.model import VisitStatus
 from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
 from portner.storage.repository import Repository
@@ -221,9 +221,7 @@ def who_can_open(
             return []
         doors = [d.id for d in repo.doors_of_home(home)]
         out = []
-        for g in repo.grants_for_doors(doors):
-            if g.status is not GrantStatus.ACTIVE or g.not_after < at:
-                continue
+        for g in repo.active_grants_for_doors(doors, at):
             actor = repo.get_actor(g.actor_id)
             out.append(
                 WhoCanOpen(

@@ -106,12 +106,13 @@ def publish_revocation_list(
     return PublishedList(version, blob, len(creds), len(devices))
 
 
-def latest_revocation_list(engine: Engine, municipality_id: str) -> bytes | None:
-    """Return the newest signed list, which phones carry to offline locks."""
+def latest_revocation_list(engine: Engine, municipality_id: str) -> tuple[int, bytes] | None:
+    """Return (version, signed list) of the newest list, which phones carry to offline locks."""
     with engine.connect() as conn:
-        return conn.execute(
-            select(t.revocation_lists.c.blob)
+        row = conn.execute(
+            select(t.revocation_lists.c.version, t.revocation_lists.c.blob)
             .where(t.revocation_lists.c.municipality_id == municipality_id)
             .order_by(t.revocation_lists.c.version.desc())
             .limit(1)
-        ).scalar()
+        ).first()
+    return (int(row.version), bytes(row.blob)) if row else None

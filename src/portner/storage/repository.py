@@ -609,10 +609,20 @@ class Repository:
             pairs.update((r[0], r[1]) for r in rows)
         return pairs
 
-    def grants_for_doors(self, door_ids: Iterable[str]) -> list[Grant]:
-        """Return every grant that names any of the doors (for 'who can open my door')."""
+    def active_grants_for_doors(self, door_ids: Iterable[str], after: datetime) -> list[Grant]:
+        """Return active grants naming any of the doors that have not ended by `after`.
+
+        The database narrows to active, unexpired grants; the door match on the JSON list is done
+        here, because JSON containment is not portable between SQLite and PostgreSQL.
+        """
         wanted = set(door_ids)
-        rows = self.conn.execute(select(t.grants).order_by(t.grants.c.not_before))
+        rows = self.conn.execute(
+            select(t.grants)
+            .where(
+                and_(t.grants.c.status == GrantStatus.ACTIVE.value, t.grants.c.not_after >= after)
+            )
+            .order_by(t.grants.c.not_before)
+        )
         return [g for g in map(grant_from_row, rows) if wanted.intersection(g.door_ids)]
 
     # -- credentials ---------------------------------------------------------------------------
@@ -673,12 +683,17 @@ class Repository:
             )
         )
 
-    def credential_owner(self, credential_id: str) -> Row[Any] | None:
-        return self.conn.execute(
-            select(t.credentials, t.grants.c.visit_id, t.grants.c.actor_id)
-            .join(t.grants, t.grants.c.id == t.credentials.c.grant_id)
-            .where(t.credentials.c.id == credential_id)
-        ).first()
+    def credential_owners(self, credential_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """Return (actor id, visit id) for each known credential id, in one query per chunk."""
+        owners: dict[str, tuple[str, str | None]] = {}
+        for chunk in _chunks(sorted(set(credential_ids))):
+            rows = self.conn.execute(
+                select(t.credentials.c.id, t.grants.c.actor_id, t.grants.c.visit_id)
+                .join(t.grants, t.grants.c.id == t.credentials.c.grant_id)
+                .where(t.credentials.c.id.in_(chunk))
+            )
+            owners.update((r.id, (r.actor_id, r.visit_id)) for r in rows)
+        return owners
 
     # -- quarantine ------------------------------------------------------------------------
     def open_quarantine_keys(self, municipality_id: str) -> set[tuple[str, str, str, str]]:
