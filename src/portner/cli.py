@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections import Counter
@@ -350,6 +351,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary["audit"]["ok"] else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from portner.web import serve
+
+    settings = _settings(args)
+    if args.mode:
+        settings = replace(settings, mode=args.mode)
+    if args.port and "PORTNER_PUBLIC_URL" not in os.environ:
+        settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
+    if "PORTNER_BRIDGE_URL" not in os.environ:
+        settings = replace(settings, bridge_url=f"http://{args.host}:{args.bridge_port}")
+    demo = settings.development and not settings.database_url and not args.no_demo
+    if demo:
+        prepared = serve.prepare_demo(settings)
+        settings = prepared.settings
+        console.print(
+            f"[bold]Portner[/bold] (development) - Demokommune, {prepared.day.isoformat()}"
+            + (" (demo data made now)" if prepared.made else "")
+        )
+    console.print(f"Open {settings.public_url}/ and sign in (development sign-in: choose a user)."
+                  if settings.development else f"Serving on {settings.public_url}/")
+    console.print(f"API: {settings.public_url}/api/v1, OpenAPI: {settings.public_url}/openapi.json")
+    serve.run(settings, host=args.host, port=args.port,
+              bridge_port=args.bridge_port if settings.development else None)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from portner.bench import run_bench
 
@@ -437,6 +466,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fixtures", action="store_true", help="do not import the HL7 examples")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", parents=[common], help="the API and the web apps")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--bridge-port", type=int, default=8001,
+                   help="development: the simulated locks' radio bridge (stands in for Bluetooth)")
+    p.add_argument("--mode", choices=["development", "production"],
+                   help="default: PORTNER_MODE or development")
+    p.add_argument("--no-demo", action="store_true",
+                   help="development without the demo municipality (use --db/--municipality)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="measure throughput, verification cost, size and memory")
     p.add_argument("--visits", type=int, default=5000, help="visits for the throughput run")

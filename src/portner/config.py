@@ -20,6 +20,27 @@ class Settings:
     # Where finished visits go: a folder by default, or a FHIR server base URL.
     encounter_outbox: str | None = field(default_factory=lambda: os.environ.get("PORTNER_FHIR_OUTBOX"))
 
+    # --- the server (`portner serve`) ---
+    # "development" allows the built-in sign-in and demo data; "production" refuses both and
+    # needs an OpenID provider.
+    mode: str = field(default_factory=lambda: os.environ.get("PORTNER_MODE", "development"))
+    # Where people reach the server (used for sign-in redirects and links sent by SMS).
+    public_url: str = field(default_factory=lambda: os.environ.get("PORTNER_PUBLIC_URL", "http://127.0.0.1:8000"))
+    oidc_issuer: str | None = field(default_factory=lambda: os.environ.get("PORTNER_OIDC_ISSUER"))
+    oidc_client_id: str | None = field(default_factory=lambda: os.environ.get("PORTNER_OIDC_CLIENT_ID"))
+    oidc_client_secret: str | None = field(default_factory=lambda: os.environ.get("PORTNER_OIDC_CLIENT_SECRET"))
+    # The audience API access tokens must carry (the resource indicator at the provider).
+    api_audience: str = field(default_factory=lambda: os.environ.get("PORTNER_API_AUDIENCE", "urn:portner:api"))
+    # How SMS leave: "outbox" (kept in the database, shown in development), an http(s) URL of an
+    # SMS gateway, or smtp://host:port for an e-mail-to-SMS gateway.
+    sms_gateway: str = field(default_factory=lambda: os.environ.get("PORTNER_SMS_GATEWAY", "outbox"))
+    # Where the nurse app finds the lock radio bridge (the demo's stand-in for Bluetooth).
+    bridge_url: str = field(default_factory=lambda: os.environ.get("PORTNER_BRIDGE_URL", "http://127.0.0.1:8001"))
+
+    @property
+    def development(self) -> bool:
+        return self.mode == "development"
+
     @property
     def db_url(self) -> str:
         """The database URL: PORTNER_DB, or a SQLite file in the data directory."""

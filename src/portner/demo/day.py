@@ -28,13 +28,11 @@ from rich.progress import Progress
 from sqlalchemy import Engine, make_url, select, update
 
 from portner.credentials import DeviceKey
-from portner.demo.files import read_installations, write_plan_cancelling
+from portner.demo.files import write_plan_cancelling
 from portner.demo.report import print_summary
+from portner.demo.site import MUNICIPALITY, load_demo_site
 from portner.domain.model import (
-    Actor,
-    ActorId,
     Municipality,
-    MunicipalityId,
     Role,
     Visit,
     VisitStatus,
@@ -47,7 +45,7 @@ from portner.services.door_events import HeadAttestation, ingest_upload
 from portner.services.ids import IdSource
 from portner.services.importing import ImportReport, import_sources
 from portner.services.issuing import IssuedCredential, issue_for_shift
-from portner.services.keys import MunicipalitySecrets, load_or_create_secrets, trusted_issuers
+from portner.services.keys import MunicipalitySecrets, trusted_issuers
 from portner.services.queries import physical_key_list
 from portner.services.revocation import (
     latest_revocation_list,
@@ -63,7 +61,6 @@ from portner.storage.repository import Repository
 DEMO_MARKER = ".portner-demo"
 STAFF_ROLES = frozenset({Role.HOME_NURSING, Role.HOME_HELP})
 DEFAULT_DAY = date(2026, 12, 3)
-MUNICIPALITY = "demokommune"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +140,6 @@ def _prepare_folder(folder: Path) -> None:
 
 def run_demo(opts: DemoOptions, *, console: Console) -> dict[str, Any]:
     """Run the whole day and return its summary (also printed for people unless --json)."""
-    from portner.demo.synthetic import generate_municipality
-
     zone = ZoneInfo("Europe/Oslo")
     folder = opts.data_dir
     _prepare_folder(folder)
@@ -154,21 +149,9 @@ def run_demo(opts: DemoOptions, *, console: Console) -> dict[str, Any]:
     clock = SimClock(datetime.combine(opts.day, time(5, 30), zone))
 
     console.print(f"[bold]Portner demo[/bold] - Demokommune, {opts.day.isoformat()}, seed {opts.seed}")
-    site = generate_municipality(
-        folder / "care-record",
-        seed=opts.seed,
-        day=opts.day,
-        residents=opts.residents,
-        staff=opts.staff,
-        timezone="Europe/Oslo",
-    )
-    console.print(
-        f"Care record: {site.patient_count} residents, {site.practitioner_count} staff, "
-        f"{site.plan_count} visit plans written as VKP R4 files"
-    )
     engine = open_database(opts.db_url or f"sqlite:///{(folder / 'portner.sqlite').as_posix()}")
     try:
-        return _run_day(opts, engine, site, folder, zone, rng, ids, day0, clock, console)
+        return _run_day(opts, engine, folder, zone, rng, ids, day0, clock, console)
     finally:
         engine.dispose()
 
@@ -176,7 +159,6 @@ def run_demo(opts: DemoOptions, *, console: Console) -> dict[str, Any]:
 def _run_day(
     opts: DemoOptions,
     engine: Engine,
-    site: Any,
     folder: Path,
     zone: ZoneInfo,
     rng: random.Random,
@@ -186,65 +168,19 @@ def _run_day(
     console: Console,
 ) -> dict[str, Any]:
     """Everything after the database is open: import, phones, locks, the day, the summary."""
-    municipality = Municipality(
-        id=MunicipalityId(MUNICIPALITY),
-        name="Demokommune",
-        accept_synthetic_ids=True,
-    )
-    with engine.begin() as conn:
-        repo = Repository(conn)
-        if repo.get_municipality(MUNICIPALITY) is not None:
-            raise SystemExit(
-                "portner demo: this database already holds the demo municipality; "
-                "give a fresh database with --db"
-            )
-        repo.add_municipality(municipality)
-        secrets = load_or_create_secrets(
-            conn, folder, MUNICIPALITY, now=clock(), seed_bytes=str(opts.seed).encode()
-        )
-        for s in site.staff:
-            repo.upsert_actor(
-                Actor(
-                    id=ActorId(ids.new("stf")),
-                    municipality_id=municipality.id,
-                    role=s.role,
-                    organisation="Hjemmetjenesten Demokommune",
-                    display_name=s.display_name,
-                    her_id=s.her_id,
-                    hpr_number=s.hpr_number,
-                )
-            )
-        issuers = trusted_issuers(conn, MUNICIPALITY)
-
-    # 1. Import the care record's plans (and the HL7 Norway examples when they are here).
     fixtures = find_fixtures(opts.fixtures) if opts.use_fixtures else None
-    paths = [site.patients_dir, site.practitioners_dir, site.plans_dir]
-    horizon = (day0 - timedelta(days=1), day0 + timedelta(days=2))
-    sources = read_sources(
-        paths,
-        timezone=municipality.timezone,
-        horizon_start=horizon[0],
-        horizon_end=horizon[1],
-        accept_synthetic_ids=True,
+    demo = load_demo_site(
+        engine, folder, seed=opts.seed, day=opts.day, ids=ids, now=clock(),
+        residents=opts.residents, staff=opts.staff, fixtures=fixtures,
     )
-    fixture_sources = []
-    if fixtures is not None:
-        fixture_sources = read_sources(
-            [fixtures],
-            timezone=municipality.timezone,
-            horizon_start=horizon[0],
-            horizon_end=horizon[1],
-            accept_synthetic_ids=True,
-        )
-    installations = read_installations(site.installations_path)
-    report = import_sources(
-        engine,
-        municipality,
-        [*sources, *fixture_sources],
-        now=clock(),
-        ids=ids,
-        installations=installations,
+    municipality, secrets, site, report = demo.municipality, demo.secrets, demo.site, demo.report
+    fixture_sources = range(demo.fixture_files)
+    console.print(
+        f"Care record: {site.patient_count} residents, {site.practitioner_count} staff, "
+        f"{site.plan_count} visit plans written as VKP R4 files"
     )
+    with engine.connect() as conn:
+        issuers = trusted_issuers(conn, MUNICIPALITY)
     console.print(
         f"Imported: {report.visits_added} visits and {report.grants_created} door grants "
         f"(today and tomorrow morning); {report.quarantined} entries quarantined, "

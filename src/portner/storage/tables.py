@@ -349,3 +349,102 @@ audit_head = Table(
     Column("seq", BigInteger, nullable=False),
     Column("hash", LargeBinary, nullable=False),
 )
+
+# --- Portner as a service (issue 3) -------------------------------------------------------------
+
+# A person who signs in. (issuer, subject) is what the OpenID provider says; the account ties it to
+# an actor (staff, relative) or a resident, and to one role that decides what the person may see.
+# Disabling is a timestamp, never a delete: the audit trail keeps naming the account.
+accounts = Table(
+    "accounts",
+    metadata,
+    _id(),
+    _ref("municipality_id", "municipalities.id"),
+    Column("issuer", String(300), nullable=False),
+    Column("subject", String(200), nullable=False),
+    # nurse | operator | admin | relative | resident | integration
+    Column("role", String(32), nullable=False),
+    _ref("actor_id", "actors.id", nullable=True),
+    _ref("resident_id", "residents.id", nullable=True),
+    Column("display_name", String(200), nullable=False, default=""),
+    # For integrations: what the client may do (space-separated scopes).
+    Column("scopes", String(400), nullable=False, default=""),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("disabled_at", UtcDateTime, nullable=True),
+    UniqueConstraint("issuer", "subject", name="uq_accounts_issuer_subject"),
+)
+
+# A POST with an Idempotency-Key is answered once; a retry with the same key and body gets the
+# stored answer, the same key with another body a 422.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("principal", String(100), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("method_path", String(400), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, index=True),
+)
+
+# Well-formed lock events that arrived beyond a gap: kept until the gap fills, so that uploads are
+# accepted in any order and late. The payload is the event as the wire carried it.
+door_event_pending = Table(
+    "door_event_pending",
+    metadata,
+    Column("lock_id", String(64), ForeignKey("locks.id"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("hash", LargeBinary, primary_key=True),
+    Column("payload", JSON, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+# One-time, time-boxed access for a person outside the staff (a plumber, a relative from away):
+# a grant plus an invitation sent by SMS. Only the hash of the link token is stored; the phone
+# number is kept to show the operator where it went, and is never logged.
+invitations = Table(
+    "invitations",
+    metadata,
+    _id(),
+    _ref("municipality_id", "municipalities.id"),
+    _ref("grant_id", "grants.id"),
+    _ref("actor_id", "actors.id"),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("phone", String(40), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("redeemed_at", UtcDateTime, nullable=True),
+    _ref("device_id", "devices.id", nullable=True),
+)
+
+# What residents and relatives are told: access granted, door used outside a planned visit. The
+# text is rendered from kind + params in the reader's language, so no wording is stored.
+notices = Table(
+    "notices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ref("resident_id", "residents.id"),
+    Column("kind", String(32), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, index=True),
+    Column("read_at", UtcDateTime, nullable=True),
+)
+
+# Messages to people (SMS, e-mail), written in the same transaction as what causes them and sent
+# by a worker through the configured gateway; failures stay queued with the error.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ref("municipality_id", "municipalities.id"),
+    Column("channel", String(16), nullable=False),
+    Column("recipient", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", String(500), nullable=True),
+)

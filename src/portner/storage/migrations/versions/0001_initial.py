@@ -44,6 +44,17 @@ def upgrade() -> None:
     )
     # The chain's genesis: no entry yet, previous hash all zeros (see portner.storage.audit).
     op.bulk_insert(audit_head, [{'id': 1, 'seq': 0, 'hash': bytes(32)}])
+    op.create_table('idempotency_keys',
+    sa.Column('principal', sa.String(length=100), nullable=False),
+    sa.Column('key', sa.String(length=200), nullable=False),
+    sa.Column('method_path', sa.String(length=400), nullable=False),
+    sa.Column('request_hash', sa.String(length=64), nullable=False),
+    sa.Column('status_code', sa.Integer(), nullable=False),
+    sa.Column('response', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('principal', 'key', name=op.f('pk_idempotency_keys'))
+    )
+    op.create_index(op.f('ix_idempotency_keys_created_at'), 'idempotency_keys', ['created_at'], unique=False)
     op.create_table('instance',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('database_id', sa.String(length=36), nullable=False),
@@ -89,6 +100,20 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('kid', name=op.f('pk_issuer_keys'))
     )
     op.create_index(op.f('ix_issuer_keys_municipality_id'), 'issuer_keys', ['municipality_id'], unique=False)
+    op.create_table('messages',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('municipality_id', sa.String(length=64), nullable=False),
+    sa.Column('channel', sa.String(length=16), nullable=False),
+    sa.Column('recipient', sa.String(length=200), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('last_error', sa.String(length=500), nullable=True),
+    sa.ForeignKeyConstraint(['municipality_id'], ['municipalities.id'], name=op.f('fk_messages_municipality_id_municipalities')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_messages'))
+    )
+    op.create_index(op.f('ix_messages_municipality_id'), 'messages', ['municipality_id'], unique=False)
     op.create_table('outbox',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('idempotency_key', sa.String(length=200), nullable=False),
@@ -172,6 +197,27 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_residents_municipality_id'), 'residents', ['municipality_id'], unique=False)
     op.create_index(op.f('ix_residents_zone_id'), 'residents', ['zone_id'], unique=False)
+    op.create_table('accounts',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('municipality_id', sa.String(length=64), nullable=False),
+    sa.Column('issuer', sa.String(length=300), nullable=False),
+    sa.Column('subject', sa.String(length=200), nullable=False),
+    sa.Column('role', sa.String(length=32), nullable=False),
+    sa.Column('actor_id', sa.String(length=64), nullable=True),
+    sa.Column('resident_id', sa.String(length=64), nullable=True),
+    sa.Column('display_name', sa.String(length=200), nullable=False),
+    sa.Column('scopes', sa.String(length=400), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('disabled_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['actor_id'], ['actors.id'], name=op.f('fk_accounts_actor_id_actors')),
+    sa.ForeignKeyConstraint(['municipality_id'], ['municipalities.id'], name=op.f('fk_accounts_municipality_id_municipalities')),
+    sa.ForeignKeyConstraint(['resident_id'], ['residents.id'], name=op.f('fk_accounts_resident_id_residents')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_accounts')),
+    sa.UniqueConstraint('issuer', 'subject', name='uq_accounts_issuer_subject')
+    )
+    op.create_index(op.f('ix_accounts_actor_id'), 'accounts', ['actor_id'], unique=False)
+    op.create_index(op.f('ix_accounts_municipality_id'), 'accounts', ['municipality_id'], unique=False)
+    op.create_index(op.f('ix_accounts_resident_id'), 'accounts', ['resident_id'], unique=False)
     op.create_table('homes',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('resident_id', sa.String(length=64), nullable=False),
@@ -181,6 +227,18 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_homes'))
     )
     op.create_index(op.f('ix_homes_resident_id'), 'homes', ['resident_id'], unique=False)
+    op.create_table('notices',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('resident_id', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('params', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('read_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['resident_id'], ['residents.id'], name=op.f('fk_notices_resident_id_residents')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_notices'))
+    )
+    op.create_index(op.f('ix_notices_created_at'), 'notices', ['created_at'], unique=False)
+    op.create_index(op.f('ix_notices_resident_id'), 'notices', ['resident_id'], unique=False)
     op.create_table('relations',
     sa.Column('resident_id', sa.String(length=64), nullable=False),
     sa.Column('actor_id', sa.String(length=64), nullable=False),
@@ -259,6 +317,30 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_credentials_device_id'), 'credentials', ['device_id'], unique=False)
     op.create_index(op.f('ix_credentials_grant_id'), 'credentials', ['grant_id'], unique=False)
+    op.create_table('invitations',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('municipality_id', sa.String(length=64), nullable=False),
+    sa.Column('grant_id', sa.String(length=64), nullable=False),
+    sa.Column('actor_id', sa.String(length=64), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('phone', sa.String(length=40), nullable=False),
+    sa.Column('channel', sa.String(length=16), nullable=False),
+    sa.Column('created_by', sa.String(length=100), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('redeemed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('device_id', sa.String(length=64), nullable=True),
+    sa.ForeignKeyConstraint(['actor_id'], ['actors.id'], name=op.f('fk_invitations_actor_id_actors')),
+    sa.ForeignKeyConstraint(['device_id'], ['devices.id'], name=op.f('fk_invitations_device_id_devices')),
+    sa.ForeignKeyConstraint(['grant_id'], ['grants.id'], name=op.f('fk_invitations_grant_id_grants')),
+    sa.ForeignKeyConstraint(['municipality_id'], ['municipalities.id'], name=op.f('fk_invitations_municipality_id_municipalities')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_invitations')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_invitations_token_hash'))
+    )
+    op.create_index(op.f('ix_invitations_actor_id'), 'invitations', ['actor_id'], unique=False)
+    op.create_index(op.f('ix_invitations_device_id'), 'invitations', ['device_id'], unique=False)
+    op.create_index(op.f('ix_invitations_grant_id'), 'invitations', ['grant_id'], unique=False)
+    op.create_index(op.f('ix_invitations_municipality_id'), 'invitations', ['municipality_id'], unique=False)
     op.create_table('locks',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('door_id', sa.String(length=64), nullable=False),
@@ -273,6 +355,15 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_locks'))
     )
     op.create_index(op.f('ix_locks_door_id'), 'locks', ['door_id'], unique=False)
+    op.create_table('door_event_pending',
+    sa.Column('lock_id', sa.String(length=64), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
+    sa.Column('hash', sa.LargeBinary(), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['lock_id'], ['locks.id'], name=op.f('fk_door_event_pending_lock_id_locks')),
+    sa.PrimaryKeyConstraint('lock_id', 'seq', 'hash', name=op.f('pk_door_event_pending'))
+    )
     op.create_table('door_events',
     sa.Column('lock_id', sa.String(length=64), nullable=False),
     sa.Column('seq', sa.BigInteger(), nullable=False),
@@ -314,8 +405,14 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_door_events_credential_id'), table_name='door_events')
     op.drop_index(op.f('ix_door_events_actor_id'), table_name='door_events')
     op.drop_table('door_events')
+    op.drop_table('door_event_pending')
     op.drop_index(op.f('ix_locks_door_id'), table_name='locks')
     op.drop_table('locks')
+    op.drop_index(op.f('ix_invitations_municipality_id'), table_name='invitations')
+    op.drop_index(op.f('ix_invitations_grant_id'), table_name='invitations')
+    op.drop_index(op.f('ix_invitations_device_id'), table_name='invitations')
+    op.drop_index(op.f('ix_invitations_actor_id'), table_name='invitations')
+    op.drop_table('invitations')
     op.drop_index(op.f('ix_credentials_grant_id'), table_name='credentials')
     op.drop_index(op.f('ix_credentials_device_id'), table_name='credentials')
     op.drop_table('credentials')
@@ -331,8 +428,15 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_visits_municipality_id'), table_name='visits')
     op.drop_table('visits')
     op.drop_table('relations')
+    op.drop_index(op.f('ix_notices_resident_id'), table_name='notices')
+    op.drop_index(op.f('ix_notices_created_at'), table_name='notices')
+    op.drop_table('notices')
     op.drop_index(op.f('ix_homes_resident_id'), table_name='homes')
     op.drop_table('homes')
+    op.drop_index(op.f('ix_accounts_resident_id'), table_name='accounts')
+    op.drop_index(op.f('ix_accounts_municipality_id'), table_name='accounts')
+    op.drop_index(op.f('ix_accounts_actor_id'), table_name='accounts')
+    op.drop_table('accounts')
     op.drop_index(op.f('ix_residents_zone_id'), table_name='residents')
     op.drop_index(op.f('ix_residents_municipality_id'), table_name='residents')
     op.drop_table('residents')
@@ -347,6 +451,8 @@ def downgrade() -> None:
     op.drop_table('quarantine')
     op.drop_index(op.f('ix_outbox_municipality_id'), table_name='outbox')
     op.drop_table('outbox')
+    op.drop_index(op.f('ix_messages_municipality_id'), table_name='messages')
+    op.drop_table('messages')
     op.drop_index(op.f('ix_issuer_keys_municipality_id'), table_name='issuer_keys')
     op.drop_table('issuer_keys')
     op.drop_index(op.f('ix_actors_national_id'), table_name='actors')
@@ -356,6 +462,8 @@ def downgrade() -> None:
     op.drop_table('actors')
     op.drop_table('municipalities')
     op.drop_table('instance')
+    op.drop_index(op.f('ix_idempotency_keys_created_at'), table_name='idempotency_keys')
+    op.drop_table('idempotency_keys')
     op.drop_table('audit_head')
     op.drop_index(op.f('ix_audit_events_subject'), table_name='audit_events')
     op.drop_index(op.f('ix_audit_events_action'), table_name='audit_events')

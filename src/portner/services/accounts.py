@@ -1,0 +1,177 @@
+"""Accounts: who may sign in, as what, and turning them off.
+
+An account ties what the OpenID provider says (issuer, subject) to a role and to the actor or
+resident it is. Every change is audited in its own transaction. A disabled account is refused at
+the next request (each request looks the account up), and its actor gets no new door credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, insert, select, update
+
+from portner.domain.access import INTEGRATION_SCOPES, AccountRole, Principal
+from portner.domain.errors import PortnerError
+from portner.services.ids import IdSource
+from portner.storage import tables as t
+from portner.storage.audit import AuditEntry, append_audit
+
+# The development sign-in's issuer; refused by the server outside development mode.
+DEV_ISSUER = "urn:portner:development"
+
+
+class AccountError(PortnerError):
+    """The account cannot be created or changed as asked."""
+
+
+class AccountDisabled(PortnerError):
+    """The account exists but is disabled: sign-in and API calls are refused."""
+
+
+def create_account(
+    engine: Engine,
+    *,
+    municipality_id: str,
+    issuer: str,
+    subject: str,
+    role: AccountRole | str,
+    now: datetime,
+    ids: IdSource,
+    by: str,
+    actor_id: str | None = None,
+    resident_id: str | None = None,
+    display_name: str = "",
+    scopes: Iterable[str] = (),
+) -> str:
+    """Create an account and return its id. The role decides which link it must have."""
+    role = AccountRole(role)
+    scope_set = sorted(set(scopes))
+    unknown = [s for s in scope_set if s not in INTEGRATION_SCOPES]
+    if unknown:
+        raise AccountError(f"unknown scope {unknown[0]!r}; known: {', '.join(sorted(INTEGRATION_SCOPES))}")
+    if scope_set and role is not AccountRole.INTEGRATION:
+        raise AccountError("only integration accounts carry scopes")
+    if role in (AccountRole.NURSE, AccountRole.RELATIVE) and not actor_id:
+        raise AccountError(f"a {role.value} account needs the actor it is (actor_id)")
+    if role is AccountRole.RESIDENT and not resident_id:
+        raise AccountError("a resident account needs its resident (resident_id)")
+    if not issuer or not subject:
+        raise AccountError("an account needs the issuer and subject its sign-in provider gives")
+    account_id = ids.new("acc")
+    with engine.begin() as conn:
+        if conn.execute(
+            select(t.accounts.c.id).where(t.accounts.c.issuer == issuer, t.accounts.c.subject == subject)
+        ).first():
+            raise AccountError("an account for this sign-in (issuer and subject) already exists")
+        _check_links(conn, municipality_id, actor_id, resident_id)
+        conn.execute(
+            insert(t.accounts).values(
+                id=account_id,
+                municipality_id=municipality_id,
+                issuer=issuer,
+                subject=subject,
+                role=role.value,
+                actor_id=actor_id,
+                resident_id=resident_id,
+                display_name=display_name,
+                scopes=" ".join(scope_set),
+                created_at=now,
+            )
+        )
+        append_audit(
+            conn,
+            [AuditEntry(now, by, "account:created", account_id, {"role": role.value, "actor": actor_id})],
+        )
+    return account_id
+
+
+def _check_links(conn: Connection, municipality_id: str, actor_id: str | None, resident_id: str | None) -> None:
+    if actor_id is not None:
+        row = conn.execute(select(t.actors.c.municipality_id).where(t.actors.c.id == actor_id)).first()
+        if row is None or row.municipality_id != municipality_id:
+            raise AccountError(f"no actor {actor_id} in this municipality")
+    if resident_id is not None:
+        row = conn.execute(
+            select(t.residents.c.municipality_id).where(t.residents.c.id == resident_id)
+        ).first()
+        if row is None or row.municipality_id != municipality_id:
+            raise AccountError(f"no resident {resident_id} in this municipality")
+
+
+def _principal(row: Row[Any], via: str) -> Principal:
+    return Principal(
+        account_id=row.id,
+        municipality_id=row.municipality_id,
+        role=AccountRole(row.role),
+        actor_id=row.actor_id,
+        resident_id=row.resident_id,
+        display_name=row.display_name,
+        scopes=frozenset(row.scopes.split()) if row.scopes else frozenset(),
+        via=via,
+    )
+
+
+def principal_for_subject(conn: Connection, issuer: str, subject: str, *, via: str) -> Principal | None:
+    """The account for a sign-in, or None when there is none. Raises AccountDisabled."""
+    row = conn.execute(
+        select(t.accounts).where(t.accounts.c.issuer == issuer, t.accounts.c.subject == subject)
+    ).first()
+    if row is None:
+        return None
+    if row.disabled_at is not None:
+        raise AccountDisabled("this account is disabled")
+    return _principal(row, via)
+
+
+def principal_by_id(conn: Connection, account_id: str, *, via: str) -> Principal | None:
+    """The account by id (a session holds only the id), or None. Raises AccountDisabled."""
+    row = conn.execute(select(t.accounts).where(t.accounts.c.id == account_id)).first()
+    if row is None:
+        return None
+    if row.disabled_at is not None:
+        raise AccountDisabled("this account is disabled")
+    return _principal(row, via)
+
+
+def set_account_disabled(
+    engine: Engine, account_id: str, disabled: bool, *, now: datetime, by: str
+) -> None:
+    """Disable (or enable again) an account, and with it its actor's access to new credentials."""
+    with engine.begin() as conn:
+        row = conn.execute(select(t.accounts).where(t.accounts.c.id == account_id)).first()
+        if row is None:
+            raise AccountError(f"no account {account_id}")
+        conn.execute(
+            update(t.accounts)
+            .where(t.accounts.c.id == account_id)
+            .values(disabled_at=now if disabled else None)
+        )
+        if row.actor_id is not None:
+            # Issuance refuses inactive actors: no new credential from the next request on.
+            conn.execute(update(t.actors).where(t.actors.c.id == row.actor_id).values(active=not disabled))
+        action = "account:disabled" if disabled else "account:enabled"
+        append_audit(conn, [AuditEntry(now, by, action, account_id, {"actor": row.actor_id})])
+
+
+def list_accounts(conn: Connection, municipality_id: str) -> list[dict[str, object]]:
+    """Every account of the municipality, for the administrator."""
+    rows = conn.execute(
+        select(t.accounts).where(t.accounts.c.municipality_id == municipality_id).order_by(t.accounts.c.id)
+    )
+    return [
+        {
+            "id": r.id,
+            "role": r.role,
+            "issuer": r.issuer,
+            "subject": r.subject,
+            "actor_id": r.actor_id,
+            "resident_id": r.resident_id,
+            "display_name": r.display_name,
+            "scopes": r.scopes.split() if r.scopes else [],
+            "disabled": r.disabled_at is not None,
+        }
+        for r in rows
+    ]

@@ -1,0 +1,484 @@
+"""What every API module shares: pagination, conditional requests, idempotent POSTs, response shapes.
+
+Pagination (keyset, never OFFSET)
+    A list endpoint takes `params: PageParams = Depends(page_params)` (query `limit` 1..500,
+    default 50, and an opaque `cursor`). The cursor is base64url of the JSON list of the last
+    item's sort key; a cursor that does not decode is a 422 naming `query/cursor`.
+
+    In SQL::
+
+        stmt = select(...).order_by(t.residents.c.display_name, t.residents.c.id)
+        stmt = keyset(stmt, params, t.residents.c.display_name, t.residents.c.id)  # WHERE (..) > after, LIMIT n+1
+        rows = conn.execute(stmt).all()
+        return page_of(request, response, params, [to_out(r) for r in rows],
+                       key=lambda o: (o.display_name, o.id))
+
+    In memory (a service already returns a list): `paginate(request, response, params, items, key)`
+    sorts by `key`, skips to after the cursor and cuts the page. Both return `Page[T]`
+    ({items, next_cursor}) and set `Link: <...>; rel="next"` when there is a next page.
+    Declare the endpoint with `response_model=Page[ResidentOut]`.
+
+Conditional requests
+    `etag_for(obj)` is a strong ETag over the canonical JSON of a dict or pydantic model (the same
+    representation GET returns). A GET of one resource returns `conditional(request, response,
+    model)`: it sets ETag, and answers `If-None-Match` with 304. Declare it with
+    `responses=SINGLE_RESPONSES`. An update (PATCH/PUT/DELETE) reads the current representation,
+    then `require_if_match(request, etag_for(current))`: no If-Match -> 428, stale -> 412, both as
+    problem details naming `header/If-Match`. Add `if_match: IfMatchHeader = None` to the
+    signature so the header appears in the OpenAPI document.
+
+Idempotency keys on POST
+    ``return await idempotent(request, who, lambda conn: do_it(conn), status_code=201)``
+    runs `handler(conn)` in ONE transaction that first inserts the key row (principal + key primary
+    key); the answer (status and JSON body) is stored in the same transaction, so the change and
+    the remembered answer commit together. A retry with the same key and body gets the stored
+    answer with `Idempotency-Replayed: true`; the same key with another body (or another
+    method/path) is a 422 naming `header/Idempotency-Key`. Concurrent retries are safe: the second
+    insert waits for the first transaction and then hits the unique key, and reads the answer back.
+    A handler that raises (a Problem, a domain error) rolls the key back too: errors are not
+    remembered, a corrected retry may reuse the key. Keys are kept 24 hours. Without the header
+    the handler just runs in a transaction. Add `idempotency_key: IdempotencyKeyHeader = None` to
+    the signature so the header is documented. The handler returns a pydantic model or a
+    JSON-able dict/list.
+
+Response models
+    ResidentOut, HomeOut, DoorOut, LockOut, StaffOut, VisitOut, GrantOut, AccessLogLineOut,
+    AuditEntryOut. None of them carries a national id, HPR number or key material; keep it so.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Header, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Select, and_, delete, or_, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from portner.domain.access import Principal
+from portner.storage import tables as t
+from portner.web.deps import portner
+from portner.web.problems import Problem, field_problem
+
+T = TypeVar("T")
+
+# --- pagination ---------------------------------------------------------------------------------
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+CURSOR_FIELD = "query/cursor"
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list. Pass `next_cursor` back as `cursor` to get the next page."""
+
+    items: list[T]
+    next_cursor: str | None = Field(None, description="Opaque; absent on the last page.")
+
+
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    limit: int
+    cursor: str | None
+    after: tuple[Any, ...] | None  # the decoded sort key of the last item already seen
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"t": value.isoformat()}
+    return value
+
+
+def _unplain(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"t"} and isinstance(value["t"], str):
+        return datetime.fromisoformat(value["t"])
+    return value
+
+
+def encode_cursor(key: Sequence[Any]) -> str:
+    raw = json.dumps([_plain(v) for v in key], separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _bad_cursor() -> Problem:
+    return field_problem(CURSOR_FIELD, "not a cursor this server gave out; start again without it")
+
+
+def decode_cursor(cursor: str) -> tuple[Any, ...]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+        if not isinstance(value, list) or not value:
+            raise ValueError
+        key = tuple(_unplain(v) for v in value)
+    except (binascii.Error, ValueError, UnicodeDecodeError, TypeError):
+        raise _bad_cursor() from None
+    if any(isinstance(v, (dict, list)) for v in key):
+        raise _bad_cursor()
+    return key
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1..500).")] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=2000, description="`next_cursor` of the previous page.")] = None,
+) -> PageParams:
+    return PageParams(limit=limit, cursor=cursor, after=decode_cursor(cursor) if cursor else None)
+
+
+def _python_type(column: Any) -> type | None:
+    try:
+        return column.type.python_type
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def _fits(expected: type | None, value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return False
+    if expected is None:
+        return True
+    if isinstance(value, bool):
+        return expected is bool
+    if expected is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, expected)
+
+
+def keyset(stmt: Select[Any], params: PageParams, *columns: Any) -> Select[Any]:
+    """Add `WHERE (columns) > after` and `LIMIT limit + 1` (the extra row tells there is more).
+
+    The statement must already be ordered by exactly these columns, ascending, none nullable.
+    The cursor's values are checked against the columns' types so a forged cursor is a 422, not
+    a database error.
+    """
+    if params.after is not None:
+        after = params.after
+        if len(after) != len(columns):
+            raise _bad_cursor()
+        for column, value in zip(columns, after, strict=True):
+            if not _fits(_python_type(column), value):
+                raise _bad_cursor()
+        # Expanded row-value comparison: portable across SQLite and PostgreSQL.
+        clauses = []
+        for i, column in enumerate(columns):
+            equal = [columns[j] == after[j] for j in range(i)]
+            clauses.append(and_(*equal, column > after[i]))
+        stmt = stmt.where(or_(*clauses))
+    return stmt.limit(params.limit + 1)
+
+
+def _link_next(request: Request, response: Response, cursor: str) -> None:
+    url = request.url.include_query_params(cursor=cursor)
+    response.headers["Link"] = f'<{url}>; rel="next"'
+
+
+def page_of(
+    request: Request, response: Response, params: PageParams, items: Sequence[T], *, key: Callable[[T], Sequence[Any]]
+) -> Page[T]:
+    """Items fetched with `keyset` (up to limit + 1) -> the page, with next_cursor and Link."""
+    items = list(items)
+    if len(items) <= params.limit:
+        return Page(items=items, next_cursor=None)
+    items = items[: params.limit]
+    cursor = encode_cursor(key(items[-1]))
+    _link_next(request, response, cursor)
+    return Page(items=items, next_cursor=cursor)
+
+
+def paginate(
+    request: Request, response: Response, params: PageParams, items: Sequence[T], *, key: Callable[[T], Sequence[Any]]
+) -> Page[T]:
+    """Paginate a list already in memory, ordered by `key` (which must be unique per item)."""
+    ordered = sorted(items, key=lambda item: tuple(key(item)))
+    if params.after is not None:
+        after = params.after
+        try:
+            ordered = [item for item in ordered if tuple(key(item)) > after]
+        except TypeError:  # a cursor made for another list
+            raise _bad_cursor() from None
+    return page_of(request, response, params, ordered[: params.limit + 1], key=key)
+
+
+# --- conditional requests -----------------------------------------------------------------------
+
+IF_MATCH_FIELD = "header/If-Match"
+IfMatchHeader = Annotated[
+    str | None, Header(alias="If-Match", description="The ETag of the representation you changed (required).")
+]
+
+SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"headers": {"ETag": {"description": "Strong validator; send it as If-Match to update.",
+                               "schema": {"type": "string"}}}},
+    304: {"description": "Not modified (If-None-Match matched)."},
+}
+
+
+def canonical_json(obj: Any) -> str:
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    return json.dumps(jsonable_encoder(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def etag_for(obj: Any) -> str:
+    """A strong ETag over the canonical JSON of a dict or pydantic model."""
+    return '"' + hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:32] + '"'
+
+
+def _tags(header: str) -> list[str]:
+    return [part.strip() for part in header.split(",") if part.strip()]
+
+
+def require_if_match(request: Request, current_etag: str) -> None:
+    """428 when If-Match is missing, 412 when it names another version (strong comparison)."""
+    header = request.headers.get("if-match")
+    if header is None or not header.strip():
+        raise Problem(428, "Precondition required",
+                      "send If-Match with the ETag from a GET of this resource",
+                      kind="precondition-required",
+                      errors=[{"field": IF_MATCH_FIELD, "message": "required for updates"}])
+    tags = _tags(header)
+    if "*" in tags or current_etag in tags:
+        return
+    raise Problem(412, "Precondition failed",
+                  "the resource changed since you read it; GET it again and retry",
+                  kind="precondition-failed",
+                  errors=[{"field": IF_MATCH_FIELD, "message": "does not match the current ETag"}],
+                  headers={"ETag": current_etag})
+
+
+def conditional(request: Request, response: Response, model: BaseModel) -> Any:
+    """Return `model` with its ETag, or a bare 304 when If-None-Match already has it."""
+    etag = etag_for(model)
+    header = request.headers.get("if-none-match")
+    if header is not None:
+        tags = [tag.removeprefix("W/") for tag in _tags(header)]  # weak comparison for GET
+        if "*" in tags or etag in tags:
+            return Response(status_code=304, headers={"ETag": etag})
+    response.headers["ETag"] = etag
+    return model
+
+
+# --- idempotency keys ---------------------------------------------------------------------------
+
+IDEMPOTENCY_FIELD = "header/Idempotency-Key"
+IDEMPOTENCY_TTL = timedelta(hours=24)
+REPLAYED_HEADER = "Idempotency-Replayed"
+_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=200,
+           description="Any unique string (a UUID); a retry with the same key and body is answered once."),
+]
+
+
+def request_hash(method: str, path: str, body: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), path.encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _json_text(result: Any) -> str:
+    if isinstance(result, BaseModel):
+        return result.model_dump_json()
+    return json.dumps(jsonable_encoder(result), separators=(",", ":"), ensure_ascii=False)
+
+
+def _answer(status: int, text: str, *, replayed: bool) -> Response:
+    headers = {REPLAYED_HEADER: "true"} if replayed else {}
+    return Response(text, status_code=status, media_type="application/json", headers=headers)
+
+
+def _run_once(
+    engine: Any, who: str, key: str | None, method_path: str, digest: str,
+    handler: Callable[[Connection], Any], status_code: int, now: datetime,
+) -> tuple[int, str, bool]:
+    if key is None:
+        with engine.begin() as conn:
+            return status_code, _json_text(handler(conn)), False
+    cutoff = now - IDEMPOTENCY_TTL
+    with engine.begin() as conn:  # forget expired keys (their own short transaction)
+        conn.execute(delete(t.idempotency_keys).where(t.idempotency_keys.c.created_at < cutoff))
+    row_key = and_(t.idempotency_keys.c.principal == who, t.idempotency_keys.c.key == key)
+    with engine.begin() as conn:
+        try:
+            with conn.begin_nested():
+                # Insert first: a concurrent retry blocks here until we commit, then hits the key.
+                conn.execute(t.idempotency_keys.insert().values(
+                    principal=who, key=key, method_path=method_path, request_hash=digest,
+                    status_code=0, response="", created_at=now))
+        except IntegrityError:
+            seen = True  # the key exists (maybe committed a moment ago by a concurrent retry)
+        else:
+            seen = False
+            text = _json_text(handler(conn))
+            conn.execute(update(t.idempotency_keys).where(row_key).values(status_code=status_code, response=text))
+    if not seen:
+        return status_code, text, False
+    with engine.connect() as conn:
+        row = conn.execute(select(t.idempotency_keys).where(row_key)).first()
+    if row is None:  # it was rolled back meanwhile; the client may retry
+        raise Problem(409, "Conflict", "a request with this Idempotency-Key failed just now; retry",
+                      kind="idempotency-in-progress", headers={"Retry-After": "1"})
+    if row.request_hash != digest or row.method_path != method_path:
+        raise field_problem(IDEMPOTENCY_FIELD, "this key was used with another request; use a new key")
+    if row.status_code == 0:
+        raise Problem(409, "Conflict", "a request with this Idempotency-Key is still running; retry",
+                      kind="idempotency-in-progress", headers={"Retry-After": "1"})
+    return row.status_code, row.response, True
+
+
+async def idempotent(
+    request: Request, who: Principal, handler: Callable[[Connection], Any], *, status_code: int = 200
+) -> Response:
+    """Run `handler(conn)` once per (principal, Idempotency-Key); see the module docstring."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not _KEY_PATTERN.match(key):
+        raise field_problem(IDEMPOTENCY_FIELD, "1 to 200 visible ASCII characters")
+    body = await request.body()
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    method_path = f"{request.method} {path}"[:400]
+    digest = request_hash(request.method, path, body)
+    p = portner(request)
+    status, text, replayed = await run_in_threadpool(
+        _run_once, p.engine, who.audit_actor, key, method_path, digest, handler, status_code, p.now())
+    return _answer(status, text, replayed=replayed)
+
+
+# --- response models ----------------------------------------------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ResidentOut(_Out):
+    id: str
+    display_name: str
+    zone: str | None = Field(None, description="The zone's path, e.g. 'Sentrum/Nord'.")
+    has_elock: bool = False
+
+
+class LockOut(_Out):
+    id: str
+    door_id: str
+    backend: str
+    model: str = ""
+    battery_percent: float | None = None
+    last_sync_at: datetime | None = None
+    synced_seq: int = 0
+    clock_offset_s: float | None = None
+    open_anomalies: int = Field(0, description="Gaps or forks in the lock's own event log.")
+
+
+class DoorOut(_Out):
+    id: str
+    home_id: str
+    position: int = Field(description="Order on the path from the street inwards (1 = street).")
+    kind: str = Field(description="building, stairwell, flat or other.")
+    lock_id: str | None = None
+    lock: LockOut | None = None
+
+
+class HomeOut(_Out):
+    id: str
+    resident_id: str
+    address: str = ""
+    elock_system: str | None = None
+    doors: list[DoorOut] = Field(default_factory=list, description="The door path, street first.")
+
+
+class StaffOut(_Out):
+    id: str
+    role: str
+    organisation: str
+    display_name: str = ""
+    active: bool = True
+
+
+class VisitOut(_Out):
+    id: str
+    resident_id: str
+    planned_start: datetime
+    planned_end: datetime
+    staff_ids: list[str] = Field(default_factory=list)
+    status: str
+    description: str = ""
+    arrived_at: datetime | None = None
+    departed_at: datetime | None = None
+
+
+class GrantOut(_Out):
+    id: str
+    actor_id: str
+    door_ids: list[str]
+    not_before: datetime
+    not_after: datetime
+    origin: str = Field(description="visit, manual, one_time or emergency.")
+    visit_id: str | None = None
+    status: str = Field(description="active or revoked.")
+    reason: str = ""
+    created_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class AccessLogLineOut(_Out):
+    at: str = Field(description="Local time (municipality's zone), YYYY-MM-DD HH:MM.")
+    door: str
+    who: str
+    role: str
+    outcome: str = Field(description="opened or refused.")
+    reason: str
+    visit: str | None = None
+    planned_visit: bool
+
+
+class AuditEntryOut(_Out):
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+def grant_out(row: Any) -> GrantOut:
+    """A `grants` row (or Grant-like object) as the API shows it."""
+    m = row._mapping if hasattr(row, "_mapping") else row.__dict__
+    return GrantOut(
+        id=m["id"], actor_id=m["actor_id"], door_ids=list(m["door_ids"]), not_before=m["not_before"],
+        not_after=m["not_after"], origin=str(m["origin"]), visit_id=m.get("visit_id"), status=str(m["status"]),
+        reason=m.get("reason") or "", created_at=m.get("created_at"), revoked_at=m.get("revoked_at"),
+    )
+
+
+def visit_out(row: Any) -> VisitOut:
+    m = row._mapping
+    return VisitOut(
+        id=m["id"], resident_id=m["resident_id"], planned_start=m["planned_start"], planned_end=m["planned_end"],
+        staff_ids=list(m["staff_ids"] or []), status=m["status"], description=m["description"] or "",
+        arrived_at=m["arrived_at"], departed_at=m["departed_at"],
+    )
+
+
+__all__ = [
+    "Page", "PageParams", "page_params", "keyset", "page_of", "paginate", "encode_cursor", "decode_cursor",
+    "etag_for", "require_if_match", "conditional", "IfMatchHeader", "SINGLE_RESPONSES",
+    "idempotent", "IdempotencyKeyHeader", "REPLAYED_HEADER",
+    "ResidentOut", "HomeOut", "DoorOut", "LockOut", "StaffOut", "VisitOut", "GrantOut",
+    "AccessLogLineOut", "AuditEntryOut", "grant_out", "visit_out",
+]

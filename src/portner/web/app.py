@@ -1,0 +1,179 @@
+"""The composition root of the server: settings in, one ASGI app out.
+
+Every feature module under portner.web (API resources, the apps' pages, sign-in) exposes a
+`router`; it may also expose `install(app, portner)` (to add handlers or state at start-up) and
+`workers` (coroutine functions run for the server's lifetime, e.g. the SMS sender). Adding a
+module to FEATURES is the only wiring there is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from portner.bootstrap import open_app, utcnow
+from portner.config import Settings
+from portner.domain.access import NotPermitted
+from portner.domain.errors import PortnerError
+from portner.services.ids import IdSource
+from portner.services.keys import load_or_create_secrets
+from portner.web.deps import SignInRequired
+from portner.web.problems import install_problem_handlers
+from portner.web.state import Portner
+
+API_PREFIX = "/api/v1"
+
+# (module, URL prefix). API modules are mounted under /api/v1 and appear in /openapi.json; page
+# modules are not in the schema.
+FEATURES: list[tuple[str, str]] = [
+    ("portner.web.api.directory", API_PREFIX),
+    ("portner.web.api.directory_admin", API_PREFIX),
+    ("portner.web.api.planning", API_PREFIX),
+    ("portner.web.api.records", API_PREFIX),
+    ("portner.web.api.phone", API_PREFIX),
+    ("portner.web.api.access", API_PREFIX),
+    ("portner.web.auth.signin", ""),
+    ("portner.web.auth.oidc", ""),
+    ("portner.web.pages.nurse", ""),
+    ("portner.web.pages.console", ""),
+    ("portner.web.pages.portal", ""),
+    ("portner.web.pages.admin", ""),
+]
+
+
+class StartupError(PortnerError):
+    """The server cannot start as configured (the message says what to change)."""
+
+
+def _session_secret(data_dir: Path) -> str:
+    path = data_dir / "keys" / "session.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def _check_settings(settings: Settings) -> None:
+    if settings.mode not in ("development", "production"):
+        raise StartupError(f"PORTNER_MODE must be development or production, not {settings.mode!r}")
+    if not settings.development and not settings.oidc_issuer:
+        raise StartupError(
+            "production mode needs an OpenID provider: set PORTNER_OIDC_ISSUER, "
+            "PORTNER_OIDC_CLIENT_ID and PORTNER_OIDC_CLIENT_SECRET (the development sign-in is off)"
+        )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    adapters: dict[str, object] | None = None,
+) -> FastAPI:
+    """Build the server for one municipality (which must exist; `portner serve` makes the demo)."""
+    _check_settings(settings)
+    opened = open_app(settings)
+    with opened.engine.begin() as conn:
+        keys = load_or_create_secrets(conn, settings.data_dir, opened.municipality.id, now=clock())
+    runtime = Portner(
+        settings=settings,
+        engine=opened.engine,
+        municipality=opened.municipality,
+        secrets=keys,
+        clock=clock,
+        ids=IdSource(),
+        adapters=dict(adapters or {}),
+    )
+    modules = [(importlib.import_module(name), prefix) for name, prefix in FEATURES]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(worker(runtime), name=f"{module.__name__}.{worker.__name__}")
+            for module, _ in modules
+            for worker in getattr(module, "workers", [])
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            runtime.engine.dispose()
+
+    app = FastAPI(
+        title="Portner API",
+        version="1",
+        summary="Door access for municipal home care: visits, credentials, door events, audit.",
+        openapi_url="/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.portner = runtime
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=_session_secret(settings.data_dir),
+        session_cookie="portner_session",
+        max_age=12 * 3600,  # one shift
+        same_site="lax",
+        https_only=settings.public_url.startswith("https://"),
+    )
+    install_problem_handlers(app)
+    _install_page_handlers(app)
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+    for module, prefix in modules:
+        _include(app, module, prefix, runtime)
+    return app
+
+
+def _include(app: FastAPI, module: ModuleType, prefix: str, runtime: Portner) -> None:
+    app.include_router(module.router, prefix=prefix)
+    if runtime.settings.development and hasattr(module, "dev_router"):
+        app.include_router(module.dev_router, prefix=prefix)
+    install = getattr(module, "install", None)
+    if install is not None:
+        install(app, runtime)
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith(API_PREFIX) and "text/html" in request.headers.get("accept", "")
+
+
+def _install_page_handlers(app: FastAPI) -> None:
+    from portner.web.templating import render
+
+    @app.exception_handler(SignInRequired)
+    async def _signin(request: Request, exc: SignInRequired) -> Response:
+        from urllib.parse import quote
+
+        return RedirectResponse(f"/signin?next={quote(request.url.path)}", status_code=303)
+
+    problem_for_forbidden = app.exception_handlers[NotPermitted]
+
+    @app.exception_handler(NotPermitted)
+    async def _forbidden(request: Request, exc: NotPermitted) -> Response:
+        if _wants_html(request):
+            from portner.web.i18n import pick_language, translate
+
+            message = translate("error.forbidden", pick_language(request))
+            return render(request, "error.html", {"message": message}, status_code=403)
+        return await problem_for_forbidden(request, exc)
+
+
+__all__ = ["create_app", "StartupError", "HTMLResponse"]

@@ -1,0 +1,1 @@
+"""Sign-in: the OpenID Connect adapter, and the development sign-in."""

@@ -1,0 +1,1 @@
+"""Message catalogs, one module per app (see portner.web.i18n)."""

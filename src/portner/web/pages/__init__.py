@@ -1,0 +1,1 @@
+"""The web apps: nurse, response center, resident portal, administration."""
