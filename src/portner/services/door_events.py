@@ -1,25 +1,52 @@
 """Take in what locks upload: verify their log chain, store door events, log the visits.
 
 A lock uploads everything since the last sequence number the platform verified. Events that extend
-the verified chain are stored and audited in one transaction with the visit updates they cause;
-gaps, duplicates, reordering and tampering are recorded as anomalies for an operator.
+the verified chain are stored and audited in one transaction with the visit updates they cause.
+Events beyond a gap wait in door_event_pending and join the chain when an upload fills the gap, so
+uploads may arrive in any order and late; re-sent events that match the verified chain change
+nothing. Gaps, reordering and tampering are recorded as anomalies, each once. A filled gap keeps
+its row as history (when it was seen), gets a "locklog:gap_filled" audit entry, and is left out
+of `open_log_anomalies`: the row never claims to be open, the lock's verified head says it is not.
+
+For a national fleet that syncs at once: what a batch needs is read up front in a few queries;
+on PostgreSQL the door events stream into one COPY while the next lock's chain is checked, and the
+visit, outbox and lock writes go out together in one pipeline while Encounters are built.
+`ingest_uploads` takes many locks in one transaction with one audit append.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, select, update
 
-from portner.domain.lock_log import LockEvent, LogAnomaly, check_upload, head_attestation_mac
-from portner.domain.model import VisitStatus
-from portner.services.writeback import queue_encounter
+from portner.domain.lock_log import (
+    GENESIS_HASH,
+    LockEvent,
+    LogAnomaly,
+    check_upload,
+    head_attestation_mac,
+)
+from portner.domain.model import Visit, VisitStatus
+from portner.services.lock_wire import event_from_wire, event_to_wire
+from portner.services.writeback import KIND as ENCOUNTER_KIND
+from portner.services.writeback import build_encounter
 from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
-from portner.storage.repository import Repository
+from portner.storage.bulk import (
+    fetch_in,
+    id_tuple,
+    instant_writer,
+    read_instant,
+    row_writer,
+    sent_together,
+)
 
 OPEN_KINDS = frozenset({"unlock"})
 LOCK_EVENT_KINDS = frozenset(
@@ -31,6 +58,19 @@ LOCK_EVENT_KINDS = frozenset(
 # A departure is the door locked from inside or with the phone on the way out; automatic
 # relocks after an opening ("auto_relock") and reboots are not departures.
 DEPARTURES = frozenset({("locked", "inside"), ("locked", "credential")})
+# check_upload's "duplicate" findings that mean "the same event again": a retry, not a problem.
+# Matched exactly, so that a reworded or new finding is recorded rather than silently dropped.
+_SAME_EVENT_AGAIN = frozenset({"re-sent event already verified", "sent twice in one upload"})
+_PLANNED, _IN_PROGRESS = VisitStatus.PLANNED.value, VisitStatus.IN_PROGRESS.value
+_COMPLETED = VisitStatus.COMPLETED.value
+_EVENT_COLUMNS = (
+    "lock_id", "seq", "lock_time", "received_at", "action", "allowed", "reason", "credential_id",
+    "actor_id", "visit_id", "hash",
+)
+_VISIT_COLUMNS = (
+    "id", "municipality_id", "resident_id", "source_key", "planned_start", "planned_end",
+    "staff_ids", "status", "description", "arrived_at", "departed_at",
+)
 
 
 @dataclass(slots=True)
@@ -39,9 +79,33 @@ class IngestReport:
     accepted: int = 0
     opened: int = 0
     denied: int = 0
-    anomalies: list[str] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)  # kinds newly recorded by this upload
     arrivals: int = 0
     departures: int = 0
+    pending: int = 0  # events held beyond a gap after this upload
+    gaps_filled: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeadAttestation:
+    """The lock's log head as it MACed it for the platform's nonce (SimulatedLock.attest_head)."""
+
+    nonce: bytes
+    seq: int
+    hash: bytes
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LockUpload:
+    """One lock's upload, the key to check it with, and what the lock reported about itself."""
+
+    lock_id: str
+    events: Sequence[LockEvent]
+    lock_key: bytes
+    battery_percent: float | None = None
+    clock_offset_s: float | None = None
+    head: HeadAttestation | None = None
 
 
 def ingest_upload(
@@ -60,129 +124,412 @@ def ingest_upload(
     With `head` (the lock's MACed answer to a fresh platform nonce) a relay that withholds the
     newest events is caught too: the chain cannot show what it never received.
     """
-    if not isinstance(lock_key, bytes) or len(lock_key) < 16:
-        # Without the lock's key a relay could forge any event; never accept an upload unchecked.
-        raise ValueError("ingesting a lock upload needs the lock's log key")
-    report = IngestReport(lock_id)
+    upload = LockUpload(lock_id, events, lock_key, battery_percent, clock_offset_s, head)
+    return ingest_uploads(engine, [upload], now=now)[0]
+
+
+def ingest_uploads(
+    engine: Engine, uploads: Sequence[LockUpload], *, now: datetime
+) -> list[IngestReport]:
+    """Ingest several locks' uploads in one transaction and one audit append; reports in order.
+
+    The outcome is that of `ingest_upload` for each in turn, except that all or nothing is stored
+    (an unknown lock fails the batch with KeyError).
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("ingesting needs an aware `now`")
+    seen: set[str] = set()
+    for u in uploads:
+        if not isinstance(u.lock_key, bytes) or len(u.lock_key) < 16:
+            # Without the lock's key a relay could forge any event: never accept one unchecked.
+            raise ValueError("ingesting a lock upload needs the lock's log key")
+        if u.lock_id in seen:
+            raise ValueError(f"lock {u.lock_id} appears twice in one batch")
+        seen.add(u.lock_id)
+    if not uploads:
+        return []
     with engine.begin() as conn:
-        lock = conn.execute(
-            select(t.locks, t.doors.c.home_id)
-            .join(t.doors, t.doors.c.id == t.locks.c.door_id)
-            .where(t.locks.c.id == lock_id)
-        ).first()
-        if lock is None:
-            raise KeyError(f"unknown lock {lock_id}")
-        check = check_upload(
-            lock_id,
-            events,
-            synced_seq=lock.synced_seq,
-            synced_hash=lock.synced_hash or bytes(32),
-            lock_key=lock_key,
+        return _Batch(conn, uploads, now.astimezone(UTC)).run()
+
+
+def open_log_anomalies(conn: Connection, lock_ids: Sequence[str] | None = None) -> list[Any]:
+    """Anomaly rows that still need an operator: all but the gaps the verified chain has filled."""
+    a = t.lock_log_anomalies
+    filled = and_(a.c.kind == "gap", a.c.last_seq <= t.locks.c.synced_seq)
+    query = select(a).join(t.locks, t.locks.c.id == a.c.lock_id).where(~filled).order_by(a.c.id)
+    if lock_ids is not None:
+        query = query.where(a.c.lock_id.in_(list(lock_ids)))
+    return list(conn.execute(query))
+
+
+@dataclass(slots=True)
+class _Lock:
+    """A lock's verified head and held events as this transaction found them (rows locked)."""
+
+    id: str
+    resident_id: str
+    synced_seq: int
+    synced_hash: bytes
+    stored_pending: dict[tuple[int, bytes], datetime] = field(default_factory=dict)
+    held: list[LockEvent] = field(default_factory=list)
+    unreadable: list[int] = field(default_factory=list)
+    known: dict[int, bytes] = field(default_factory=dict)
+    new_seq: int = 0
+
+
+class _VisitState:
+    """A visit as the events so far have left it; written back once, at the end."""
+
+    __slots__ = ("row", "id", "resident_id", "status", "arrived_at", "departed_at", "changed")
+
+    def __init__(self, row: Sequence[Any]) -> None:  # the _VISIT_COLUMNS
+        self.row, self.id, self.resident_id, self.status = row, row[0], row[2], row[7]
+        self.arrived_at, self.departed_at = read_instant(row[9]), None
+        self.changed = False
+
+    def finished(self) -> Visit:
+        r = self.row
+        return Visit(
+            id=r[0], municipality_id=r[1], resident_id=r[2], source_key=r[3],
+            planned_start=read_instant(r[4]),  # type: ignore[arg-type]
+            planned_end=read_instant(r[5]),  # type: ignore[arg-type]
+            staff_ids=id_tuple(r[6]), status=VisitStatus.COMPLETED, description=r[8],
+            arrived_at=self.arrived_at, departed_at=self.departed_at,
         )
-        audit: list[AuditEntry] = []
-        anomalies = list(check.anomalies)
-        if head is not None:
+
+
+class _Batch:
+    """One transaction's ingest: read, check (no queries), then write in bulk."""
+
+    def __init__(self, conn: Connection, uploads: Sequence[LockUpload], now: datetime) -> None:
+        self.conn, self.uploads, self.now = conn, uploads, now
+        self.pg = conn.dialect.name == "postgresql"
+        self.stored = instant_writer(conn)
+        self.reports = {u.lock_id: IngestReport(u.lock_id) for u in uploads}
+        self.audit: list[AuditEntry] = []
+        self.found: list[tuple[str, LogAnomaly]] = []  # before deduplication
+        self.lock_rows: list[tuple[Any, ...]] = []
+        self.pending_gone: list[tuple[Any, ...]] = []
+        self.pending_new: list[tuple[Any, ...]] = []
+        self.owners: dict[str, tuple[str, str | None]] = {}
+        self.visits: dict[str, _VisitState] = {}
+        # Visits in progress per resident, in order of arrival: a departure closes the latest.
+        self.in_progress: dict[str, list[_VisitState]] = {}
+        self.completed: list[_VisitState] = []
+
+    def run(self) -> list[IngestReport]:
+        self.locks = self._load_locks()
+        self._load_owners_and_visits()
+        with row_writer(self.conn, t.door_events, _EVENT_COLUMNS) as write:
+            # No queries in here: on PostgreSQL the COPY holds the connection, and the server
+            # inserts what we wrote while we go on checking, then building the Encounters.
+            for upload in self.uploads:
+                write(self._check(upload, self.reports[upload.lock_id]))
+            encounters = self._encounters()
+        entries = self._record_anomalies() + self._filled_gaps()
+        append_audit(self.conn, entries + self.audit)
+        self._write_the_rest(encounters)
+        return list(self.reports.values())
+
+    # -- reading what the batch needs, in a few queries ----------------------------------------
+    def _load_locks(self) -> dict[str, _Lock]:
+        ids = sorted(self.reports)  # one locking order for every batch: no deadlocks
+        lk = t.locks
+        if not self.pg:  # take SQLite's write lock before reading, as FOR UPDATE does
+            noop = update(lk).where(lk.c.id == ids[0]).values(synced_seq=lk.c.synced_seq)
+            self.conn.execute(noop)
+        query = (
+            select(lk.c.id, lk.c.synced_seq, lk.c.synced_hash, t.homes.c.resident_id)
+            .join(t.doors, t.doors.c.id == lk.c.door_id)
+            .join(t.homes, t.homes.c.id == t.doors.c.home_id)
+            .order_by(lk.c.id)
+            .with_for_update(of=lk)
+        )
+        locks: dict[str, _Lock] = {}
+        for start in range(0, len(ids), 500):
+            for r in self.conn.execute(query.where(lk.c.id.in_(ids[start : start + 500]))):
+                head = bytes(r.synced_hash) if r.synced_hash else GENESIS_HASH
+                locks[r.id] = _Lock(r.id, r.resident_id, int(r.synced_seq), head)
+        missing = [i for i in ids if i not in locks]
+        if missing:
+            raise KeyError(f"unknown lock {missing[0]}")
+        sql = (
+            "SELECT lock_id, seq, hash, payload, received_at FROM door_event_pending"
+            " WHERE lock_id {ids}"
+        )
+        for lock_id, seq, digest, payload, received in fetch_in(self.conn, sql, ids):
+            lock, key = locks[lock_id], (int(seq), bytes(digest))
+            lock.stored_pending[key] = read_instant(received)  # type: ignore[assignment]
+            try:
+                data = json.loads(payload) if isinstance(payload, str) else payload
+                lock.held.append(event_from_wire(data, lock_id))
+            except ValueError:
+                lock.unreadable.append(key[0])
+        sql = "SELECT seq, hash FROM door_events WHERE lock_id = ? AND seq {ids}"
+        for u in self.uploads:  # re-sent events: their stored hashes tell a retry from a rewrite
+            lock = locks[u.lock_id]
+            old = {e.seq for e in u.events if _seq_of(e) <= lock.synced_seq}
+            old.discard(0)
+            found = fetch_in(self.conn, sql, old, u.lock_id)
+            lock.known.update((int(s), bytes(h)) for s, h in found)
+        return locks
+
+    def _load_owners_and_visits(self) -> None:
+        """Who holds each credential, and the visits openings may start or departures end."""
+        creds = {
+            e.credential_id
+            for u in self.uploads
+            for events in (u.events, self.locks[u.lock_id].held)
+            for e in events
+            if isinstance(e, LockEvent) and type(e.credential_id) is str
+        }
+        columns = _visit_columns("v.")
+        sql = (
+            f"SELECT c.id, g.actor_id, {columns} FROM credentials c"
+            " JOIN grants g ON g.id = c.grant_id LEFT JOIN visits v ON v.id = g.visit_id"
+            " WHERE c.id {ids}"
+        )
+        rows = []
+        for cred, actor, *visit in fetch_in(self.conn, sql, creds):
+            self.owners[cred] = (actor, visit[0])
+            rows.append(visit)
+        residents = {lock.resident_id for lock in self.locks.values()}
+        columns = _visit_columns("")
+        sql = f"SELECT {columns} FROM visits WHERE status = ? AND resident_id {{ids}}"
+        rows += fetch_in(self.conn, sql, residents, _IN_PROGRESS)
+        for row in rows:
+            if row[0] is not None and row[0] not in self.visits:
+                state = self.visits[row[0]] = _VisitState(row)
+                if state.status == _IN_PROGRESS and state.arrived_at is not None:
+                    insort(self.in_progress.setdefault(state.resident_id, []), state, key=_arrival)
+        # Whom an Encounter names, should the visit finish in this batch.
+        live = [v for v in self.visits.values() if v.status in (_PLANNED, _IN_PROGRESS)]
+        residents = {v.resident_id for v in live}
+        self.residents = _by_id(self.conn, "national_id FROM residents", residents)
+        staff = {s for v in live for s in id_tuple(v.row[6])}
+        self.actors = _by_id(self.conn, "hpr_number, her_id FROM actors", staff)
+
+    # -- checking one upload (no database access) ----------------------------------------------
+    def _check(self, u: LockUpload, report: IngestReport) -> list[tuple[Any, ...]]:
+        lock = self.locks[u.lock_id]
+        check = check_upload(
+            u.lock_id, u.events, synced_seq=lock.synced_seq, synced_hash=lock.synced_hash,
+            lock_key=u.lock_key, pending=lock.held, known_hash=lock.known.get,
+        )
+        found = [
+            a for a in check.anomalies
+            if a.kind != "duplicate" or a.detail not in _SAME_EVENT_AGAIN
+        ]
+        unreadable = "stored pending event unreadable"
+        found += [LogAnomaly("malformed", s, s, unreadable) for s in lock.unreadable]
+        if u.head is not None:
             # Events past a gap are pending, not withheld: count them as seen.
             seen = max([check.new_synced_seq, *(e.seq for e in check.pending)])
-            anomalies.extend(
-                _head_anomalies(lock_id, lock_key, head, seen, check.new_synced_seq, check.new_synced_hash)
-            )
-        for anomaly in anomalies:
-            report.anomalies.append(anomaly.kind)
-            conn.execute(
-                insert(t.lock_log_anomalies).values(
-                    lock_id=lock_id,
-                    kind=anomaly.kind,
-                    first_seq=anomaly.first_seq,
-                    last_seq=anomaly.last_seq,
-                    detail=anomaly.detail[:400],
-                    detected_at=now,
-                )
-            )
-            audit.append(
-                AuditEntry(
-                    now,
-                    f"lock:{lock_id}",
-                    f"locklog:{anomaly.kind}",
-                    lock_id,
-                    {"first_seq": anomaly.first_seq, "last_seq": anomaly.last_seq},
-                )
-            )
+            found += _head_anomalies(u, seen, check.new_synced_seq, check.new_synced_hash)
+        self.found += [(u.lock_id, a) for a in found]
+        now, stored, audit, owners = self.now, self.stored, self.audit, self.owners
+        received_now, held = stored(now), lock.stored_pending
         rows = []
-        owners = Repository(conn).credential_owners(
-            [ev.credential_id for ev in check.accepted if ev.credential_id]
-        )
         for ev in check.accepted:
-            owner = owners.get(ev.credential_id) if ev.credential_id else None
+            cred = ev.credential_id
+            owner = owners.get(cred) if cred else None
             actor_id, visit_id = owner if owner else (ev.subject, None)
-            rows.append(
-                {
-                    "lock_id": lock_id,
-                    "seq": ev.seq,
-                    "lock_time": ev.at,
-                    "received_at": now,
-                    "action": ev.kind,
-                    "allowed": bool(ev.allowed),
-                    "reason": ev.reason[:64],
-                    "credential_id": ev.credential_id,
-                    "actor_id": actor_id,
-                    "visit_id": visit_id,
-                    "hash": ev.hash,
-                }
-            )
-            audit.append(_audit_for(ev, lock_id, actor_id, visit_id, now))
+            at = ev.at if ev.at.tzinfo is UTC else ev.at.astimezone(UTC)
+            # An event that waited beyond a gap was received when it first came.
+            received = held.get((ev.seq, ev.hash)) if held else None
+            rows.append((
+                u.lock_id, ev.seq, stored(at),
+                received_now if received is None else stored(received), ev.kind,
+                bool(ev.allowed), ev.reason[:64], cred, actor_id, visit_id, ev.hash,
+            ))
+            audit.append(_audit_for(ev, u.lock_id, actor_id, visit_id, now))
             if ev.kind in OPEN_KINDS and ev.allowed:
                 report.opened += 1
-                if visit_id and _arrive(conn, visit_id, ev.at):
+                if visit_id and self._arrive(visit_id, at):
                     report.arrivals += 1
             elif ev.allowed is False:
                 report.denied += 1
-            elif (ev.kind, ev.reason) in DEPARTURES and _depart(conn, lock.home_id, ev.at, now, audit):
+            elif (ev.kind, ev.reason) in DEPARTURES and self._depart(lock.resident_id, at):
                 report.departures += 1
-        if rows:
-            conn.execute(insert(t.door_events), rows)
-        report.accepted = len(rows)
-        values: dict[str, object] = {
-            "synced_seq": check.new_synced_seq,
-            "synced_hash": check.new_synced_hash,
-            "last_sync_at": now,
-        }
-        if battery_percent is not None:
-            values["battery_percent"] = battery_percent
-        if clock_offset_s is not None:
-            values["clock_offset_s"] = clock_offset_s
-        conn.execute(update(t.locks).where(t.locks.c.id == lock_id).values(**values))
-        if audit:
-            append_audit(conn, audit)
-    return report
+        report.accepted, report.pending = len(rows), len(check.pending)
+        keep = {(e.seq, e.hash) for e in check.pending}
+        self.pending_gone += [(u.lock_id, s, h) for s, h in held if (s, h) not in keep]
+        self.pending_new += [
+            (u.lock_id, e.seq, e.hash, json.dumps(event_to_wire(e)), received_now)
+            for e in check.pending if (e.seq, e.hash) not in held
+        ]
+        lock.new_seq = check.new_synced_seq
+        self.lock_rows.append((
+            check.new_synced_seq, check.new_synced_hash, received_now, u.battery_percent,
+            u.clock_offset_s, u.lock_id,
+        ))
+        return rows
 
+    def _arrive(self, visit_id: str, at: datetime) -> bool:
+        visit = self.visits.get(visit_id)
+        if visit is None or visit.status not in (_PLANNED, _IN_PROGRESS):
+            return False
+        if visit.arrived_at is not None and visit.arrived_at <= at:
+            return False  # the second door of the path, or a second opening: arrival is the first
+        started = self.in_progress.setdefault(visit.resident_id, [])
+        if visit.status == _IN_PROGRESS and visit.arrived_at is not None:
+            del started[bisect_left(started, _arrival(visit), key=_arrival)]
+        visit.arrived_at, visit.status, visit.changed = at, _IN_PROGRESS, True
+        insort(started, visit, key=_arrival)
+        return True
 
-@dataclass(frozen=True, slots=True)
-class HeadAttestation:
-    """The lock's log head as it MACed it for the platform's nonce (SimulatedLock.attest_head)."""
+    def _depart(self, resident_id: str, at: datetime) -> bool:
+        """Close the visit in progress at this home that began most recently before `at`."""
+        started = self.in_progress.get(resident_id, [])
+        # The last to arrive at or before `at` (ties broken by id, as a stable order).
+        index = bisect_right(started, (at, "\U0010ffff"), key=_arrival) - 1
+        if index < 0:
+            return False
+        visit = started.pop(index)
+        visit.departed_at, visit.status, visit.changed = at, _COMPLETED, True
+        self.completed.append(visit)
+        arrived = visit.arrived_at.isoformat() if visit.arrived_at else None
+        self.audit.append(AuditEntry(
+            self.now, "system:visits", "visit:completed", visit.id,
+            {"arrived": arrived, "departed": at.isoformat()},
+        ))
+        return True
 
-    nonce: bytes
-    seq: int
-    hash: bytes
-    mac: bytes
+    # -- writing, one bulk statement per table ---------------------------------------------------
+    def _record_anomalies(self) -> list[AuditEntry]:
+        """Insert the anomalies not recorded before (a retry finds the same ones again)."""
+        if not self.found:
+            return []
+        kinds = {a.kind for _, a in self.found}
+        sql = (
+            "SELECT lock_id, kind, first_seq, last_seq, detail FROM lock_log_anomalies"
+            f" WHERE kind IN ({', '.join('?' * len(kinds))}) AND lock_id {{ids}}"
+        )
+        lock_ids = {lock_id for lock_id, _ in self.found}
+        known = {tuple(r) for r in fetch_in(self.conn, sql, lock_ids, *sorted(kinds))}
+        values, entries = [], []
+        for lock_id, a in self.found:
+            key = (lock_id, a.kind, a.first_seq, a.last_seq, a.detail[:400])
+            if key in known:
+                continue
+            known.add(key)
+            self.reports[lock_id].anomalies.append(a.kind)
+            names = ("lock_id", "kind", "first_seq", "last_seq", "detail")
+            values.append({**dict(zip(names, key, strict=True)), "detected_at": self.now})
+            entries.append(AuditEntry(
+                self.now, f"lock:{lock_id}", f"locklog:{a.kind}", lock_id,
+                {"first_seq": a.first_seq, "last_seq": a.last_seq},
+            ))
+        if values:
+            self.conn.execute(insert(t.lock_log_anomalies), values)
+        return entries
+
+    def _filled_gaps(self) -> list[AuditEntry]:
+        """Gaps recorded before that this batch's events have now closed."""
+        moved = {i for i, lock in self.locks.items() if lock.new_seq > lock.synced_seq}
+        sql = (
+            "SELECT lock_id, first_seq, last_seq FROM lock_log_anomalies"
+            " WHERE kind = ? AND lock_id {ids}"
+        )
+        entries = []
+        for lock_id, first, last in sorted(fetch_in(self.conn, sql, moved, "gap")):
+            lock = self.locks[lock_id]
+            if lock.synced_seq < last <= lock.new_seq:
+                self.reports[lock_id].gaps_filled += 1
+                entries.append(AuditEntry(
+                    self.now, f"lock:{lock_id}", "locklog:gap_filled", lock_id,
+                    {"first_seq": int(first), "last_seq": int(last)},
+                ))
+        return entries
+
+    def _encounters(self) -> tuple[list[str], list[str], list[str]]:
+        """What writeback.queue_encounter queues per finished visit: keys, places, payloads."""
+        keys, places, payloads = [], [], []
+        actors, residents = self.actors, self.residents
+        for visit in (v.finished() for v in self.completed):
+            people = [{"hpr_number": actors[s][0], "her_id": actors[s][1]}
+                      for s in visit.staff_ids if s in actors]
+            nid = residents[visit.resident_id][0] if visit.resident_id in residents else None
+            keys.append(f"encounter:{visit.id}")
+            places.append(visit.municipality_id)
+            payloads.append(json.dumps(build_encounter(visit, nid, people)))
+        return keys, places, payloads
+
+    def _write_the_rest(self, encounters: tuple[list[str], list[str], list[str]]) -> None:
+        """Visits, their Encounters, lock heads and held events, sent together."""
+        changed = [v for v in self.visits.values() if v.changed]
+        keys, places, payloads = encounters
+        stored, pg = self.stored, self.pg
+        with sent_together(self.conn) as run:
+            if changed and pg:  # one statement, the arrays in binary (%b)
+                run(
+                    "UPDATE visits SET status = v.status, arrived_at = v.arrived_at,"
+                    " departed_at = coalesce(v.departed_at, visits.departed_at)"
+                    " FROM unnest(%b::varchar[], %b::varchar[], %b::timestamptz[],"
+                    " %b::timestamptz[]) AS v(id, status, arrived_at, departed_at)"
+                    " WHERE visits.id = v.id",
+                    ([v.id for v in changed], [v.status for v in changed],
+                     [v.arrived_at for v in changed], [v.departed_at for v in changed]),
+                )
+            elif changed:
+                run(
+                    "UPDATE visits SET status = ?, arrived_at = ?,"
+                    " departed_at = coalesce(?, departed_at) WHERE id = ?",
+                    [(v.status, stored(v.arrived_at), v.departed_at and stored(v.departed_at), v.id)
+                     for v in changed],
+                    many=True,
+                )
+            outbox = (
+                "INSERT INTO outbox"
+                " (idempotency_key, municipality_id, kind, payload, created_at, attempts)"
+            )
+            # ON CONFLICT DO NOTHING: an Encounter already queued for the visit stays as it was.
+            if keys and pg:
+                run(
+                    f"{outbox} SELECT k, m, %s, p::json, %s, 0"
+                    " FROM unnest(%b::varchar[], %b::varchar[], %b::text[]) AS u(k, m, p)"
+                    " ON CONFLICT (idempotency_key) DO NOTHING",
+                    (ENCOUNTER_KIND, self.now, keys, places, payloads),
+                )
+            elif keys:
+                run(
+                    f"{outbox} VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (idempotency_key) DO NOTHING",
+                    [(k, m, ENCOUNTER_KIND, p, stored(self.now))
+                     for k, m, p in zip(keys, places, payloads, strict=True)],
+                    many=True,
+                )
+            mark = "%s" if pg else "?"
+            sql = (
+                "UPDATE locks SET synced_seq = ?, synced_hash = ?, last_sync_at = ?,"
+                " battery_percent = coalesce(?, battery_percent),"
+                " clock_offset_s = coalesce(?, clock_offset_s) WHERE id = ?"
+            )
+            run(sql.replace("?", mark), self.lock_rows, many=True)
+            if self.pending_gone:
+                sql = "DELETE FROM door_event_pending WHERE lock_id = ? AND seq = ? AND hash = ?"
+                run(sql.replace("?", mark), self.pending_gone, many=True)
+            if self.pending_new:
+                sql = (
+                    "INSERT INTO door_event_pending (lock_id, seq, hash, payload, received_at)"
+                    " VALUES (?, ?, ?, ?, ?)"
+                )
+                run(sql.replace("?", mark), self.pending_new, many=True)
 
 
 def _head_anomalies(
-    lock_id: str,
-    lock_key: bytes,
-    head: HeadAttestation,
-    seen_seq: int,
-    synced_seq: int,
-    synced_hash: bytes,
+    u: LockUpload, seen_seq: int, synced_seq: int, synced_hash: bytes
 ) -> list[LogAnomaly]:
-    expected = head_attestation_mac(lock_key, lock_id, head.nonce, head.seq, head.hash)
+    head = u.head
+    assert head is not None
+    expected = head_attestation_mac(u.lock_key, u.lock_id, head.nonce, head.seq, head.hash)
     if not hmac.compare_digest(expected, head.mac):
         return [LogAnomaly("bad_head_mac", head.seq, head.seq, "head attestation does not verify")]
     if head.seq > seen_seq:
         detail = f"the lock's log reaches {head.seq}; the upload stopped at {seen_seq}"
         return [LogAnomaly("withheld", seen_seq + 1, head.seq, detail)]
     if head.seq == synced_seq and head.hash != synced_hash:
-        return [LogAnomaly("forked", head.seq, head.seq, "head hash differs from the verified chain")]
+        detail = "head hash differs from the verified chain"
+        return [LogAnomaly("forked", head.seq, head.seq, detail)]
     return []
 
 
@@ -211,47 +558,23 @@ def _audit_for(
     )
 
 
-def _arrive(conn: Connection, visit_id: str, at: datetime) -> bool:
-    visit = Repository(conn).get_visit(visit_id)
-    if visit is None or visit.status not in (VisitStatus.PLANNED, VisitStatus.IN_PROGRESS):
-        return False
-    if visit.arrived_at is not None and visit.arrived_at <= at:
-        return False  # the second door of the path, or a second opening: arrival is the first
-    Repository(conn).update_visit(visit_id, arrived_at=at, status=VisitStatus.IN_PROGRESS)
-    return True
-
-
-def _depart(
-    conn: Connection, home_id: str, at: datetime, now: datetime, audit: list[AuditEntry]
-) -> bool:
-    """Close the visit in progress at this home that began most recently before `at`."""
-    row = conn.execute(
-        select(t.visits)
-        .join(t.homes, t.homes.c.resident_id == t.visits.c.resident_id)
-        .where(
-            and_(
-                t.homes.c.id == home_id,
-                t.visits.c.status == VisitStatus.IN_PROGRESS.value,
-                t.visits.c.arrived_at <= at,
-            )
-        )
-        .order_by(t.visits.c.arrived_at.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        return False
-    repo = Repository(conn)
-    repo.update_visit(row.id, departed_at=at, status=VisitStatus.COMPLETED)
-    visit = repo.get_visit(row.id)
-    assert visit is not None
-    queue_encounter(conn, visit, now=now)
-    audit.append(
-        AuditEntry(
-            now,
-            "system:visits",
-            "visit:completed",
-            visit.id,
-            {"arrived": visit.arrived_at.isoformat() if visit.arrived_at else None, "departed": at.isoformat()},
-        )
+def _visit_columns(alias: str) -> str:
+    # staff_ids as its JSON text: id_tuple parses each distinct text once (most visits share a few).
+    return ", ".join(
+        f"CAST({alias}{c} AS TEXT)" if c == "staff_ids" else f"{alias}{c}" for c in _VISIT_COLUMNS
     )
-    return True
+
+
+def _arrival(visit: _VisitState) -> tuple[datetime, str]:
+    return (visit.arrived_at, visit.id)  # type: ignore[return-value]
+
+
+def _seq_of(event: object) -> int:
+    """The event's sequence number if it has a usable one, else 0 (check_upload reports it)."""
+    seq = getattr(event, "seq", 0) if isinstance(event, LockEvent) else 0
+    return seq if type(seq) is int and seq > 0 else 0
+
+
+def _by_id(conn: Connection, columns_from: str, ids: set[str]) -> dict[str, tuple[Any, ...]]:
+    rows = fetch_in(conn, f"SELECT id, {columns_from} WHERE id {{ids}}", ids)
+    return {row[0]: tuple(row[1:]) for row in rows}

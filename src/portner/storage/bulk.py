@@ -10,7 +10,8 @@ use one multi-row INSERT on SQLite or COPY on PostgreSQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -155,3 +156,82 @@ def fetch_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[
 
 def marks(n: int) -> str:
     return ", ".join("?" * n)
+
+
+@contextmanager
+def row_writer(
+    conn: Connection, table: Table, columns: Sequence[str]
+) -> Iterator[Callable[[list[Any]], None]]:
+    """Yield a `write(rows)` for tuples of driver-ready values, in the caller's transaction.
+
+    On PostgreSQL the rows stream into one COPY while the caller goes on computing the next ones,
+    so the server inserts (and checks foreign keys) in parallel with the Python work; no other
+    statement may run on `conn` inside the block. On SQLite the rows are gathered and inserted
+    with one executemany when the block ends.
+    """
+    if conn.dialect.name == "sqlite":
+        gathered: list[Any] = []
+        yield gathered.extend
+        insert_rows(conn, table, columns, gathered)
+        return
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
+
+        def write(rows: list[Any]) -> None:
+            if rows:
+                copy.write("".join(["\t".join(map(_copy_field, row)) + "\n" for row in rows]))
+
+        yield write
+
+
+def fetch_in(
+    conn: Connection, sql: str, values: Iterable[Any], *before: Any
+) -> list[tuple[Any, ...]]:
+    """Run `sql`, where "{ids}" stands for "IN (values)" and "?" marks the `before` parameters.
+
+    On PostgreSQL one query with the values as one binary array (= ANY), however many there are;
+    on SQLite one query per chunk of 500, well under its variable limit.
+    """
+    items = sorted(set(values))
+    if not items:
+        return []
+    if conn.dialect.name == "sqlite":
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(items), 500):
+            chunk = items[start : start + 500]
+            rows += fetch_rows(conn, sql.format(ids=f"IN ({marks(len(chunk))})"), [*before, *chunk])
+        return rows
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    with dbapi_connection.cursor() as cursor:
+        # %b: the array goes in binary, so psycopg has no quoting to do per element.
+        cursor.execute(sql.replace("?", "%s").format(ids="= ANY(%b)"), (*before, items))
+        return list(cursor.fetchall())
+
+
+@contextmanager
+def sent_together(conn: Connection) -> Iterator[Callable[..., None]]:
+    """Yield `run(sql, params, many=False)` for writes whose results nobody reads.
+
+    On PostgreSQL they go through one psycopg pipeline: each is sent without waiting for the one
+    before, so the server works while the caller computes the next; errors surface when the block
+    ends (COPY cannot run in here). On SQLite each runs at once. The SQL is the dialect's own
+    (psycopg's %s/%b or SQLite's ?).
+    """
+    if conn.dialect.name == "sqlite":
+
+        def run_now(sql: str, params: Any, many: bool = False) -> None:
+            conn.exec_driver_sql(sql, list(params) if many else tuple(params))
+
+        yield run_now
+        return
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    with dbapi_connection.cursor() as cursor, dbapi_connection.pipeline():
+
+        def run(sql: str, params: Any, many: bool = False) -> None:
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+
+        yield run
