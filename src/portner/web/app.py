@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -143,9 +144,13 @@ def create_app(
 
 
 def _include(app: FastAPI, module: ModuleType, prefix: str, runtime: Portner) -> None:
-    app.include_router(module.router, prefix=prefix)
+    from portner.web.api.common import PROBLEM_RESPONSES
+
+    # Every API error is problem details: say so in the OpenAPI document of each operation.
+    extra: dict[str, Any] = {"responses": PROBLEM_RESPONSES} if prefix == API_PREFIX else {}
+    app.include_router(module.router, prefix=prefix, **extra)
     if runtime.settings.development and hasattr(module, "dev_router"):
-        app.include_router(module.dev_router, prefix=prefix)
+        app.include_router(module.dev_router, prefix=prefix, **extra)
     install = getattr(module, "install", None)
     if install is not None:
         install(app, runtime)

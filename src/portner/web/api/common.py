@@ -39,11 +39,22 @@ Idempotency keys on POST
     remembered, a corrected retry may reuse the key. Keys are kept 24 hours. Without the header
     the handler just runs in a transaction. Add `idempotency_key: IdempotencyKeyHeader = None` to
     the signature so the header is documented. The handler returns a pydantic model or a
-    JSON-able dict/list.
+    JSON-able dict/list. For a service that opens its own transaction (takes the engine), use
+    ``await idempotent_call(request, who, lambda: service(engine, ...))``: the key is committed
+    as "in progress" first (a concurrent retry gets 409 + Retry-After), the answer stored after.
+
+Problem details in the document
+    `APIRouter(responses=PROBLEM_RESPONSES)` documents 401/403/404/422 as application/problem+json
+    (`ProblemOut`); `CONDITIONAL_UPDATE_RESPONSES` (412, 428) and `IDEMPOTENT_RESPONSES` (409) for
+    the routes that answer those, `problem_response(description)` for any other status.
 
 Response models
     ResidentOut, HomeOut, DoorOut, LockOut, StaffOut, VisitOut, GrantOut, AccessLogLineOut,
-    AuditEntryOut. None of them carries a national id, HPR number or key material; keep it so.
+    AuditEntryOut, MunicipalityOut, AccountOut (+ grant_out/visit_out/municipality_out to build
+    them from rows). Single GETs return these, so an update's If-Match is checked against
+    `etag_for(<the same model>)`. None of them carries a national id, HPR number or key
+    material; keep it so. `resident_or_404(conn, who, resident_id, now=)` is the authority check
+    that answers 404 (never 403) for a resident the caller may not see.
 """
 
 from __future__ import annotations
@@ -67,11 +78,48 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from portner.domain.access import Principal
+from portner.services.authority import may_see_resident
 from portner.storage import tables as t
 from portner.web.deps import portner
-from portner.web.problems import Problem, field_problem
+from portner.web.problems import Problem, field_problem, not_found
 
 T = TypeVar("T")
+
+# --- problem details in the OpenAPI document ----------------------------------------------------
+
+
+class FieldErrorOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # a FHIR push adds file and resource
+
+    field: str = Field(description="Where: query/limit, body/door_ids/1, header/If-Match, ...")
+    message: str
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details, as every error of this API is answered."""
+
+    type: str
+    title: str
+    status: int
+    instance: str
+    detail: str | None = None
+    errors: list[FieldErrorOut] | None = None
+
+
+def problem_response(description: str) -> dict[str, Any]:
+    return {"model": ProblemOut, "description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemOut"}}}}
+
+
+# Pass as `APIRouter(responses=PROBLEM_RESPONSES)`: documents the errors as problem details (and
+# replaces FastAPI's default 422 schema, which is not what this API answers).
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: problem_response("Not signed in."),
+    403: problem_response("Not allowed for your role (or a missing CSRF token)."),
+    404: problem_response("No such resource that you may see."),
+    422: problem_response("Invalid request; `errors` names each field."),
+}
+
 
 # --- pagination ---------------------------------------------------------------------------------
 
@@ -84,7 +132,7 @@ class Page(BaseModel, Generic[T]):
     """One page of a list. Pass `next_cursor` back as `cursor` to get the next page."""
 
     items: list[T]
-    next_cursor: str | None = Field(None, description="Opaque; absent on the last page.")
+    next_cursor: str | None = Field(None, description="Opaque; null on the last page.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +185,10 @@ def page_params(
 
 
 def _python_type(column: Any) -> type | None:
+    kind = getattr(column, "type", None)
+    kind = getattr(kind, "impl", kind)  # a TypeDecorator (UtcDateTime) compares as what it wraps
     try:
-        return column.type.python_type
+        return kind.python_type  # type: ignore[union-attr]
     except (NotImplementedError, AttributeError):
         return None
 
@@ -203,12 +253,12 @@ def paginate(
 ) -> Page[T]:
     """Paginate a list already in memory, ordered by `key` (which must be unique per item)."""
     ordered = sorted(items, key=lambda item: tuple(key(item)))
-    if params.after is not None:
+    if params.after is not None and ordered:
         after = params.after
-        try:
-            ordered = [item for item in ordered if tuple(key(item)) > after]
-        except TypeError:  # a cursor made for another list
-            raise _bad_cursor() from None
+        sample = tuple(key(ordered[0]))
+        if len(sample) != len(after) or not all(_fits(type(s), a) for s, a in zip(sample, after, strict=True)):
+            raise _bad_cursor()  # a cursor made for another list
+        ordered = [item for item in ordered if tuple(key(item)) > after]
     return page_of(request, response, params, ordered[: params.limit + 1], key=key)
 
 
@@ -223,6 +273,14 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"headers": {"ETag": {"description": "Strong validator; send it as If-Match to update.",
                                "schema": {"type": "string"}}}},
     304: {"description": "Not modified (If-None-Match matched)."},
+}
+# For updates (PATCH/PUT/DELETE with If-Match).
+CONDITIONAL_UPDATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    412: problem_response("The resource changed since you read it (If-Match is stale)."),
+    428: problem_response("If-Match is required."),
+}
+IDEMPOTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: problem_response("Refused by the rules, or a request with this Idempotency-Key is still running."),
 }
 
 
@@ -303,34 +361,31 @@ def _answer(status: int, text: str, *, replayed: bool) -> Response:
     return Response(text, status_code=status, media_type="application/json", headers=headers)
 
 
-def _run_once(
-    engine: Any, who: str, key: str | None, method_path: str, digest: str,
-    handler: Callable[[Connection], Any], status_code: int, now: datetime,
-) -> tuple[int, str, bool]:
-    if key is None:
-        with engine.begin() as conn:
-            return status_code, _json_text(handler(conn)), False
-    cutoff = now - IDEMPOTENCY_TTL
+def _purge(engine: Any, now: datetime) -> None:
     with engine.begin() as conn:  # forget expired keys (their own short transaction)
-        conn.execute(delete(t.idempotency_keys).where(t.idempotency_keys.c.created_at < cutoff))
-    row_key = and_(t.idempotency_keys.c.principal == who, t.idempotency_keys.c.key == key)
-    with engine.begin() as conn:
-        try:
-            with conn.begin_nested():
-                # Insert first: a concurrent retry blocks here until we commit, then hits the key.
-                conn.execute(t.idempotency_keys.insert().values(
-                    principal=who, key=key, method_path=method_path, request_hash=digest,
-                    status_code=0, response="", created_at=now))
-        except IntegrityError:
-            seen = True  # the key exists (maybe committed a moment ago by a concurrent retry)
-        else:
-            seen = False
-            text = _json_text(handler(conn))
-            conn.execute(update(t.idempotency_keys).where(row_key).values(status_code=status_code, response=text))
-    if not seen:
-        return status_code, text, False
+        conn.execute(delete(t.idempotency_keys).where(t.idempotency_keys.c.created_at < now - IDEMPOTENCY_TTL))
+
+
+def _key_row(who: str, key: str) -> Any:
+    return and_(t.idempotency_keys.c.principal == who, t.idempotency_keys.c.key == key)
+
+
+def _reserve(conn: Connection, who: str, key: str, method_path: str, digest: str, now: datetime) -> bool:
+    """Insert the key row (in a savepoint); False when the key exists already."""
+    try:
+        with conn.begin_nested():
+            # Insert first: a concurrent retry blocks here until we commit, then hits the key.
+            conn.execute(t.idempotency_keys.insert().values(
+                principal=who, key=key, method_path=method_path, request_hash=digest,
+                status_code=0, response="", created_at=now))
+    except IntegrityError:
+        return False
+    return True
+
+
+def _replay(engine: Any, who: str, key: str, method_path: str, digest: str) -> tuple[int, str, bool]:
     with engine.connect() as conn:
-        row = conn.execute(select(t.idempotency_keys).where(row_key)).first()
+        row = conn.execute(select(t.idempotency_keys).where(_key_row(who, key))).first()
     if row is None:  # it was rolled back meanwhile; the client may retry
         raise Problem(409, "Conflict", "a request with this Idempotency-Key failed just now; retry",
                       kind="idempotency-in-progress", headers={"Retry-After": "1"})
@@ -342,21 +397,96 @@ def _run_once(
     return row.status_code, row.response, True
 
 
-async def idempotent(
-    request: Request, who: Principal, handler: Callable[[Connection], Any], *, status_code: int = 200
-) -> Response:
-    """Run `handler(conn)` once per (principal, Idempotency-Key); see the module docstring."""
+def _run_once(
+    engine: Any, who: str, key: str | None, method_path: str, digest: str,
+    handler: Callable[[Connection], Any], status_code: int, now: datetime,
+) -> tuple[int, str, bool]:
+    if key is None:
+        with engine.begin() as conn:
+            return status_code, _json_text(handler(conn)), False
+    _purge(engine, now)
+    with engine.begin() as conn:
+        fresh = _reserve(conn, who, key, method_path, digest, now)
+        if fresh:
+            text = _json_text(handler(conn))
+            conn.execute(update(t.idempotency_keys).where(_key_row(who, key)).values(
+                status_code=status_code, response=text))
+    if fresh:
+        return status_code, text, False
+    return _replay(engine, who, key, method_path, digest)
+
+
+def _call_once(
+    engine: Any, who: str, key: str | None, method_path: str, digest: str,
+    handler: Callable[[], Any], status_code: int, now: datetime,
+) -> tuple[int, str, bool]:
+    if key is None:
+        return status_code, _json_text(handler()), False
+    _purge(engine, now)
+    with engine.begin() as conn:
+        fresh = _reserve(conn, who, key, method_path, digest, now)
+    if not fresh:
+        return _replay(engine, who, key, method_path, digest)
+    try:
+        text = _json_text(handler())
+    except BaseException:
+        with engine.begin() as conn:  # not done: a retry with this key may run it again
+            conn.execute(delete(t.idempotency_keys).where(_key_row(who, key)))
+        raise
+    with engine.begin() as conn:
+        conn.execute(update(t.idempotency_keys).where(_key_row(who, key)).values(
+            status_code=status_code, response=text))
+    return status_code, text, False
+
+
+async def _prepare(request: Request, body: bytes | None) -> tuple[str | None, str, str]:
     key = request.headers.get("idempotency-key")
     if key is not None and not _KEY_PATTERN.match(key):
         raise field_problem(IDEMPOTENCY_FIELD, "1 to 200 visible ASCII characters")
-    body = await request.body()
+    if body is None:
+        body = await request.body()
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    method_path = f"{request.method} {path}"[:400]
-    digest = request_hash(request.method, path, body)
+    return key, f"{request.method} {path}"[:400], request_hash(request.method, path, body)
+
+
+async def idempotent(
+    request: Request, who: Principal, handler: Callable[[Connection], Any], *, status_code: int = 200,
+    body: bytes | None = None,
+) -> Response:
+    """Run `handler(conn)` once per (principal, Idempotency-Key), in the key's transaction.
+
+    `body`: the raw body when the route has already read it from `request.stream()`."""
+    key, method_path, digest = await _prepare(request, body)
     p = portner(request)
     status, text, replayed = await run_in_threadpool(
         _run_once, p.engine, who.audit_actor, key, method_path, digest, handler, status_code, p.now())
     return _answer(status, text, replayed=replayed)
+
+
+async def idempotent_call(
+    request: Request, who: Principal, handler: Callable[[], Any], *, status_code: int = 200,
+    body: bytes | None = None,
+) -> Response:
+    """Like `idempotent`, for a handler that runs its own transaction (a service taking the engine).
+
+    The key is committed first as "in progress" (a concurrent retry gets 409 with Retry-After),
+    the answer is stored after the handler returns, and a handler that raises forgets the key.
+    """
+    key, method_path, digest = await _prepare(request, body)
+    p = portner(request)
+    status, text, replayed = await run_in_threadpool(
+        _call_once, p.engine, who.audit_actor, key, method_path, digest, handler, status_code, p.now())
+    return _answer(status, text, replayed=replayed)
+
+
+# --- authority --------------------------------------------------------------------------------
+
+
+def resident_or_404(conn: Connection, who: Principal, resident_id: str, *, now: datetime) -> None:
+    """404 unless `who` may see the resident: the same answer whether it exists or not, so that a
+    403 never confirms that an id is real."""
+    if not may_see_resident(conn, who, resident_id, now=now):
+        raise not_found(f"no resident {resident_id} that you may see")
 
 
 # --- response models ----------------------------------------------------------------------------
@@ -456,6 +586,40 @@ class AuditEntryOut(_Out):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class MunicipalityOut(_Out):
+    id: str
+    name: str
+    timezone: str
+    service_model: str = Field(description="central (a response center opens) or distributed (phones open).")
+    lead_minutes: float = Field(description="How early before a planned visit a door opens.")
+    grace_minutes: float = Field(description="How long after a planned visit a door still opens.")
+    baseline_key_minutes_per_shift: float = Field(description="Minutes per shift spent on physical keys before.")
+    plan_horizon_days: float
+    accept_synthetic_ids: bool
+
+
+class AccountOut(_Out):
+    id: str
+    role: str
+    issuer: str
+    subject: str
+    actor_id: str | None = None
+    resident_id: str | None = None
+    display_name: str = ""
+    scopes: list[str] = Field(default_factory=list)
+    disabled: bool = False
+
+
+def municipality_out(m: Any) -> MunicipalityOut:
+    """A domain Municipality as the API shows it (the ETag of settings updates is over this)."""
+    return MunicipalityOut(
+        id=m.id, name=m.name, timezone=m.timezone, service_model=str(m.service_model),
+        lead_minutes=m.window_lead.total_seconds() / 60, grace_minutes=m.window_grace.total_seconds() / 60,
+        baseline_key_minutes_per_shift=m.baseline_key_minutes_per_shift,
+        plan_horizon_days=m.plan_horizon.total_seconds() / 86400, accept_synthetic_ids=m.accept_synthetic_ids,
+    )
+
+
 def grant_out(row: Any) -> GrantOut:
     """A `grants` row (or Grant-like object) as the API shows it."""
     m = row._mapping if hasattr(row, "_mapping") else row.__dict__
@@ -476,9 +640,12 @@ def visit_out(row: Any) -> VisitOut:
 
 
 __all__ = [
+    "ProblemOut", "FieldErrorOut", "PROBLEM_RESPONSES", "problem_response",
     "Page", "PageParams", "page_params", "keyset", "page_of", "paginate", "encode_cursor", "decode_cursor",
     "etag_for", "require_if_match", "conditional", "IfMatchHeader", "SINGLE_RESPONSES",
-    "idempotent", "IdempotencyKeyHeader", "REPLAYED_HEADER",
+    "CONDITIONAL_UPDATE_RESPONSES", "IDEMPOTENT_RESPONSES",
+    "idempotent", "idempotent_call", "IdempotencyKeyHeader", "REPLAYED_HEADER", "resident_or_404",
     "ResidentOut", "HomeOut", "DoorOut", "LockOut", "StaffOut", "VisitOut", "GrantOut",
-    "AccessLogLineOut", "AuditEntryOut", "grant_out", "visit_out",
+    "AccessLogLineOut", "AuditEntryOut", "MunicipalityOut", "AccountOut",
+    "grant_out", "visit_out", "municipality_out",
 ]
