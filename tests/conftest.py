@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine, make_url
 from portner.storage.db import make_engine, migrate
 from portner.storage.tables import audit_head, metadata
 
+pytest_plugins = ["tests.support.oidc"]
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,13 @@ from sqlalchemy import select
 
 from portner.services.accounts import DEV_ISSUER, AccountDisabled, principal_for_subject
 from portner.storage import tables as t
-from portner.web.deps import SESSION_ACCOUNT, check_form_csrf, current_principal, portner
+from portner.web.deps import (
+    SESSION_ACCOUNT,
+    SESSION_SIGNED_IN_AT,
+    check_form_csrf,
+    current_principal,
+    portner,
+)
 from portner.web.templating import HOME_FOR_ROLE, render
 
 router = APIRouter(include_in_schema=False)
@@ -30,6 +36,8 @@ def start_session(request: Request, account_id: str) -> None:
     # A new session at sign-in: nothing from before it (a planted cookie) survives.
     request.session.clear()
     request.session[SESSION_ACCOUNT] = account_id
+    request.session[SESSION_SIGNED_IN_AT] = portner(request).now().isoformat()
+
 
 @router.get("/")
 def landing(request: Request) -> Response:
@@ -58,7 +66,7 @@ def signin_page(request: Request, next: str | None = None, error: str | None = N
         "oidc": bool(p.settings.oidc_issuer),
         "dev_accounts": dev_accounts,
         "next": safe_next(next),
-        "error": error if error in ("unknown_account", "disabled") else None,
+        "error": error if error in ("unknown_account", "disabled", "signin_failed") else None,
     })
 
 @router.post("/signout")

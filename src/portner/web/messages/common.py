@@ -24,6 +24,10 @@ MESSAGES = {
         "en": "This sign-in is not linked to a Portner account. Contact your administrator.",
     },
     "signin.disabled": {"nb": "Kontoen er deaktivert.", "en": "This account is disabled."},
+    "signin.signin_failed": {
+        "nb": "Innloggingen ble ikke fullført. Prøv igjen.",
+        "en": "The sign-in did not complete. Please try again.",
+    },
     "role.nurse": {"nb": "Hjemmesykepleie", "en": "Home nursing"},
     "role.operator": {"nb": "Responssenter", "en": "Response center"},
     "role.admin": {"nb": "Administrator", "en": "Administrator"},
