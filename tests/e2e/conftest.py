@@ -83,14 +83,15 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(demo_template: Settings, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+def live_server(demo_template: Settings, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:  # noqa: F811
     started: list[_ThreadServer] = []
     count = 0
 
     def start(adapters: dict[str, Any] | None = None, **overrides: Any) -> LiveServer:
         nonlocal count
         count += 1
-        from datetime import datetime, time as dtime
+        from datetime import datetime
+        from datetime import time as dtime
 
         port, bridge_port = free_port(), free_port()
         settings = copy_demo(demo_template, tmp_path / f"live-{count}")

@@ -28,6 +28,17 @@ class LockEventLog:
         self._key = lock_key
         self._events: list[LockEvent] = []
 
+    @classmethod
+    def from_flash(cls, lock_id: str, lock_key: bytes, events: Sequence[LockEvent]) -> LockEventLog:
+        """Load a log back from storage (the simulation's stand-in for flash that survives a power
+        cut). The events must form one unbroken, authentic chain from genesis."""
+        log = cls(lock_id, lock_key)
+        log._events.extend(events)
+        check = log.verify()
+        if len(check.accepted) != len(events) or check.anomalies:
+            raise ValueError(f"the stored log of lock {lock_id} does not verify from genesis")
+        return log
+
     def append(
         self, *, at: datetime, kind: str, allowed: bool | None = None, reason: str = "",
         credential_id: str | None = None, subject: str | None = None,

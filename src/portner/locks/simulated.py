@@ -397,6 +397,15 @@ class SimulatedLock:
 
     # -- fault hooks ------------------------------------------------------------------------
 
+    def restore(self, events: Sequence[LockEvent], revocation_list: bytes | None = None) -> None:
+        """Put back what a real lock keeps in flash across a restart: its log and its newest
+        revocation list; then log the restart as the power cycle it was. Raises ValueError when
+        the stored log does not verify."""
+        self._log = LockEventLog.from_flash(self.lock_id, self._key, events)
+        if revocation_list is not None:
+            self._revocations.apply(revocation_list, self._issuers, self.clock.now())
+        self.power_cycle()
+
     def set_drift(self, ppm: float) -> None:
         """Make the clock run `ppm` parts per million fast (or slow, if negative)."""
         self._settle()

@@ -136,6 +136,13 @@ def principal_by_id(conn: Connection, account_id: str, *, via: str) -> Principal
     return _principal(row, via)
 
 
+def devices_revoked_since(conn: Connection, actor_id: str, since: datetime) -> bool:
+    """Whether any of the actor's devices was revoked after `since` (a sign-in)."""
+    return conn.execute(
+        select(t.devices.c.id).where(t.devices.c.actor_id == actor_id, t.devices.c.revoked_at > since).limit(1)
+    ).first() is not None
+
+
 def set_account_disabled(
     engine: Engine, account_id: str, disabled: bool, *, now: datetime, by: str
 ) -> None:

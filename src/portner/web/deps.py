@@ -10,17 +10,20 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
 from fastapi import Depends, Request
+from sqlalchemy import Connection
 
 from portner.domain.access import AccountRole, NotPermitted, Principal
-from portner.services.accounts import principal_by_id
+from portner.services.accounts import devices_revoked_since, principal_by_id
 from portner.web.problems import Problem
 from portner.web.state import Portner
 
 SESSION_ACCOUNT = "account"
 SESSION_CSRF = "csrf"
+SESSION_SIGNED_IN_AT = "signed_in_at"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -67,12 +70,26 @@ def current_principal(request: Request) -> Principal | None:
         if account_id:
             with p.engine.connect() as conn:
                 found = principal_by_id(conn, account_id, via="session")
+                if found is not None and _phone_revoked_since_sign_in(conn, found, request):
+                    found = None
             if found is None:
                 request.session.clear()
     if found is not None and found.municipality_id != p.municipality.id:
         found = None  # an account of another tenant on this server: not signed in here
     request.state.principal = found
     return found
+
+
+def _phone_revoked_since_sign_in(conn: Connection, who: Principal, request: Request) -> bool:
+    """A session older than a device revocation of its person ends: the revoked phone may be
+    in a finder's hands, still signed in. The person signs in again on their new phone."""
+    if who.actor_id is None:
+        return False
+    try:
+        signed_in = datetime.fromisoformat(request.session.get(SESSION_SIGNED_IN_AT, ""))
+    except ValueError:
+        return True  # a session without its sign-in time predates this rule: sign in again
+    return devices_revoked_since(conn, who.actor_id, signed_in)
 
 
 def principal(request: Request) -> Principal:

@@ -1,5 +1,464 @@
-"""Placeholder: filled in by its owner."""
+"""The phone and lock-gateway API: device registration, the shift's credentials, door-event upload.
 
-from fastapi import APIRouter
+- GET  /devices/registration-challenge  a one-time challenge bound to the signed-in nurse (5 min)
+- POST /devices                          register a phone key with a proof of possession
+- GET  /me/credentials?device_id=        the shift's credentials, visits and door paths
+- POST /door-events                      batched lock-log uploads from phones and gateways
+- GET  /revocation-list                  the newest signed revocation list (ETag = version)
 
-router = APIRouter()
+Door-event batches: the whole batch is checked first (every lock known to this municipality,
+every event well formed); a malformed batch is a 422 naming `body/uploads/N/...` and nothing of it
+is written. Chain anomalies (gaps, duplicates, reordering, tampering) are not input errors: they
+are what the platform is there to find, so they are stored and reported per lock with a 200.
+Uploads are idempotent by content: events the platform has already verified with the same hash
+change nothing (services.door_events), so a retried batch changes nothing and an Idempotency-Key
+is not needed (it is ignored). The whole batch is ingested in one transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, and_, select
+from starlette.concurrency import run_in_threadpool
+
+from portner.credentials import issue_credential
+from portner.domain.access import SCOPE_EVENTS_UPLOAD, AccountRole, NotPermitted, Principal
+from portner.domain.model import DeviceStatus, GrantStatus
+from portner.services.device_registration import (
+    RegistrationRefused,
+    challenge_key,
+    new_registration_challenge,
+    register_verified_device,
+    verify_registration_proof,
+)
+from portner.services.door_events import HeadAttestation, LockUpload, ingest_uploads
+from portner.services.issuing import IssuanceRefused, issue_for_shift
+from portner.services.lock_wire import WireError, event_from_wire
+from portner.services.revocation import latest_revocation_list
+from portner.storage import tables as t
+from portner.storage.repository import Repository
+from portner.web.api.common import IdempotencyKeyHeader, idempotent
+from portner.web.deps import portner, principal, require
+from portner.web.problems import Problem, field_problem, not_found
+
+router = APIRouter(tags=["phones"])
+
+SHIFT_BEFORE = timedelta(hours=1)
+SHIFT_AFTER = timedelta(hours=16)
+MAX_UPLOADS = 200
+MAX_EVENTS = 10_000
+# Ids are printable ASCII: anything else is refused before it reaches a query.
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def from_b64url(value: str, field: str) -> bytes:
+    try:
+        if not value or any(c in value for c in "+/= \n"):
+            raise ValueError
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise field_problem(field, "must be unpadded base64url") from None
+
+
+# --- registration -------------------------------------------------------------------------------
+
+
+class RegistrationChallengeOut(BaseModel):
+    challenge: str = Field(description="base64url; sign it within 5 minutes")
+    holder: str = Field(description="The account id the challenge is bound to; part of the signed message.")
+    expires_at: datetime
+
+
+class DeviceRegistrationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    public_key: str = Field(max_length=64, description="base64url of the raw 32-byte Ed25519 public key")
+    challenge: str = Field(max_length=200, description="As received from the challenge endpoint")
+    signature: str = Field(
+        max_length=100,
+        description='base64url Ed25519 signature over CBOR ["portner-device-registration-v1", '
+        "challenge, public_key, holder]",
+    )
+
+
+class DeviceOut(BaseModel):
+    id: str
+    status: str
+    registered_at: datetime | None
+    public_key: str
+    new: bool = Field(description="False when this key was already registered (a retry).")
+
+
+def _nurse_holder(who: Principal) -> str:
+    if who.actor_id is None:
+        raise NotPermitted("this account has no staff member to register a phone for")
+    return who.account_id
+
+
+@router.get("/devices/registration-challenge", response_model=RegistrationChallengeOut)
+def registration_challenge(
+    request: Request, who: Principal = Depends(require(AccountRole.NURSE))
+) -> RegistrationChallengeOut:
+    p = portner(request)
+    holder = _nurse_holder(who)
+    challenge, expires = new_registration_challenge(challenge_key(p.secrets), holder, now=p.now())
+    return RegistrationChallengeOut(challenge=b64url(challenge), holder=holder, expires_at=expires)
+
+
+@router.post("/devices", status_code=201, response_model=DeviceOut)
+async def register_device(
+    request: Request,
+    body: DeviceRegistrationIn,
+    idempotency_key: IdempotencyKeyHeader = None,
+    who: Principal = Depends(require(AccountRole.NURSE)),
+) -> Response:
+    p = portner(request)
+    holder, actor_id = _nurse_holder(who), who.actor_id
+    assert actor_id is not None
+    public_key = from_b64url(body.public_key, "body/public_key")
+    challenge = from_b64url(body.challenge, "body/challenge")
+    signature = from_b64url(body.signature, "body/signature")
+    now = p.now()
+    try:
+        verify_registration_proof(
+            challenge_key(p.secrets), holder=holder, public_key=public_key, challenge=challenge,
+            signature=signature, now=now,
+        )
+    except RegistrationRefused as exc:
+        raise field_problem(f"body/{exc.field}", str(exc), status=exc.status) from None
+
+    def handler(conn: Connection) -> DeviceOut:
+        done = register_verified_device(
+            conn, holder=holder, actor_id=actor_id, public_key=public_key, challenge=challenge,
+            now=now, ids=p.ids, by=who.audit_actor,
+        )
+        d = done.device
+        return DeviceOut(id=d.id, status=d.status.value, registered_at=d.registered_at,
+                         public_key=b64url(d.public_key), new=done.created)
+
+    try:
+        return await idempotent(request, who, handler, status_code=201)
+    except RegistrationRefused as exc:
+        if exc.field == "account":
+            raise Problem(403, "Forbidden", "this account may not register phones") from None
+        raise field_problem(f"body/{exc.field}", str(exc), status=exc.status) from None
+
+
+# --- the shift's credentials --------------------------------------------------------------------
+
+
+class DoorOnPath(BaseModel):
+    door_id: str
+    kind: str = Field(description="building, stairwell, flat or other")
+    position: int
+    lock_id: str | None
+    synced_seq: int = Field(0, description="How far the platform has verified this lock's log.")
+
+
+class VisitOnPhone(BaseModel):
+    id: str
+    resident: str = Field(description="The resident's display name")
+    address: str
+    planned_start: datetime
+    planned_end: datetime
+    status: str
+    doors: list[DoorOnPath] = Field(description="The door path in order, street first")
+
+
+class CredentialOnPhone(BaseModel):
+    credential: str = Field(description="base64url COSE_Sign1 (docs/credential-profile.md)")
+    credential_id: str
+    door_ids: list[str]
+    not_before: datetime
+    not_after: datetime
+    visit: VisitOnPhone | None
+
+
+class RevocationListOut(BaseModel):
+    version: int = Field(description="0 when none has been published")
+    list: str | None = Field(None, description="base64url of the signed list")
+
+
+class ShiftOut(BaseModel):
+    device_id: str
+    server_time: datetime
+    window_start: datetime
+    window_end: datetime
+    credentials: list[CredentialOnPhone]
+    revocation_list: RevocationListOut
+    bridge_url: str
+
+
+def _revocation_out(engine: Any, municipality_id: str) -> RevocationListOut:
+    latest = latest_revocation_list(engine, municipality_id)
+    if latest is None:
+        return RevocationListOut(version=0, list=None)
+    return RevocationListOut(version=latest[0], list=b64url(latest[1]))
+
+
+def _shift(request: Request, who: Principal, device_id: str) -> ShiftOut:
+    p = portner(request)
+    now = p.now()
+    start, end = now - SHIFT_BEFORE, now + SHIFT_AFTER
+    with p.engine.connect() as conn:
+        device = Repository(conn).get_device(device_id)
+    if device is None or device.actor_id != who.actor_id:
+        # The same answer for someone else's phone and for no phone: ids are not confirmed.
+        raise not_found(f"no device {device_id} of yours")
+    if device.status is not DeviceStatus.ACTIVE:
+        raise Problem(403, "Device revoked", "this phone has been revoked; register it again",
+                      kind="device-revoked")
+    try:
+        fresh = issue_for_shift(p.engine, p.secrets.issuer, [device_id], window_start=start,
+                                window_end=end, now=now, ids=p.ids)
+    except IssuanceRefused as exc:
+        raise Problem(403, "Forbidden", str(exc), kind="issuance-refused") from None
+    blobs = {c.credential_id: c.blob for c in fresh}
+    with p.engine.connect() as conn:
+        rows = _live_credentials(conn, device_id, start, end, now)
+        visits = _visits(conn, {r.visit_id for r in rows if r.visit_id})
+    items = []
+    for r in rows:
+        blob = blobs.get(r.id)
+        if blob is None:
+            # Issued on an earlier call. Ed25519 signatures are deterministic, so signing the
+            # stored claims again gives the very same credential (same cti, same bytes).
+            blob = issue_credential(
+                p.secrets.issuer, credential_id=bytes.fromhex(r.id), subject=r.actor_id,
+                device_public_key=device.public_key, door_ids=list(r.door_ids),
+                not_before=r.not_before, not_after=r.not_after, issued_at=r.issued_at,
+            )
+        items.append(CredentialOnPhone(
+            credential=b64url(blob), credential_id=r.id, door_ids=list(r.door_ids),
+            not_before=r.not_before, not_after=r.not_after, visit=visits.get(r.visit_id),
+        ))
+    items.sort(key=lambda c: (c.visit.planned_start if c.visit else c.not_before, c.credential_id))
+    return ShiftOut(
+        device_id=device_id, server_time=now, window_start=start, window_end=end, credentials=items,
+        revocation_list=_revocation_out(p.engine, p.municipality.id), bridge_url=p.settings.bridge_url,
+    )
+
+
+def _live_credentials(conn: Connection, device_id: str, start: datetime, end: datetime,
+                      now: datetime) -> list[Any]:
+    c, g = t.credentials, t.grants
+    return list(conn.execute(
+        select(c.c.id, c.c.issued_at, c.c.not_before, c.c.not_after, g.c.door_ids, g.c.actor_id,
+               g.c.visit_id)
+        .join(g, g.c.id == c.c.grant_id)
+        .where(and_(c.c.device_id == device_id, c.c.revoked_at.is_(None), c.c.not_after > now,
+                    g.c.status == GrantStatus.ACTIVE.value, g.c.not_before < end, g.c.not_after > start))
+    ))
+
+
+def _visits(conn: Connection, visit_ids: set[str]) -> dict[str, VisitOnPhone]:
+    if not visit_ids:
+        return {}
+    v, r, h = t.visits, t.residents, t.homes
+    rows = conn.execute(
+        select(v.c.id, v.c.planned_start, v.c.planned_end, v.c.status, v.c.resident_id,
+               r.c.display_name, h.c.id.label("home_id"), h.c.address)
+        .join(r, r.c.id == v.c.resident_id)
+        .outerjoin(h, h.c.resident_id == v.c.resident_id)
+        .where(v.c.id.in_(sorted(visit_ids)))
+    ).all()
+    homes = {row.home_id for row in rows if row.home_id}
+    doors: dict[str, list[DoorOnPath]] = {}
+    if homes:
+        d, lk = t.doors, t.locks
+        for door in conn.execute(
+            select(d.c.id, d.c.home_id, d.c.kind, d.c.position, d.c.lock_id, lk.c.synced_seq)
+            .outerjoin(lk, lk.c.id == d.c.lock_id)
+            .where(d.c.home_id.in_(sorted(homes)))
+            .order_by(d.c.home_id, d.c.position)
+        ):
+            doors.setdefault(door.home_id, []).append(DoorOnPath(
+                door_id=door.id, kind=door.kind, position=door.position, lock_id=door.lock_id,
+                synced_seq=int(door.synced_seq or 0)))
+    out: dict[str, VisitOnPhone] = {}
+    for row in rows:
+        if row.id in out:
+            continue  # a resident with two homes: the visit shows the first
+        out[row.id] = VisitOnPhone(
+            id=row.id, resident=row.display_name or "", address=row.address or "",
+            planned_start=row.planned_start, planned_end=row.planned_end, status=row.status,
+            doors=doors.get(row.home_id, []),
+        )
+    return out
+
+
+@router.get("/me/credentials", response_model=ShiftOut)
+async def my_credentials(
+    request: Request,
+    device_id: Annotated[str, Query(max_length=64, pattern=ID_PATTERN, description="The phone's device id")],
+    who: Principal = Depends(require(AccountRole.NURSE)),
+) -> ShiftOut:
+    return await run_in_threadpool(_shift, request, who, device_id)
+
+
+# --- door events --------------------------------------------------------------------------------
+
+
+class WireEventIn(BaseModel):
+    """One lock event as the lock sealed it (see portner.services.lock_wire)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    seq: int
+    at: str = Field(max_length=40, description="ISO 8601 with offset, the lock's clock")
+    kind: str = Field(max_length=32)
+    allowed: bool | None = None
+    reason: str = Field(max_length=64)
+    credential_id: str | None = Field(None, max_length=64)
+    subject: str | None = Field(None, max_length=64)
+    prev_hash: str = Field(max_length=64, description="64 hex digits")
+    hash: str = Field(max_length=64, description="64 hex digits")
+    mac: str = Field(max_length=64, description="64 hex digits")
+
+
+class HeadIn(BaseModel):
+    """The lock's MACed log head for a nonce (exposes events a relay held back)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    nonce: str = Field(min_length=32, max_length=128, description="16..64 bytes as hex")
+    seq: int = Field(ge=0)
+    hash: str = Field(min_length=64, max_length=64)
+    mac: str = Field(min_length=64, max_length=64)
+
+
+class LockUploadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    lock_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+    events: list[WireEventIn] = Field(max_length=MAX_EVENTS)
+    head: HeadIn | None = None
+
+
+class DoorEventBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    uploads: list[LockUploadIn] = Field(min_length=1, max_length=MAX_UPLOADS)
+
+
+class LockUploadResult(BaseModel):
+    lock_id: str
+    accepted: int = Field(description="Events that extended the verified chain now")
+    pending: int = Field(description="Events held beyond a gap until the missing ones arrive")
+    gaps_filled: int = 0
+    opened: int
+    denied: int
+    arrivals: int
+    departures: int
+    anomalies: list[str]
+
+
+class DoorEventBatchOut(BaseModel):
+    results: list[LockUploadResult]
+
+
+def _may_upload(who: Principal) -> None:
+    if who.role is AccountRole.NURSE:
+        return
+    if who.role is AccountRole.INTEGRATION and SCOPE_EVENTS_UPLOAD in who.scopes:
+        return
+    raise NotPermitted(f"uploading door events needs a nurse's phone or the {SCOPE_EVENTS_UPLOAD} scope")
+
+
+def _hex(value: str, field: str) -> bytes:
+    try:
+        if any(c not in "0123456789abcdefABCDEF" for c in value):
+            raise ValueError
+        return bytes.fromhex(value)
+    except ValueError:
+        raise field_problem(field, "must be hex digits") from None
+
+
+def _decode_batch(conn: Connection, municipality_id: str, batch: DoorEventBatchIn) -> list[tuple[str, list[Any], HeadAttestation | None]]:
+    wanted = sorted({u.lock_id for u in batch.uploads})
+    known = set(conn.execute(
+        select(t.locks.c.id)
+        .join(t.doors, t.doors.c.id == t.locks.c.door_id)
+        .join(t.homes, t.homes.c.id == t.doors.c.home_id)
+        .join(t.residents, t.residents.c.id == t.homes.c.resident_id)
+        .where(t.locks.c.id.in_(wanted), t.residents.c.municipality_id == municipality_id)
+    ).scalars())
+    decoded = []
+    for n, upload in enumerate(batch.uploads):
+        base = f"body/uploads/{n}"
+        if upload.lock_id not in known:
+            raise field_problem(f"{base}/lock_id", "no such lock in this municipality")
+        events = []
+        for m, ev in enumerate(upload.events):
+            try:
+                events.append(event_from_wire(ev.model_dump(), upload.lock_id))
+            except WireError as exc:
+                raise field_problem(f"{base}/events/{m}/{exc.field}", str(exc).split(": ", 1)[-1]) from None
+        head = None
+        if upload.head is not None:
+            h = upload.head
+            nonce = _hex(h.nonce, f"{base}/head/nonce")
+            if not 16 <= len(nonce) <= 64:
+                raise field_problem(f"{base}/head/nonce", "must be 16..64 bytes")
+            head = HeadAttestation(nonce, h.seq, _hex(h.hash, f"{base}/head/hash"), _hex(h.mac, f"{base}/head/mac"))
+        decoded.append((upload.lock_id, events, head))
+    return decoded
+
+
+def _merged(decoded: list[tuple[str, list[Any], HeadAttestation | None]]) -> list[LockUpload]:
+    """One upload per lock, in first-seen order: a phone may queue several reads of one lock."""
+    events: dict[str, list[Any]] = {}
+    heads: dict[str, HeadAttestation | None] = {}
+    for lock_id, evs, head in decoded:
+        events.setdefault(lock_id, []).extend(evs)
+        if head is not None and (heads.get(lock_id) is None or head.seq >= heads[lock_id].seq):  # type: ignore[union-attr]
+            heads[lock_id] = head
+    return [LockUpload(lock_id, evs, b"", head=heads.get(lock_id)) for lock_id, evs in events.items()]
+
+
+def _ingest(request: Request, who: Principal, batch: DoorEventBatchIn) -> DoorEventBatchOut:
+    p = portner(request)
+    with p.engine.connect() as conn:
+        decoded = _decode_batch(conn, p.municipality.id, batch)
+    uploads = [replace(u, lock_key=p.secrets.lock_key(u.lock_id)) for u in _merged(decoded)]
+    # One transaction for the whole batch: all of it is stored, or (on a failure) none of it.
+    reports = ingest_uploads(p.engine, uploads, now=p.now())
+    return DoorEventBatchOut(results=[
+        LockUploadResult(lock_id=r.lock_id, accepted=r.accepted, pending=r.pending, opened=r.opened,
+                         denied=r.denied, arrivals=r.arrivals, departures=r.departures,
+                         gaps_filled=r.gaps_filled, anomalies=list(r.anomalies))
+        for r in reports
+    ])
+
+
+@router.post("/door-events", response_model=DoorEventBatchOut)
+async def upload_door_events(
+    request: Request, batch: DoorEventBatchIn, who: Principal = Depends(principal)
+) -> DoorEventBatchOut:
+    _may_upload(who)
+    return await run_in_threadpool(_ingest, request, who, batch)
+
+
+# --- revocation list ----------------------------------------------------------------------------
+
+
+@router.get("/revocation-list", response_model=RevocationListOut,
+            responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "Not modified"}})
+def revocation_list(request: Request, who: Principal = Depends(principal)) -> Response:
+    p = portner(request)
+    out = _revocation_out(p.engine, p.municipality.id)
+    etag = f'"v{out.version}"'
+    if etag in [tag.strip().removeprefix("W/") for tag in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    if "application/octet-stream" in request.headers.get("accept", "") and out.list is not None:
+        return Response(from_b64url(out.list, "list"), media_type="application/octet-stream",
+                        headers={"ETag": etag})
+    return JSONResponse(jsonable_encoder(out), headers={"ETag": etag})
