@@ -9,6 +9,8 @@ made: the database and the OpenID provider are the operator's.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import shutil
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
@@ -65,9 +67,26 @@ def prepare_demo(settings: Settings, *, seed: int = 2026, day: date | None = Non
     return DemoServe(demo_settings, True, today)
 
 
+# Paths that carry a secret: a one-time visitor's link token. Access logs show them cut.
+_SECRET_PATH = re.compile(r"(/visit/)[^/?\s]+")
+
+
+class RedactSecretPaths(logging.Filter):
+    """Keeps one-time link tokens out of uvicorn's access log (its args hold the path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SECRET_PATH.sub(r"\1…", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
 def run(settings: Settings, *, host: str, port: int, bridge_port: int | None) -> None:
     """Serve until interrupted. The bridge (development only) listens on its own port."""
     import uvicorn
+
+    logging.getLogger("uvicorn.access").addFilter(RedactSecretPaths())
 
     from portner.web.app import create_app
 

@@ -1,5 +1,636 @@
-"""Placeholder: filled in by its owner."""
+"""The response center's API: one-time access by SMS, lost phones, who can open a door, live events.
 
-from fastapi import APIRouter
+Operators and administrators only (a nurse or relative gets 403), except the two visitor
+endpoints, which the one-time link's token authorises:
 
-router = APIRouter()
+- POST /one-time-access                 give a person time-boxed access; the SMS is queued
+- GET  /one-time-access                 the accesses given, phone numbers masked
+- POST /one-time-access/{id}/revoke     revoke it (grant, credentials, the visitor's phone)
+- POST /devices/{id}/revoke             a lost phone, in one action: revoked and published
+- GET  /doors/{door_id}/who-can-open    now and later, and why
+- GET  /physical-keys?date=             visits at homes without an e-lock (someone brings a key)
+- GET  /events/stream                   Server-Sent Events of the municipality's door events
+- GET  /visit/{token}/challenge         (visitor) a registration challenge for the phone
+- POST /visit/{token}/redeem            (visitor) register the phone once, get the credentials
+
+The event stream polls the door_events table by a (received_at, lock_id, seq) cursor, so any of
+several stateless replicas can serve a reconnecting console (Last-Event-ID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, and_, or_, select
+from starlette.concurrency import run_in_threadpool
+
+from portner.domain.access import AccountRole, Principal
+from portner.services.device_registration import RegistrationRefused
+from portner.services.messaging import deliver_messages, gateway_from_setting
+from portner.services.one_time import (
+    InvitationRefused,
+    OneTimeRefused,
+    UnknownInvitation,
+    find_invitation,
+    grant_one_time_access_in,
+    holder_of,
+    list_invitations,
+    mask_phone,
+    redeem_invitation,
+    redemption_challenge,
+    revoke_invitation,
+)
+from portner.services.queries import physical_key_list
+from portner.services.revocation import publish_revocation_list, revoke_device
+from portner.storage import tables as t
+from portner.storage.repository import Repository
+from portner.web.api.common import (
+    IDEMPOTENT_RESPONSES,
+    PROBLEM_RESPONSES,
+    IdempotencyKeyHeader,
+    Page,
+    PageParams,
+    idempotent,
+    page_params,
+    paginate,
+    problem_response,
+    resident_or_404,
+)
+from portner.web.api.phone import b64url, from_b64url
+from portner.web.deps import portner, require
+from portner.web.i18n import pick_language, translate
+from portner.web.problems import Problem, field_problem, not_found
+from portner.web.state import Portner
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["response center"], responses=PROBLEM_RESPONSES)
+REFUSED = {409: problem_response("The link has been used, has expired or was revoked.")}
+STAFF = require(AccountRole.OPERATOR, AccountRole.ADMIN)
+
+# How soon a revocation reaches the doors: the demo's lock bridge installs a new list every
+# 5 seconds (portner.web.bridge.DEFAULT_REFRESH_S); real lock gateways are held to 60 s.
+BRIDGE_REFRESH_S = 5
+ONLINE_WITHIN_S = 60
+SMS_EVERY_S = 2.0
+POLL_S = 1.0
+HEARTBEAT_S = 15.0
+OVERLAP = timedelta(seconds=5)
+EVENT_ACTIONS = ("unlock", "denied", "jammed")
+
+
+def _words(key: str, lang: str, fallback: str) -> str:
+    text = translate(key, lang)
+    return fallback if text == key else text
+
+
+# --- one-time access ----------------------------------------------------------------------------
+
+
+class OneTimeAccessIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    resident_id: str = Field(max_length=64)
+    door_ids: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=10)
+    name: str = Field(max_length=100, description="The person's name, as the SMS greets them.")
+    phone: str = Field(max_length=40, description="Mobile number; 8 digits mean +47 (Norway).")
+    starts: datetime = Field(description="With offset. At most 12 hours before `ends`.")
+    ends: datetime = Field(description="With offset; in the future.")
+    language: Literal["nb", "en"] = Field("nb", description="Language of the SMS.")
+
+
+class OneTimeAccessOut(BaseModel):
+    id: str
+    grant_id: str
+    resident_id: str | None
+    name: str
+    phone: str = Field(description="Masked: only the last two digits are shown.")
+    door_ids: list[str]
+    not_before: datetime
+    not_after: datetime
+    state: str = Field(description="open, redeemed, expired or revoked.")
+    message: str = Field(description="The SMS: queued, sent, failed or none.")
+    message_error: str | None = None
+    created_at: datetime
+
+
+def _access_out(line: Any) -> OneTimeAccessOut:
+    return OneTimeAccessOut(
+        id=line.invitation_id, grant_id=line.grant_id, resident_id=line.resident_id, name=line.name,
+        phone=line.phone_masked, door_ids=list(line.door_ids), not_before=line.not_before,
+        not_after=line.not_after, state=line.state, message=line.message,
+        message_error=line.message_error, created_at=line.created_at,
+    )
+
+
+@router.post("/one-time-access", status_code=201, response_model=OneTimeAccessOut, responses=IDEMPOTENT_RESPONSES)
+async def give_one_time_access(
+    request: Request, body: OneTimeAccessIn, idempotency_key: IdempotencyKeyHeader = None,
+    who: Principal = Depends(STAFF),
+) -> Response:
+    p = portner(request)
+    now = p.now()
+
+    def handler(conn: Connection) -> OneTimeAccessOut:
+        resident_or_404(conn, who, body.resident_id, now=now)
+        try:
+            access = grant_one_time_access_in(
+                conn, municipality_id=p.municipality.id, by=who.audit_actor,
+                resident_id=body.resident_id, door_ids=body.door_ids, name=body.name,
+                phone=body.phone, starts=body.starts, ends=body.ends,
+                public_url=p.settings.public_url, now=now, ids=p.ids, language=body.language,
+            )
+        except OneTimeRefused as exc:
+            raise field_problem(f"body/{exc.field}", exc.message) from None
+        row = conn.execute(select(t.invitations.c.phone).where(t.invitations.c.id == access.invitation_id)).scalar()
+        return OneTimeAccessOut(
+            id=access.invitation_id, grant_id=access.grant_id, resident_id=body.resident_id,
+            name=" ".join(body.name.split()), phone=mask_phone(row or ""), door_ids=list(dict.fromkeys(body.door_ids)),
+            not_before=access.not_before, not_after=access.not_after, state="open", message="queued",
+            created_at=now,
+        )
+
+    return await idempotent(request, who, handler, status_code=201)
+
+
+@router.get("/one-time-access", response_model=Page[OneTimeAccessOut])
+def one_time_accesses(
+    request: Request, response: Response, params: PageParams = Depends(page_params),
+    who: Principal = Depends(STAFF),
+) -> Page[OneTimeAccessOut]:
+    p = portner(request)
+    items = [_access_out(line) for line in list_invitations(p.engine, p.municipality.id, now=p.now(), limit=2000)]
+    return paginate(request, response, params, items, key=lambda o: (-o.created_at.timestamp(), o.id))
+
+
+class RevokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=200)
+
+
+class RevokedOut(BaseModel):
+    revoked: bool = Field(description="False when it was revoked already.")
+    credentials_revoked: int
+    revoked_at: datetime
+    revocation_list_version: int
+    locks_updated_within_s: int = Field(description="How soon connected locks have the new list.")
+    explanation: str
+
+
+def _publish(p: Portner, who: Principal, now: datetime) -> int:
+    published = publish_revocation_list(p.engine, p.secrets.issuer, p.municipality.id, now=now, by=who.audit_actor)
+    return published.version
+
+
+def _within(p: Portner) -> int:
+    return BRIDGE_REFRESH_S if p.settings.development else ONLINE_WITHIN_S
+
+
+def revoke_access(p: Portner, who: Principal, invitation_id: str, reason: str, lang: str) -> RevokedOut:
+    """Revoke a one-time access and publish the revocation list (API and console)."""
+    now = p.now()
+    try:
+        done = revoke_invitation(p.engine, invitation_id, municipality_id=p.municipality.id,
+                                 by=who.audit_actor, now=now,
+                                 reason=reason or "revoked by the response center")
+    except UnknownInvitation:
+        raise not_found(f"no one-time access {invitation_id}") from None
+    version = _publish(p, who, now)
+    return RevokedOut(
+        revoked=not done.already, credentials_revoked=done.credentials, revoked_at=now,
+        revocation_list_version=version, locks_updated_within_s=_within(p),
+        explanation=translate("console.revoke.effect", lang, seconds=_within(p)),
+    )
+
+
+def revoke_phone(p: Portner, who: Principal, device_id: str, reason: str, lang: str) -> RevokedOut:
+    """A lost phone in one action (API and console): the device and its credentials are revoked,
+    no credential is issued to it again, and a new signed revocation list is published."""
+    now = p.now()
+    with p.engine.connect() as conn:
+        repo = Repository(conn)
+        device = repo.get_device(device_id)
+        owner = repo.get_actor(device.actor_id) if device else None
+    if device is None or owner is None or owner.municipality_id != p.municipality.id:
+        raise not_found(f"no device {device_id}")
+    already = device.status.value == "revoked"
+    count = revoke_device(p.engine, device_id, now=now, by=who.audit_actor, reason=reason or "lost phone")
+    version = _publish(p, who, now)
+    return RevokedOut(
+        revoked=not already, credentials_revoked=count, revoked_at=now, revocation_list_version=version,
+        locks_updated_within_s=_within(p),
+        explanation=translate("console.revoke.effect", lang, seconds=_within(p)),
+    )
+
+
+@router.post("/one-time-access/{invitation_id}/revoke", response_model=RevokedOut)
+def revoke_one_time_access(
+    request: Request, invitation_id: str, body: RevokeIn | None = Body(None),
+    who: Principal = Depends(STAFF),
+) -> RevokedOut:
+    return revoke_access(portner(request), who, invitation_id, body.reason if body else "",
+                         pick_language(request))
+
+
+@router.post("/devices/{device_id}/revoke", response_model=RevokedOut)
+def revoke_lost_phone(
+    request: Request, device_id: str, body: RevokeIn | None = Body(None),
+    who: Principal = Depends(STAFF),
+) -> RevokedOut:
+    """A lost phone in one action: revoked, refused new credentials, and published to the locks."""
+    return revoke_phone(portner(request), who, device_id, body.reason if body else "",
+                        pick_language(request))
+
+
+# --- who can open, physical keys ----------------------------------------------------------------
+
+
+class DoorAccessOut(BaseModel):
+    actor_id: str
+    name: str
+    role: str
+    origin: str = Field(description="visit, manual, one_time or emergency.")
+    why: str = Field(description="In plain words, in the reader's language.")
+    visit_id: str | None = None
+    visit_start: datetime | None = None
+    visit_end: datetime | None = None
+    not_before: datetime
+    not_after: datetime
+    now: bool = Field(description="May open at this moment.")
+
+
+class WhoCanOpenOut(BaseModel):
+    door_id: str
+    door: str
+    resident_id: str
+    at: datetime
+    items: list[DoorAccessOut]
+
+
+def _door_row(conn: Connection, door_id: str) -> Any:
+    return conn.execute(
+        select(t.doors.c.id, t.doors.c.kind, t.homes.c.resident_id, t.residents.c.municipality_id)
+        .join(t.homes, t.homes.c.id == t.doors.c.home_id)
+        .join(t.residents, t.residents.c.id == t.homes.c.resident_id)
+        .where(t.doors.c.id == door_id)
+    ).first()
+
+
+def door_access(p: Portner, who: Principal, door_id: str, lang: str) -> WhoCanOpenOut:
+    """Who may open this door now or later today, and why (as services.queries.who_can_open,
+    with the grant's start, origin and visit time, for one door)."""
+    now = p.now()
+    zone = ZoneInfo(p.municipality.timezone)
+    with p.engine.connect() as conn:
+        door = _door_row(conn, door_id)
+        if door is None or door.municipality_id != p.municipality.id:
+            raise not_found(f"no door {door_id}")
+        resident_or_404(conn, who, door.resident_id, now=now)
+        repo = Repository(conn)
+        grants = repo.active_grants_for_doors([door_id], now)
+        actors = {a.id: a for a in (repo.get_actor(i) for i in {g.actor_id for g in grants}) if a}
+        visit_ids = sorted({g.visit_id for g in grants if g.visit_id})
+        visits = {
+            v.id: v for v in conn.execute(
+                select(t.visits.c.id, t.visits.c.planned_start, t.visits.c.planned_end)
+                .where(t.visits.c.id.in_(visit_ids)))
+        } if visit_ids else {}
+    items = []
+    for g in grants:
+        actor = actors.get(g.actor_id)
+        visit = visits.get(g.visit_id) if g.visit_id else None
+        if visit is not None:
+            why = translate("console.why.visit", lang, start=visit.planned_start.astimezone(zone).strftime("%H:%M"),
+                            end=visit.planned_end.astimezone(zone).strftime("%H:%M"))
+        else:
+            why = _words(f"console.why.{g.origin.value}", lang, g.origin.value)
+        items.append(DoorAccessOut(
+            actor_id=g.actor_id, name=actor.display_name if actor else g.actor_id,
+            role=_words(f"console.role.{actor.role.value}", lang, actor.role.value) if actor else "",
+            origin=g.origin.value, why=why, visit_id=g.visit_id,
+            visit_start=visit.planned_start if visit else None, visit_end=visit.planned_end if visit else None,
+            not_before=g.not_before, not_after=g.not_after, now=g.not_before <= now < g.not_after,
+        ))
+    items.sort(key=lambda i: (not i.now, i.not_before, i.name))
+    return WhoCanOpenOut(door_id=door_id, door=_words(f"console.door.{door.kind}", lang, door.kind),
+                         resident_id=door.resident_id, at=now, items=items)
+
+
+@router.get("/doors/{door_id}/who-can-open", response_model=WhoCanOpenOut)
+def who_can_open_door(request: Request, door_id: str, who: Principal = Depends(STAFF)) -> WhoCanOpenOut:
+    return door_access(portner(request), who, door_id, pick_language(request))
+
+
+class PhysicalKeyOut(BaseModel):
+    visit_id: str
+    resident_id: str
+    name: str
+    address: str
+    start: str = Field(description="Local time HH:MM.")
+    staff: list[str] = Field(description="Who must bring the key (names).")
+
+
+def physical_keys_for(p: Portner, day: date) -> list[PhysicalKeyOut]:
+    zone = ZoneInfo(p.municipality.timezone)
+    start = datetime.combine(day, dtime(0), zone)
+    end = datetime.combine(day + timedelta(days=1), dtime(0), zone)
+    visits = physical_key_list(p.engine, p.municipality.id, start, end, p.municipality.timezone)
+    staff_ids = sorted({s for v in visits for s in v.staff_ids})
+    with p.engine.connect() as conn:
+        names = dict(conn.execute(
+            select(t.actors.c.id, t.actors.c.display_name).where(t.actors.c.id.in_(staff_ids))).all()) if staff_ids else {}
+    return [
+        PhysicalKeyOut(visit_id=v.visit_id, resident_id=v.resident_id, name=v.name, address=v.address,
+                       start=v.start_local, staff=[names.get(s, s) for s in v.staff_ids])
+        for v in visits
+    ]
+
+
+@router.get("/physical-keys", response_model=list[PhysicalKeyOut])
+def physical_keys(
+    request: Request, day: Annotated[date | None, Query(alias="date", description="YYYY-MM-DD; today if left out")] = None,
+    who: Principal = Depends(STAFF),
+) -> list[PhysicalKeyOut]:
+    p = portner(request)
+    return physical_keys_for(p, day or p.now().astimezone(ZoneInfo(p.municipality.timezone)).date())
+
+
+# --- live door events (Server-Sent Events) ------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Cursor = tuple[datetime, str, int]
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+def encode_event_id(key: Cursor) -> str:
+    """Opaque to clients; base 36 so that no long digit run looks like a national id to scanners."""
+    at, lock_id, seq = key
+    return f"{_base36((at - _EPOCH) // timedelta(microseconds=1))}-{seq}-{lock_id}"
+
+
+def decode_event_id(value: str | None) -> Cursor | None:
+    if not value:
+        return None
+    try:
+        micros, seq, lock_id = value.split("-", 2)
+        return (_EPOCH + timedelta(microseconds=int(micros, 36)), lock_id, int(seq))
+    except (ValueError, OverflowError):
+        return None  # not an id we gave out: start afresh
+
+
+def _event_query(municipality_id: str) -> Any:
+    e = t.door_events
+    return (
+        select(e.c.lock_id, e.c.seq, e.c.lock_time, e.c.received_at, e.c.action, e.c.allowed, e.c.reason,
+               e.c.actor_id, t.doors.c.id.label("door_id"), t.doors.c.kind.label("door_kind"),
+               t.residents.c.id.label("resident_id"), t.residents.c.display_name.label("resident_name"),
+               t.actors.c.display_name.label("actor_name"), t.actors.c.role.label("actor_role"))
+        .join(t.locks, t.locks.c.id == e.c.lock_id)
+        .join(t.doors, t.doors.c.id == t.locks.c.door_id)
+        .join(t.homes, t.homes.c.id == t.doors.c.home_id)
+        .join(t.residents, t.residents.c.id == t.homes.c.resident_id)
+        .outerjoin(t.actors, t.actors.c.id == e.c.actor_id)
+        .where(t.residents.c.municipality_id == municipality_id, e.c.action.in_(EVENT_ACTIONS))
+    )
+
+
+def recent_events(engine: Any, municipality_id: str, limit: int) -> list[Any]:
+    e = t.door_events
+    rows = engine_rows(engine, _event_query(municipality_id)
+                       .order_by(e.c.received_at.desc(), e.c.lock_id.desc(), e.c.seq.desc()).limit(limit))
+    return list(reversed(rows))
+
+
+def events_after(engine: Any, municipality_id: str, after: Cursor, *, limit: int = 200) -> list[Any]:
+    """Events after the cursor, in cursor order."""
+    e = t.door_events
+    at, lock_id, seq = after
+    cond = or_(e.c.received_at > at,
+               and_(e.c.received_at == at, or_(e.c.lock_id > lock_id, and_(e.c.lock_id == lock_id, e.c.seq > seq))))
+    return engine_rows(engine, _event_query(municipality_id).where(cond)
+                       .order_by(e.c.received_at, e.c.lock_id, e.c.seq).limit(limit))
+
+
+def late_events(engine: Any, municipality_id: str, after: Cursor, *, limit: int = 500) -> list[Any]:
+    """Events at or up to OVERLAP before the cursor: a transaction that began earlier may commit
+    an older received_at after newer events were sent. The caller drops those already sent."""
+    e = t.door_events
+    at = after[0]
+    return engine_rows(engine, _event_query(municipality_id)
+                       .where(e.c.received_at >= at - OVERLAP, e.c.received_at <= at)
+                       .order_by(e.c.received_at.desc(), e.c.lock_id, e.c.seq).limit(limit))
+
+
+def _poll(engine: Any, municipality_id: str, cursor: Cursor, late: bool) -> list[Any]:
+    rows = events_after(engine, municipality_id, cursor)
+    return (late_events(engine, municipality_id, cursor) if late else []) + rows
+
+
+def engine_rows(engine: Any, query: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(query))
+
+
+def event_out(row: Any, lang: str, zone: ZoneInfo) -> dict[str, Any]:
+    opened = bool(row.allowed) and row.action == "unlock"
+    return {
+        "id": encode_event_id((row.received_at, row.lock_id, row.seq)),
+        "at": row.lock_time.isoformat(),
+        "time": row.lock_time.astimezone(zone).strftime("%H:%M:%S"),
+        "resident_id": row.resident_id,
+        "resident": row.resident_name or "",
+        "door_id": row.door_id,
+        "door": _words(f"console.door.{row.door_kind}", lang, row.door_kind),
+        "opened": opened,
+        "outcome": translate("console.event.opened" if opened else "console.event.refused", lang),
+        "reason_code": row.reason,
+        "reason": "" if opened else _words(f"console.reason.{row.reason}", lang, row.reason),
+        "who": row.actor_name or translate("console.event.unknown_key", lang),
+        "role": _words(f"console.role.{row.actor_role}", lang, "") if row.actor_role else "",
+    }
+
+
+def _sse(row: Any, lang: str, zone: ZoneInfo) -> str:
+    data = event_out(row, lang, zone)
+    return f"id: {data['id']}\nevent: door\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.get("/events/stream", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "door events, newest last"}})
+async def door_event_stream(
+    request: Request,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=200)] = None,
+    backlog: Annotated[int, Query(ge=0, le=200, description="Recent events sent first on a new connection")] = 20,
+    who: Principal = Depends(STAFF),
+) -> StreamingResponse:
+    p = portner(request)
+    lang = pick_language(request)
+    zone = ZoneInfo(p.municipality.timezone)
+    municipality_id = p.municipality.id
+    resume = decode_event_id(last_event_id)
+
+    async def stream() -> AsyncIterator[str]:
+        seen: dict[tuple[str, int], datetime] = {}
+        cursor: Cursor | None = resume
+        first: list[Any] = []
+        if cursor is None:
+            # Start at the newest stored event (not at "now": an event stored meanwhile, with a
+            # received_at from another clock or a slow transaction, would fall behind the cursor).
+            first = await run_in_threadpool(recent_events, p.engine, municipality_id, max(backlog, 1))
+            cursor = (first[-1].received_at, first[-1].lock_id, first[-1].seq) if first else (_EPOCH, "", 0)
+            first = first[-backlog:] if backlog else []
+        yield "retry: 3000\n\n"
+        for row in first:
+            seen[(row.lock_id, row.seq)] = row.received_at
+            yield _sse(row, lang, zone)
+        quiet_since = time.monotonic()
+        late = False  # after a reconnect, nothing before the resumed cursor is resent
+        while not await request.is_disconnected():
+            rows = await run_in_threadpool(_poll, p.engine, municipality_id, cursor, late)
+            fresh = [r for r in rows if (r.lock_id, r.seq) not in seen]
+            for row in fresh:
+                seen[(row.lock_id, row.seq)] = row.received_at
+                yield _sse(row, lang, zone)
+                quiet_since = time.monotonic()
+            if fresh:
+                newest = max((r.received_at, r.lock_id, r.seq) for r in fresh)
+                cursor = max(cursor, newest)
+                late = True
+                floor = cursor[0] - OVERLAP
+                seen = {k: v for k, v in seen.items() if v >= floor}
+            if time.monotonic() - quiet_since >= HEARTBEAT_S:
+                yield ": heartbeat\n\n"
+                quiet_since = time.monotonic()
+            if len(fresh) < 100:
+                await asyncio.sleep(POLL_S)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+# --- the visitor's phone (no sign-in: the link's token authorises) -------------------------------
+
+
+class VisitChallengeOut(BaseModel):
+    challenge: str = Field(description="base64url; sign it within 5 minutes")
+    holder: str = Field(description="Part of the signed message: invitation:<id>.")
+
+
+class VisitRedeemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    public_key: str = Field(max_length=64, description="base64url of the raw 32-byte Ed25519 public key")
+    challenge: str = Field(max_length=200)
+    signature: str = Field(max_length=100, description='base64url Ed25519 signature over CBOR '
+                           '["portner-device-registration-v1", challenge, public_key, holder]')
+
+
+class VisitDoorOut(BaseModel):
+    door_id: str
+    kind: str
+    door: str
+    position: int
+    lock_id: str | None
+
+
+class VisitCredentialOut(BaseModel):
+    credential: str
+    credential_id: str
+    door_ids: list[str]
+    not_before: datetime
+    not_after: datetime
+
+
+class VisitRedeemOut(BaseModel):
+    id: str = Field(description="The registered device (as POST /devices answers).")
+    device_id: str
+    doors: list[VisitDoorOut]
+    not_before: datetime
+    not_after: datetime
+    credentials: list[VisitCredentialOut]
+    bridge_url: str
+
+
+def _open_invitation(p: Portner, token: str) -> Any:
+    view = find_invitation(p.engine, token, now=p.now())
+    if view is None:
+        raise not_found("this link is not valid")
+    if view.state != "open":
+        raise Problem(409, "Link used or closed", f"this link is {view.state}", kind="invitation-closed")
+    return view
+
+
+@router.get("/visit/{token}/challenge", response_model=VisitChallengeOut, responses=REFUSED)
+def visit_challenge(request: Request, token: Annotated[str, Path(max_length=200)]) -> VisitChallengeOut:
+    p = portner(request)
+    view = _open_invitation(p, token)
+    challenge = redemption_challenge(p.secrets, view.invitation_id, now=p.now())
+    return VisitChallengeOut(challenge=b64url(challenge), holder=holder_of(view.invitation_id))
+
+
+@router.post("/visit/{token}/redeem", response_model=VisitRedeemOut, status_code=201,
+             responses={**REFUSED, 401: problem_response("The proof of possession does not verify.")})
+def visit_redeem(request: Request, token: Annotated[str, Path(max_length=200)], body: VisitRedeemIn) -> VisitRedeemOut:
+    p = portner(request)
+    lang = pick_language(request)
+    try:
+        done = redeem_invitation(
+            p.engine, token, public_key=from_b64url(body.public_key, "body/public_key"),
+            challenge=from_b64url(body.challenge, "body/challenge"),
+            proof=from_b64url(body.signature, "body/signature"), secrets=p.secrets, now=p.now(), ids=p.ids,
+        )
+    except RegistrationRefused as exc:
+        raise field_problem(f"body/{exc.field}", str(exc), status=exc.status) from None
+    except InvitationRefused as exc:
+        raise Problem(409, "Link used or closed", str(exc), kind="invitation-closed") from None
+    return VisitRedeemOut(
+        id=done.device_id, device_id=done.device_id,
+        doors=[VisitDoorOut(door_id=d.id, kind=d.kind.value, door=_words(f"console.door.{d.kind.value}", lang, d.kind.value),
+                            position=d.position, lock_id=d.lock_id) for d in done.doors],
+        not_before=done.not_before, not_after=done.not_after,
+        credentials=[VisitCredentialOut(credential=b64url(c.blob), credential_id=c.credential_id,
+                                        door_ids=list(c.grant.door_ids), not_before=c.grant.not_before,
+                                        not_after=c.grant.not_after) for c in done.credentials],
+        bridge_url=p.settings.bridge_url,
+    )
+
+
+# --- start-up: the SMS gateway and its worker ---------------------------------------------------
+
+
+def install(app: Any, p: Portner) -> None:
+    """Choose the SMS gateway by configuration, once (a test may have injected one)."""
+    if "sms" not in p.adapters:
+        p.adapters["sms"] = gateway_from_setting(p.settings.sms_gateway)
+
+
+async def send_messages(p: Portner) -> None:
+    """Send queued SMS and e-mail every 2 seconds; a failure is recorded and retried."""
+    while True:
+        try:
+            gateway = p.adapters.get("sms") or gateway_from_setting(p.settings.sms_gateway)
+            await run_in_threadpool(deliver_messages, p.engine, gateway, p.now(), 20,
+                                    municipality_id=p.municipality.id)
+        except Exception:  # never die: log (no numbers, no bodies) and try again
+            log.exception("sending queued messages failed")
+        await asyncio.sleep(SMS_EVERY_S)
+
+
+workers = [send_messages]
