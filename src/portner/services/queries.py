@@ -207,6 +207,12 @@ class WhoCanOpen:
     doors: tuple[str, ...]
     until_local: str
     why: str
+    # The grant itself, for callers that say "now" or "later today" and why in their own words.
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    origin: str | None = None
+    visit_id: str | None = None
+    grant_id: str | None = None
 
 
 def who_can_open(
@@ -231,6 +237,7 @@ def who_can_open(
                     g.door_ids,
                     g.not_after.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
                     f"planned visit {g.visit_id}" if g.visit_id else g.origin.value,
+                    g.not_before, g.not_after, g.origin.value, g.visit_id, g.id,
                 )
             )
         return out

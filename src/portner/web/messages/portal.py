@@ -1,0 +1,141 @@
+"""Words of the resident and relative portal: plain and short, for large text."""
+
+_WEEKDAYS = [
+    ("mandag", "Monday"), ("tirsdag", "Tuesday"), ("onsdag", "Wednesday"), ("torsdag", "Thursday"),
+    ("fredag", "Friday"), ("lørdag", "Saturday"), ("søndag", "Sunday"),
+]
+_MONTHS = [
+    ("januar", "January"), ("februar", "February"), ("mars", "March"), ("april", "April"),
+    ("mai", "May"), ("juni", "June"), ("juli", "July"), ("august", "August"),
+    ("september", "September"), ("oktober", "October"), ("november", "November"),
+    ("desember", "December"),
+]
+
+MESSAGES = {
+    # Dates and lists
+    "portal.date": {"nb": "{weekday} {day}. {month}", "en": "{weekday} {day} {month}"},
+    "portal.datetime": {"nb": "{date} kl. {time}", "en": "{date} at {time}"},
+    "portal.at_time": {"nb": "kl. {time}", "en": "at {time}"},
+    "portal.end_time": {"nb": "kl. {time}", "en": "{time}"},
+    "portal.and_list": {"nb": "{first} og {last}", "en": "{first} and {last}"},
+    **{f"portal.weekday.{i}": {"nb": nb, "en": en} for i, (nb, en) in enumerate(_WEEKDAYS)},
+    **{f"portal.month.{i}": {"nb": nb, "en": en} for i, (nb, en) in enumerate(_MONTHS, start=1)},
+    # Doors, in the words of someone who lives there
+    "portal.door.building": {"nb": "ytterdøren til bygget", "en": "the building door"},
+    "portal.door.stairwell": {"nb": "døren til oppgangen", "en": "the stairwell door"},
+    "portal.door.flat": {"nb": "leilighetsdøren", "en": "the flat door"},
+    "portal.door.other": {"nb": "en annen dør", "en": "another door"},
+    # Who people are
+    "portal.role.home_nursing": {"nb": "hjemmesykepleien", "en": "home nursing"},
+    "portal.role.home_help": {"nb": "hjemmehjelpen", "en": "home help"},
+    "portal.role.other_municipal": {"nb": "kommunen", "en": "the municipality"},
+    "portal.role.external_provider": {"nb": "ekstern tjeneste", "en": "outside service"},
+    "portal.role.relative": {"nb": "pårørende", "en": "relative"},
+    "portal.role.response_center": {"nb": "responssenteret", "en": "the response center"},
+    "portal.role.emergency_service": {"nb": "nødetaten", "en": "emergency services"},
+    "portal.role.locksmith": {"nb": "låsesmed", "en": "locksmith"},
+    "portal.role.caretaker": {"nb": "vaktmester", "en": "caretaker"},
+    "portal.person_with_role": {"nb": "{name} ({role})", "en": "{name} ({role})"},
+    "portal.who.one_time": {"nb": "en person med engangstilgang", "en": "a person with one-time access"},
+    "portal.who.one_time_named": {
+        "nb": "en person med engangstilgang ({name})", "en": "a person with one-time access ({name})",
+    },
+    "portal.who.emergency": {"nb": "nødetaten", "en": "the emergency services"},
+    "portal.who.response_center": {"nb": "responssenteret", "en": "the response center"},
+    "portal.who.staff": {"nb": "hjemmetjenesten", "en": "the home care service"},
+    "portal.who.staff_named": {"nb": "{name} ({role})", "en": "{name} ({role})"},
+    "portal.who.relative": {"nb": "en pårørende", "en": "a relative"},
+    "portal.who.relative_named": {"nb": "{name} (pårørende)", "en": "{name} (relative)"},
+    "portal.who.other": {"nb": "en person med tilgang", "en": "a person with access"},
+    "portal.who.other_named": {"nb": "{name} ({role})", "en": "{name} ({role})"},
+    "portal.who.unknown": {"nb": "en ukjent nøkkel", "en": "an unknown key"},
+    # Navigation inside the portal
+    "portal.title": {"nb": "Døren min", "en": "My door"},
+    "portal.section_nav": {"nb": "Sider om døren", "en": "Pages about the door"},
+    "portal.nav.home": {"nb": "I dag", "en": "Today"},
+    "portal.nav.who_came": {"nb": "Hvem kom", "en": "Who came"},
+    "portal.nav.notices": {"nb": "Varsler", "en": "Notices"},
+    "portal.nav.unread": {"nb": "{count} nye", "en": "{count} new"},
+    "portal.nav.other_resident": {"nb": "Velg en annen person", "en": "Choose another person"},
+    "portal.door_of": {"nb": "Døren til {name}", "en": "{name}'s door"},
+    # Choosing a resident
+    "portal.choose.title": {"nb": "Velg person", "en": "Choose a person"},
+    "portal.choose.intro": {
+        "nb": "Du er pårørende til flere. Velg hvem du vil se døren til.",
+        "en": "You are a relative of more than one person. Choose whose door you want to see.",
+    },
+    "portal.choose.none": {
+        "nb": "Kontoen din er ikke knyttet til noen beboer. Kontakt kommunen.",
+        "en": "Your account is not linked to any resident. Contact the municipality.",
+    },
+    # Today: visits and who can open
+    "portal.home.today": {"nb": "I dag, {day}", "en": "Today, {day}"},
+    "portal.visits.title": {"nb": "Besøk i dag", "en": "Visits today"},
+    "portal.visits.none": {"nb": "Ingen besøk er planlagt i dag.", "en": "No visits are planned today."},
+    "portal.visit_time": {"nb": "Kl. {start}–{end}", "en": "{start}–{end}"},
+    "portal.visit.by": {"nb": "Hvem: {people}", "en": "Who: {people}"},
+    "portal.visit.arrived": {"nb": "Kom {time}", "en": "Arrived {time}"},
+    "portal.visit.departed": {"nb": "gikk {time}", "en": "left {time}"},
+    "portal.visit_status.planned": {"nb": "Planlagt", "en": "Planned"},
+    "portal.visit_status.in_progress": {"nb": "Pågår nå", "en": "Going on now"},
+    "portal.visit_status.completed": {"nb": "Ferdig", "en": "Done"},
+    "portal.visit_status.cancelled": {"nb": "Avlyst", "en": "Cancelled"},
+    "portal.visit_status.missed": {"nb": "Ble ikke gjennomført", "en": "Did not happen"},
+    "portal.open.title": {"nb": "Hvem kan åpne døren min", "en": "Who can open my door"},
+    "portal.open.intro": {
+        "nb": "Her ser du hvem som kan åpne nå og senere i dag, og hvorfor.",
+        "en": "Here you see who can open now and later today, and why.",
+    },
+    "portal.open.nobody": {"nb": "Ingen kan åpne denne døren i dag.", "en": "Nobody can open this door today."},
+    "portal.open.no_lock": {
+        "nb": "Det er ingen elektronisk lås på døren din.", "en": "Your door has no electronic lock.",
+    },
+    "portal.open.now": {"nb": "Nå", "en": "Now"},
+    "portal.open.later": {"nb": "Senere i dag", "en": "Later today"},
+    "portal.until": {"nb": "til {when}", "en": "until {when}"},
+    "portal.why.visit": {"nb": "Besøk fra {service} {time}", "en": "{service} visit at {time}"},
+    "portal.why.one_time": {"nb": "Engangstilgang for {name}", "en": "One-time access for {name}"},
+    "portal.why.manual": {"nb": "Fast tilgang gitt av kommunen", "en": "Access given by the municipality"},
+    "portal.why.emergency": {"nb": "Nødtilgang", "en": "Emergency access"},
+    "portal.why.response_center": {"nb": "Responssenteret", "en": "The response center"},
+    # Who came
+    "portal.came.title": {"nb": "Hvem kom", "en": "Who came"},
+    "portal.came.intro": {
+        "nb": "Alle som har åpnet eller prøvd å åpne døren de siste {days} dagene. Nyeste først.",
+        "en": "Everyone who opened or tried to open the door in the last {days} days. Newest first.",
+    },
+    "portal.came.logged": {
+        "nb": "Kommunen lagrer at du har sett denne listen.",
+        "en": "The municipality records that you looked at this list.",
+    },
+    "portal.came.none": {"nb": "Ingen har åpnet døren de siste {days} dagene.",
+                         "en": "Nobody opened the door in the last {days} days."},
+    "portal.came.opened": {"nb": "{who} åpnet {doors}", "en": "{who} opened {doors}"},
+    "portal.came.refused": {"nb": "{who} prøvde å åpne {doors}, men fikk ikke", "en": "{who} tried to open {doors}, but could not"},
+    "portal.came.left": {"nb": "gikk kl. {time}", "en": "left at {time}"},
+    "portal.came.outside": {"nb": "Utenom et planlagt besøk", "en": "Outside a planned visit"},
+    "portal.came.refused_label": {"nb": "Ikke åpnet", "en": "Not opened"},
+    # Notices
+    "portal.notices.title": {"nb": "Varsler", "en": "Notices"},
+    "portal.notices.intro": {
+        "nb": "Du får varsel når noen får tilgang til døren, og når døren åpnes utenom et planlagt besøk.",
+        "en": "You get a notice when someone is given access to the door, and when the door is opened outside a planned visit.",
+    },
+    "portal.notices.none": {"nb": "Du har ingen varsler.", "en": "You have no notices."},
+    "portal.notices.new": {"nb": "Ny", "en": "New"},
+    "portal.notices.read": {"nb": "Lest", "en": "Read"},
+    "portal.notices.mark_read": {"nb": "Merk som lest", "en": "Mark as read"},
+    "portal.notices.mark_all_read": {"nb": "Merk alle som lest", "en": "Mark all as read"},
+    "portal.notices.marked": {"nb": "Merket som lest.", "en": "Marked as read."},
+    "portal.notices.made": {"nb": "Varslet {when}", "en": "Sent {when}"},
+    "portal.notice.granted_title": {"nb": "Noen har fått tilgang", "en": "Someone was given access"},
+    "portal.notice.granted": {
+        "nb": "{who} kan åpne {doors} fra {start} til {end}.",
+        "en": "{who} can open {doors} from {start} until {end}.",
+    },
+    "portal.notice.outside_title": {"nb": "Døren ble åpnet utenom et besøk", "en": "The door was opened outside a visit"},
+    "portal.notice.outside": {
+        "nb": "{who} åpnet {doors} {when}. Det var ikke et planlagt besøk.",
+        "en": "{who} opened {doors} on {when}. It was not a planned visit.",
+    },
+}
