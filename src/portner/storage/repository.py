@@ -303,7 +303,7 @@ class Repository:
         return list(
             self.conn.execute(
                 select(t.locks, t.doors.c.home_id)
-                .join(t.doors, t.doors.c.id == t.locks.c.door_id)
+                .join(t.doors, t.doors.c.lock_id == t.locks.c.id)
                 .join(t.homes, t.homes.c.id == t.doors.c.home_id)
                 .join(t.residents, t.residents.c.id == t.homes.c.resident_id)
                 .where(t.residents.c.municipality_id == municipality_id)
