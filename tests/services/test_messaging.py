@@ -168,9 +168,19 @@ def test_a_refusing_gateway_leaves_the_message_queued_with_the_error(
     # Neither the number nor the body reaches the log or the recorded error.
     assert "91234567" not in caplog.text and "visit/tok" not in caplog.text
     sms_gateway.status = 200
-    assert deliver_messages(engine, gateway, NOW).sent == 1
+    # The next try waits (2 s after the first failure): a gateway that is down is not hammered.
+    assert deliver_messages(engine, gateway, NOW + timedelta(seconds=1)).sent == 0
+    assert deliver_messages(engine, gateway, NOW + timedelta(seconds=2)).sent == 1
     [row] = rows(engine)
     assert row.sent_at is not None and row.attempts == 2 and row.last_error is None
+
+
+def test_retries_back_off_to_at_most_ten_minutes() -> None:
+    from portner.services.messaging import retry_delay
+
+    delays = [retry_delay(n).total_seconds() for n in range(1, 14)]
+    assert delays[:4] == [2, 4, 8, 16]
+    assert delays == sorted(delays) and delays[-1] == 600
 
 
 def test_an_unreachable_gateway_is_recorded_too(municipality: Engine) -> None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import smtplib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, or_, select, update
 
 from portner.domain.errors import PortnerError
 from portner.storage import tables as t
@@ -33,6 +33,7 @@ GATEWAY_DEADLINE_S = 10.0
 # After this many failed attempts a message stays queued (with its last error) for an operator
 # instead of being retried every few seconds forever.
 MAX_ATTEMPTS = 30
+MAX_RETRY_DELAY = timedelta(minutes=10)
 MAX_BODY = 1000
 
 
@@ -182,6 +183,11 @@ class DeliveryReport:
     failed: int = 0
 
 
+def retry_delay(attempts: int) -> timedelta:
+    """How long to wait after the n-th failed attempt: 2 s, 4 s, 8 s ... at most 10 minutes."""
+    return min(timedelta(seconds=2 ** min(attempts, 20)), MAX_RETRY_DELAY)
+
+
 def deliver_messages(
     engine: Engine, gateway: MessageGateway, now: datetime, limit: int = 20,
     *, municipality_id: str | None = None,
@@ -197,7 +203,8 @@ def deliver_messages(
     m = t.messages
     query = (
         select(m.c.id, m.c.channel, m.c.recipient, m.c.body, m.c.attempts)
-        .where(m.c.sent_at.is_(None), m.c.attempts < MAX_ATTEMPTS)
+        .where(m.c.sent_at.is_(None), m.c.attempts < MAX_ATTEMPTS,
+               or_(m.c.next_attempt_at.is_(None), m.c.next_attempt_at <= now))
         .order_by(m.c.id)
         .limit(1)
     )
@@ -250,4 +257,6 @@ def _record(conn: Connection, row: Any, error: str | None, now: datetime) -> Non
     values: dict[str, Any] = {"attempts": row.attempts + 1, "last_error": error}
     if error is None:
         values["sent_at"] = now
+    else:
+        values["next_attempt_at"] = now + retry_delay(row.attempts + 1)
     conn.execute(update(m).where(m.c.id == row.id).values(**values))

@@ -240,12 +240,6 @@ def grant_one_time_access_in(
         origin=GrantOrigin.ONE_TIME.value, visit_id=None, status=GrantStatus.ACTIVE.value,
         reason="", created_at=now,
     ))
-    invitation_id = ids.new("inv")
-    conn.execute(insert(t.invitations).values(
-        id=invitation_id, municipality_id=municipality_id, grant_id=grant_id, actor_id=actor.id,
-        token_hash=token_hash(token), phone=number, channel=channel, created_by=by,
-        created_at=now, expires_at=ends, redeemed_at=None, device_id=None,
-    ))
     local_start, local_end = starts.astimezone(zone), ends.astimezone(zone)
     body = SMS_TEXT.get(language, SMS_TEXT["nb"]).format(
         name=person, day=local_start.strftime("%d.%m"), start=local_start.strftime("%H:%M"),
@@ -254,6 +248,12 @@ def grant_one_time_access_in(
         link=link,
     )
     message_id = queue_message(conn, municipality_id, channel, number, body, now)
+    invitation_id = ids.new("inv")
+    conn.execute(insert(t.invitations).values(
+        id=invitation_id, municipality_id=municipality_id, grant_id=grant_id, actor_id=actor.id,
+        token_hash=token_hash(token), phone=number, channel=channel, created_by=by,
+        created_at=now, expires_at=ends, redeemed_at=None, device_id=None, message_id=message_id,
+    ))
     append_audit(conn, [
         AuditEntry(now, by, "actor:registered", actor.id,
                    {"role": actor.role.value, "origin": GrantOrigin.ONE_TIME.value}),
@@ -467,18 +467,16 @@ def list_invitations(
             .join(t.homes, t.homes.c.id == t.doors.c.home_id)
             .where(t.doors.c.id.in_(sorted(first_doors)))
         ).all()) if first_doors else {}
-        # The invitation's SMS was queued in the same transaction (same instant), to the number.
+        wanted_messages = sorted({r.message_id for r in rows if r.message_id is not None})
         messages = {
-            (r.recipient, r.created_at): r
+            r.id: r
             for r in conn.execute(
-                select(m.c.recipient, m.c.created_at, m.c.sent_at, m.c.attempts, m.c.last_error)
-                .where(m.c.municipality_id == municipality_id,
-                       m.c.created_at >= min((r.created_at for r in rows), default=now))
+                select(m.c.id, m.c.sent_at, m.c.attempts, m.c.last_error).where(m.c.id.in_(wanted_messages))
             )
-        }
+        } if wanted_messages else {}
     out = []
     for r in rows:
-        msg = messages.get((r.phone, r.created_at))
+        msg = messages.get(r.message_id) if r.message_id is not None else None
         if msg is None:
             status, error = "none", None
         elif msg.sent_at is not None:

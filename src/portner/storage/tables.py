@@ -316,6 +316,9 @@ outbox = Table(
     Column("delivered_at", UtcDateTime, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", String(500), nullable=True),
+    # After a failure the next try waits (doubling, at most 10 minutes): a gateway that is down
+    # is not hammered every few seconds.
+    Column("next_attempt_at", UtcDateTime, nullable=True),
 )
 
 audit_events = Table(
@@ -418,6 +421,8 @@ invitations = Table(
     Column("expires_at", UtcDateTime, nullable=False),
     Column("redeemed_at", UtcDateTime, nullable=True),
     _ref("device_id", "devices.id", nullable=True),
+    # The SMS that carried the link, so the operator sees whether it went out.
+    Column("message_id", Integer, ForeignKey("messages.id"), nullable=True),
 )
 
 # What residents and relatives are told: access granted, door used outside a planned visit. The
@@ -447,4 +452,7 @@ messages = Table(
     Column("sent_at", UtcDateTime, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", String(500), nullable=True),
+    # After a failure the next try waits (doubling, at most 10 minutes): a gateway that is down
+    # is not hammered every few seconds.
+    Column("next_attempt_at", UtcDateTime, nullable=True),
 )

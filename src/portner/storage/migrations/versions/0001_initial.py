@@ -110,6 +110,7 @@ def upgrade() -> None:
     sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.String(length=500), nullable=True),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['municipality_id'], ['municipalities.id'], name=op.f('fk_messages_municipality_id_municipalities')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_messages'))
     )
@@ -124,6 +125,7 @@ def upgrade() -> None:
     sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.String(length=500), nullable=True),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['municipality_id'], ['municipalities.id'], name=op.f('fk_outbox_municipality_id_municipalities')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
     sa.UniqueConstraint('idempotency_key', name=op.f('uq_outbox_idempotency_key'))
@@ -330,9 +332,11 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('redeemed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('device_id', sa.String(length=64), nullable=True),
+    sa.Column('message_id', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['actor_id'], ['actors.id'], name=op.f('fk_invitations_actor_id_actors')),
     sa.ForeignKeyConstraint(['device_id'], ['devices.id'], name=op.f('fk_invitations_device_id_devices')),
     sa.ForeignKeyConstraint(['grant_id'], ['grants.id'], name=op.f('fk_invitations_grant_id_grants')),
+    sa.ForeignKeyConstraint(['message_id'], ['messages.id'], name=op.f('fk_invitations_message_id_messages')),
     sa.ForeignKeyConstraint(['municipality_id'], ['municipalities.id'], name=op.f('fk_invitations_municipality_id_municipalities')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_invitations')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_invitations_token_hash'))
