@@ -131,7 +131,9 @@ def _push(client: TestClient, path: Path, media: str, **headers: str) -> Any:
     return client.post(f"{API}/fhir", content=path.read_bytes(), headers={"Content-Type": media, **headers})
 
 
-def test_an_admin_pushes_a_vkp_patient_and_a_plan_as_xml(client_for: Client, portner_app: FastAPI) -> None:
+def test_an_admin_pushes_a_vkp_patient_and_a_plan_as_xml(
+    client_for: Client, portner_app: FastAPI, shared_fixtures: object
+) -> None:
     admin = client_for("demo-admin")
     residents = count(portner_app, t.residents)
     answer = _push(admin, VKP / "vkp-Patient-Magnar-Solbakken.xml", "application/fhir+xml",
@@ -203,7 +205,9 @@ def test_a_pushed_plan_makes_visits_and_grants(client_for: Client, portner_app: 
     assert admin.get(f"{API}/audit/verify").json()["ok"]
 
 
-def test_a_no_basis_appointment_is_reported_with_resource_and_field(client_for: Client) -> None:
+def test_a_no_basis_appointment_is_reported_with_resource_and_field(
+    client_for: Client, shared_fixtures: object
+) -> None:
     admin = client_for("demo-admin")
     answer = _push(admin, NO_BASIS / "Appointment-NoBasisAppointmentExample1.json", "application/fhir+json")
     assert answer.status_code == 200
@@ -233,7 +237,7 @@ def test_a_bad_push_names_the_field_and_writes_nothing(
 
 
 def test_only_admins_and_integrations_with_the_import_scope_push_plans(
-    client_for: Client, portner_app: FastAPI
+    client_for: Client, portner_app: FastAPI, shared_fixtures: object
 ) -> None:
     p = portner_app.state.portner
     for subject, scopes in (("test-epj", [SCOPE_FHIR_IMPORT]), ("test-reader", [SCOPE_DIRECTORY_READ])):
