@@ -126,3 +126,45 @@ def test_access_log_lines_never_show_a_visitor_link_token() -> None:
     assert RedactSecretPaths().filter(record)
     line = record.getMessage()
     assert "SECRETtoken123" not in line and "/api/v1/visit/…/challenge?x=1" in line
+
+
+def test_a_cookie_saved_before_sign_out_no_longer_works(client_for) -> None:
+    nurse = client_for("demo-nurse-1")
+    saved = dict(nurse.cookies)
+    token = CSRF_META.search(nurse.get("/signin").text).group(1)
+    assert nurse.post("/signout", data={"csrf": token}, follow_redirects=False).status_code == 303
+    replay = client_for(None)
+    replay.cookies.update(saved)
+    assert replay.get("/api/v1/visits").status_code == 401
+    # Signing in again starts a new session that works.
+    assert client_for("demo-nurse-1").get("/api/v1/visits").status_code == 200
+
+
+def test_pages_and_api_answers_carry_security_headers(client_for) -> None:
+    client = client_for(None)
+    for path in ("/signin", "/api/v1/visits", "/openapi.json"):
+        headers = client.get(path).headers
+        assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+        csp = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+        # The nurse app may reach the lock radio bridge, and nothing else off-site.
+        assert "connect-src 'self' http://127.0.0.1:8001" in csp
+
+
+def test_an_unexpected_error_is_a_problem_that_says_nothing(portner_app, demo_settings) -> None:
+    from fastapi.testclient import TestClient
+
+    @portner_app.get("/api/v1/test-boom")
+    def boom() -> None:
+        raise RuntimeError("secret detail 12345678901")
+
+    with TestClient(portner_app, raise_server_exceptions=False) as client:
+        answer = client.get("/api/v1/test-boom")
+    assert answer.status_code == 500
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert "secret" not in answer.text and "12345678901" not in answer.text
+
+
+def test_key_folders_are_private(demo_settings, portner_app) -> None:
+    keys = demo_settings.data_dir / "keys"
+    assert keys.is_dir() and keys.stat().st_mode & 0o077 == 0

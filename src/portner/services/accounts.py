@@ -136,11 +136,26 @@ def principal_by_id(conn: Connection, account_id: str, *, via: str) -> Principal
     return _principal(row, via)
 
 
-def devices_revoked_since(conn: Connection, actor_id: str, since: datetime) -> bool:
-    """Whether any of the actor's devices was revoked after `since` (a sign-in)."""
+def session_ended(conn: Connection, who: Principal, signed_in_at: datetime) -> bool:
+    """Whether a session signed in at `signed_in_at` is over: the person signed out since, or
+    one of their phones was revoked since (a lost phone may still be signed in)."""
+    ended = conn.execute(select(t.accounts.c.sessions_since).where(t.accounts.c.id == who.account_id)).scalar()
+    if ended is not None and signed_in_at < ended:
+        return True
+    if who.actor_id is None:
+        return False
     return conn.execute(
-        select(t.devices.c.id).where(t.devices.c.actor_id == actor_id, t.devices.c.revoked_at > since).limit(1)
+        select(t.devices.c.id)
+        .where(t.devices.c.actor_id == who.actor_id, t.devices.c.revoked_at > signed_in_at)
+        .limit(1)
     ).first() is not None
+
+
+def end_sessions(engine: Engine, account_id: str, *, now: datetime) -> None:
+    """Sign out: every session of the account signed in up to now is over."""
+    with engine.begin() as conn:
+        conn.execute(update(t.accounts).where(t.accounts.c.id == account_id).values(sessions_since=now))
+        append_audit(conn, [AuditEntry(now, f"account:{account_id}", "session:ended", account_id, {})])
 
 
 def set_account_disabled(

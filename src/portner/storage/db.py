@@ -33,6 +33,8 @@ def normalise_url(url: str | URL) -> URL:
 def make_engine(url: str | URL = DEFAULT_URL, **kwargs: Any) -> Engine:
     """Create an engine: a SQLite file (WAL, foreign keys on), SQLite memory, or PostgreSQL."""
     parsed = normalise_url(url)
+    # Errors must not carry SQL parameters into logs: they hold names, phone numbers, tokens.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, **kwargs)
     kwargs.setdefault("pool_pre_ping", True)

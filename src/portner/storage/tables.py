@@ -374,6 +374,9 @@ accounts = Table(
     Column("scopes", String(400), nullable=False, default=""),
     Column("created_at", UtcDateTime, nullable=False),
     Column("disabled_at", UtcDateTime, nullable=True),
+    # Sessions signed in before this instant are over (signing out ends them all: a session is a
+    # signed cookie, so the server remembers the end, not the sessions).
+    Column("sessions_since", UtcDateTime, nullable=True),
     UniqueConstraint("issuer", "subject", name="uq_accounts_issuer_subject"),
 )
 

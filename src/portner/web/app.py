@@ -31,6 +31,7 @@ from portner.domain.errors import PortnerError
 from portner.services.ids import IdSource
 from portner.services.keys import load_or_create_secrets
 from portner.web.deps import SignInRequired
+from portner.web.headers import SecurityHeaders
 from portner.web.problems import install_problem_handlers
 from portner.web.state import Portner
 
@@ -122,7 +123,8 @@ def create_app(
         version="1",
         summary="Door access for municipal home care: visits, credentials, door events, audit.",
         openapi_url="/openapi.json",
-        docs_url="/api/docs",
+        # No Swagger UI: it loads its scripts from a CDN at run time. /openapi.json is the document.
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -135,6 +137,8 @@ def create_app(
         same_site="lax",
         https_only=settings.public_url.startswith("https://"),
     )
+    app.add_middleware(SecurityHeaders, bridge_url=settings.bridge_url,
+                       https=settings.public_url.startswith("https://"))
     install_problem_handlers(app)
     _install_page_handlers(app)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")

@@ -17,7 +17,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Connection
 
 from portner.domain.access import AccountRole, NotPermitted, Principal
-from portner.services.accounts import devices_revoked_since, principal_by_id
+from portner.services.accounts import principal_by_id, session_ended
 from portner.web.problems import Problem
 from portner.web.state import Portner
 
@@ -70,7 +70,7 @@ def current_principal(request: Request) -> Principal | None:
         if account_id:
             with p.engine.connect() as conn:
                 found = principal_by_id(conn, account_id, via="session")
-                if found is not None and _phone_revoked_since_sign_in(conn, found, request):
+                if found is not None and _session_over(conn, found, request):
                     found = None
             if found is None:
                 request.session.clear()
@@ -80,16 +80,16 @@ def current_principal(request: Request) -> Principal | None:
     return found
 
 
-def _phone_revoked_since_sign_in(conn: Connection, who: Principal, request: Request) -> bool:
-    """A session older than a device revocation of its person ends: the revoked phone may be
-    in a finder's hands, still signed in. The person signs in again on their new phone."""
-    if who.actor_id is None:
-        return False
+def _session_over(conn: Connection, who: Principal, request: Request) -> bool:
+    """The session ended: signed out (everywhere), or a phone of its person was revoked since
+    sign-in (the revoked phone may be in a finder's hands, still signed in)."""
     try:
         signed_in = datetime.fromisoformat(request.session.get(SESSION_SIGNED_IN_AT, ""))
     except ValueError:
-        return True  # a session without its sign-in time predates this rule: sign in again
-    return devices_revoked_since(conn, who.actor_id, signed_in)
+        return True  # a session without its sign-in time predates these rules: sign in again
+    if signed_in.utcoffset() is None:
+        return True
+    return session_ended(conn, who, signed_in)
 
 
 def principal(request: Request) -> Principal:

@@ -7,12 +7,14 @@ information as an HTML page; the API always gets JSON.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from portner.domain.access import NotPermitted
@@ -21,6 +23,7 @@ from portner.services.accounts import AccountDisabled
 
 PROBLEM_TYPE_BASE = "https://portner.example/problems/"
 MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("portner.web")
 
 
 class Problem(Exception):
@@ -112,3 +115,22 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(PortnerError)
     async def _domain(request: Request, exc: PortnerError) -> JSONResponse:
         return _response(Problem(409, "Refused", str(exc), kind="refused"), request)
+
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        if "locked" in str(exc.orig).lower() or "busy" in str(exc.orig).lower():
+            # SQLite: another request holds the write lock. Nothing was written; try again.
+            return _response(Problem(503, "Busy", "the database is busy; nothing was changed, try again",
+                                     kind="busy", headers={"Retry-After": "1"}), request)
+        return await _unexpected(request, exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The message and the traceback may hold personal data (a SQL parameter, a name): the
+        # answer says nothing, the log names only the type and where (the engine hides
+        # parameters, see storage.db).
+        log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path,
+                  exc_info=exc)
+        return _response(Problem(500, "Internal error", "something went wrong on our side; "
+                                 "nothing you sent was echoed or kept half-written", kind="internal"),
+                         request)

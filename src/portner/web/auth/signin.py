@@ -12,7 +12,12 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
-from portner.services.accounts import DEV_ISSUER, AccountDisabled, principal_for_subject
+from portner.services.accounts import (
+    DEV_ISSUER,
+    AccountDisabled,
+    end_sessions,
+    principal_for_subject,
+)
 from portner.storage import tables as t
 from portner.web.deps import (
     SESSION_ACCOUNT,
@@ -72,6 +77,14 @@ def signin_page(request: Request, next: str | None = None, error: str | None = N
 @router.post("/signout")
 async def signout(request: Request) -> Response:
     await check_form_csrf(request)
+    try:
+        who = current_principal(request)
+    except AccountDisabled:
+        who = None
+    if who is not None:
+        # The cookie is signed, not stored: the server remembers that its sessions are over.
+        p = portner(request)
+        end_sessions(p.engine, who.account_id, now=p.now())
     request.session.clear()
     return RedirectResponse("/signin", status_code=303)
 

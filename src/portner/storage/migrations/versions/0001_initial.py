@@ -211,6 +211,7 @@ def upgrade() -> None:
     sa.Column('scopes', sa.String(length=400), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('disabled_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('sessions_since', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['actor_id'], ['actors.id'], name=op.f('fk_accounts_actor_id_actors')),
     sa.ForeignKeyConstraint(['municipality_id'], ['municipalities.id'], name=op.f('fk_accounts_municipality_id_municipalities')),
     sa.ForeignKeyConstraint(['resident_id'], ['residents.id'], name=op.f('fk_accounts_resident_id_residents')),
