@@ -345,19 +345,18 @@ def main(argv: list[str] | None = None) -> int:
         f"Door-event ingest on PostgreSQL: {r['events']} events from {r['locks']} locks "
         f"({mix}); medians of {r['repeats']} runs"
     ))
-    for col in ("figure", "events/s", "ratio to COPY", "target", "met"):
-        table.add_column(col)
     per_s, ratio = TARGETS["per_s"], TARGETS["ratio"]
+    for col in ("figure", "events/s", f">= {per_s:,}/s", "ratio to COPY", f">= {ratio}"):
+        table.add_column(col)
     copy = f"{r['copy_per_s']:,.0f}"
-    table.add_row("raw COPY of the same door_events rows", copy, "1.00", "", "")
+    table.add_row("raw COPY of the same door_events rows", copy, "", "1.00", "")
     rows = [("ingest with audit, one transaction", r["ingest_per_s"], r["ratio"])]
     if "per_lock_ingest_per_s" in r:
         rows.append(("ingest with audit, a transaction per lock", r["per_lock_ingest_per_s"],
                      r["per_lock_ratio"]))
-    target = f">= {per_s:,}/s and >= {ratio}"
     for name, rate, rel in rows:
-        met = "yes" if rate >= per_s and rel >= ratio else "NO"
-        table.add_row(name, f"{rate:,.0f}", f"{rel:.2f}", target, met)
+        table.add_row(name, f"{rate:,.0f}", "yes" if rate >= per_s else "NO", f"{rel:.2f}",
+                      "yes" if rel >= ratio else "NO")
     Console().print(table)
     return 0
 

@@ -269,7 +269,7 @@ door_events = Table(
     Column("action", String(32), nullable=False),
     Column("allowed", Boolean, nullable=False),
     Column("reason", String(64), nullable=False),
-    Column("credential_id", String(32), nullable=True, index=True),
+    Column("credential_id", String(64), nullable=True, index=True),  # as long as the domain allows
     Column("actor_id", String(64), nullable=True, index=True),
     _ref("visit_id", "visits.id", nullable=True),
     Column("hash", LargeBinary, nullable=False),

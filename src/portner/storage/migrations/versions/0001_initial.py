@@ -377,7 +377,7 @@ def upgrade() -> None:
     sa.Column('action', sa.String(length=32), nullable=False),
     sa.Column('allowed', sa.Boolean(), nullable=False),
     sa.Column('reason', sa.String(length=64), nullable=False),
-    sa.Column('credential_id', sa.String(length=32), nullable=True),
+    sa.Column('credential_id', sa.String(length=64), nullable=True),
     sa.Column('actor_id', sa.String(length=64), nullable=True),
     sa.Column('visit_id', sa.String(length=64), nullable=True),
     sa.Column('hash', sa.LargeBinary(), nullable=False),
