@@ -379,6 +379,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_service(args: argparse.Namespace) -> int:
+    """The service's figures in one run: HTTP latency at a fixed rate, and ingest into PostgreSQL."""
+    from portner.benchmarks import ingest, latency
+
+    pg = args.pg or os.environ.get("PORTNER_TEST_PG_URL", latency.DEFAULT_PG)
+    lat = latency.run_latency_bench(rate=args.rate, seconds=args.seconds, pg_url=pg)
+    ing = ingest.run_ingest_bench(pg, events=args.events, locks=args.locks, repeats=args.repeats,
+                                  per_lock_transactions=False)
+    met = all(lat["met"].values()) and ing["ingest_per_s"] >= ingest.TARGETS["per_s"] \
+        and ing["ratio"] >= ingest.TARGETS["ratio"]
+    if args.json:
+        _emit_json({"latency": lat, "ingest": ing, "all_targets_met": met})
+    else:
+        latency.print_report(lat)
+        console.print(
+            f"Door-event ingest into PostgreSQL with the audit chain: {ing['ingest_per_s']:,.0f} events/s "
+            f"(target >= {ingest.TARGETS['per_s']:,}) against raw COPY of the same rows "
+            f"{ing['copy_per_s']:,.0f}/s: ratio {ing['ratio']:.2f} (target >= {ingest.TARGETS['ratio']})"
+        )
+    return 1 if args.check and not met else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from portner.bench import run_bench
 
@@ -466,6 +488,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fixtures", action="store_true", help="do not import the HL7 examples")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench-service", help="HTTP latency and door-event ingest, against baselines")
+    p.add_argument("--rate", type=float, default=200, help="requests per second (default 200)")
+    p.add_argument("--seconds", type=float, default=10, help="seconds per endpoint (default 10)")
+    p.add_argument("--events", type=int, default=20000, help="door events for the ingest run")
+    p.add_argument("--locks", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--pg", default=None, help="PostgreSQL URL (default: the local test database)")
+    p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_service)
 
     p = sub.add_parser("serve", parents=[common], help="the API and the web apps")
     p.add_argument("--host", default="127.0.0.1")

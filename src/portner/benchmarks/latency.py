@@ -84,10 +84,13 @@ class _Server:
     def __init__(self, kind: str, data_dir: Path, db: str | None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # A file, not a pipe: a pipe nobody reads would stall a chatty server.
+        self.log = open(data_dir.parent / f"{kind}-server.log", "w+b")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "portner.benchmarks.latency", "--serve", kind, "--port", str(self.port),
              "--data-dir", str(data_dir)] + (["--db", db] if db else []),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=self.log,
         )
         deadline = time.monotonic() + 60
         while True:
@@ -96,7 +99,10 @@ class _Server:
                 return
             except httpx.HTTPError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    self.stop()
+                    self.log = open(self.log.name, "rb")  # noqa: SIM115
+                    err = self.log.read().decode(errors="replace")
+                    self.log.close()
                     raise RuntimeError(f"the {kind} server did not start: {err[-2000:]}") from None
                 time.sleep(0.2)
 
@@ -106,6 +112,8 @@ class _Server:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        self.log.close()
 
 
 # -- the demo municipality on PostgreSQL --------------------------------------------------------
@@ -133,8 +141,10 @@ def _prepare_site(base_db: str, folder: Path, uploads_needed: int) -> Site:
     from portner.storage.db import make_engine, open_database
 
     schema = "bench_" + uuid.uuid4().hex[:8]
-    with make_engine(base_db).begin() as conn:
+    admin = make_engine(base_db)
+    with admin.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
+    admin.dispose()
     sep = "&" if "?" in base_db else "?"
     db = f"{base_db}{sep}options=-csearch_path%3D{schema}"
     engine = open_database(db)
@@ -146,7 +156,11 @@ def _prepare_site(base_db: str, folder: Path, uploads_needed: int) -> Site:
                         now=now, ids=ids)
     with engine.connect() as conn:
         actor = conn.execute(select(t.accounts.c.actor_id).where(t.accounts.c.subject == NURSE)).scalar_one()
-        locks = [r.id for r in conn.execute(select(t.locks.c.id).order_by(t.locks.c.id))]
+        # A phone relays the logs of the locks it talks to: the doors of its nurse's visits.
+        doors = {d for (ids_,) in conn.execute(select(t.grants.c.door_ids).where(t.grants.c.actor_id == actor))
+                 for d in ids_}
+        locks = sorted(r.id for r in conn.execute(select(t.doors.c.lock_id.label("id")).where(
+            t.doors.c.id.in_(sorted(doors)), t.doors.c.lock_id.is_not(None))))
     device = register_device(engine, actor, DeviceKey.generate().public_key_bytes, now=now, ids=ids,
                              by="bench")
     # Each upload: two new events of one lock (an automatic relock, then the door locked from
@@ -178,8 +192,10 @@ def _drop_site(site: Site) -> None:
 
     from portner.storage.db import make_engine
 
-    with make_engine(site.base_db).begin() as conn:
+    admin = make_engine(site.base_db)
+    with admin.begin() as conn:
         conn.execute(text(f"DROP SCHEMA IF EXISTS {site.schema} CASCADE"))
+    admin.dispose()
 
 
 # -- the load -----------------------------------------------------------------------------------
