@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -208,6 +209,8 @@ def _parse(data: bytes | str) -> dict[str, Any]:
             raise _Unparseable(f"not valid JSON ({reason})") from exc
         except RecursionError as exc:
             raise _Unparseable("JSON is nested too deeply") from exc
+        except ValueError as exc:  # Python's int-string limit: a number of thousands of digits
+            raise _Unparseable("not valid JSON (a number has too many digits)") from exc
         if not isinstance(parsed.get("resourceType"), str):
             raise _Unparseable("not FHIR: JSON object has no resourceType")
         return parsed
@@ -228,6 +231,54 @@ def _walk(
     yield resource, full_url, position or "root"
 
 
+# C0 controls and DEL (tab and line breaks are text): PostgreSQL refuses NUL, and none of them
+# belongs in a care record. A lone surrogate (JSON "\ud800") cannot even be stored as UTF-8.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_]{1,64}", re.ASCII)
+
+
+def _bad_text(node: Any, path: str = "") -> str | None:
+    """The path of the first string (or key) holding a control character, else None."""
+    if isinstance(node, str):
+        return path if _CONTROL.search(node) else None
+    if isinstance(node, dict):
+        for key, value in node.items():
+            # Name the element as given, unless its name would itself put odd text in the report.
+            name = key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else "?"
+            here = f"{path}.{name}" if path else name
+            if not isinstance(key, str) or _CONTROL.search(key):
+                return here
+            found = _bad_text(value, here)
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found = _bad_text(value, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _refuse_control_text(resources: list[tuple[Any, str | None, str]], ctx: ReadContext,
+                         result: ParsedSource) -> list[tuple[Any, str | None, str]]:
+    """Resources with a control character in any string are quarantined, not mapped."""
+    kept = []
+    for resource, full_url, position in resources:
+        field_path = _bad_text(resource)
+        if field_path is None:
+            kept.append((resource, full_url, position))
+            continue
+        kind = text(resource, "resourceType") or "?"
+        label = resource_label(resource, position)
+        if _CONTROL.search(label):
+            label = position
+        source = SourceRef(ctx.file, kind if not _CONTROL.search(kind) else "?", label)
+        # Escaped (ensure_ascii) so the quarantine itself can store it.
+        raw = json.dumps(resource, ensure_ascii=True, sort_keys=True, default=str)
+        result.problems.append(problem(source, field_path, "contains a control character (such as NUL)", raw=raw))
+    return kept
+
+
 def _read(data: bytes | str, ctx: ReadContext) -> ParsedSource:
     try:
         root = _parse(data)
@@ -236,7 +287,7 @@ def _read(data: bytes | str, ctx: ReadContext) -> ParsedSource:
     except RecursionError:
         return _failed(ctx, "document is nested too deeply")
     result = ParsedSource(file=ctx.file)
-    resources = list(_walk(root, None, ""))
+    resources = _refuse_control_text(list(_walk(root, None, "")), ctx, result)
     # People first, so that plans and appointments can resolve references to them.
     for resource, full_url, position in resources:
         kind = text(resource, "resourceType")

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, exists, func, select
+from sqlalchemy import Connection, Select, and_, exists, func, or_, select
 
+from portner.services.one_time import ONE_TIME_ID_PREFIX
+from portner.services.one_time import ORGANISATION as ONE_TIME_ORGANISATION
 from portner.storage import tables as t
 
 # Columns that describe a lock's health; shared by the lock list and the door path.
@@ -183,10 +185,23 @@ def lock(conn: Connection, municipality_id: str, lock_id: str) -> dict[str, Any]
 STAFF_COLUMNS = (t.actors.c.id, t.actors.c.role, t.actors.c.organisation, t.actors.c.display_name, t.actors.c.active)
 
 
+def _one_time_actor() -> Any:
+    # Visitors given one-time access (services.one_time): their own id prefix and organisation.
+    return or_(t.actors.c.id.startswith(f"{ONE_TIME_ID_PREFIX}-", autoescape=True),
+               t.actors.c.organisation == ONE_TIME_ORGANISATION)
+
+
+def is_one_time(actor: dict[str, Any]) -> bool:
+    return str(actor["id"]).startswith(f"{ONE_TIME_ID_PREFIX}-") or actor["organisation"] == ONE_TIME_ORGANISATION
+
+
 def staff_select(municipality_id: str, *, roles: Iterable[str] | None = None, exclude_roles: Iterable[str] = (),
-                 active: bool | None = None) -> Select[Any]:
-    """Actors by id (never their national id, HPR number or HER-id)."""
+                 active: bool | None = None, exclude_one_time: bool = False) -> Select[Any]:
+    """Actors by id (never their national id, HPR number or HER-id). `exclude_one_time` leaves out
+    the visitors given one-time access (they are not the services' staff)."""
     stmt = select(*STAFF_COLUMNS).where(t.actors.c.municipality_id == municipality_id).order_by(t.actors.c.id)
+    if exclude_one_time:
+        stmt = stmt.where(~_one_time_actor())
     if roles is not None:
         stmt = stmt.where(t.actors.c.role.in_(sorted(set(roles))))
     excluded = sorted(set(exclude_roles))

@@ -60,6 +60,8 @@ START_SLACK = timedelta(minutes=10)
 MAX_AHEAD = timedelta(days=14)
 ONE_TIME_ROLE = Role.EXTERNAL_PROVIDER
 ORGANISATION = "one-time access"
+# A visitor's actor id is "otp-..."; the directory hides these visitors from nurses (not staff).
+ONE_TIME_ID_PREFIX = "otp"
 DEFAULT_COUNTRY = "+47"
 TOKEN_BYTES = 32
 
@@ -231,7 +233,7 @@ def grant_one_time_access_in(
             raise OneTimeRefused("door_ids", f"{door_id} has no electronic lock")
     municipality = repo.get_municipality(municipality_id)
     zone = ZoneInfo(municipality.timezone if municipality else "Europe/Oslo")
-    actor = Actor(ActorId(ids.new("otp")), municipality_id, ONE_TIME_ROLE, ORGANISATION,
+    actor = Actor(ActorId(ids.new(ONE_TIME_ID_PREFIX)), municipality_id, ONE_TIME_ROLE, ORGANISATION,
                   display_name=person)
     repo.upsert_actor(actor)
     grant_id = ids.new("grt")

@@ -32,14 +32,16 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
@@ -49,11 +51,45 @@ from portner.services.keys import trusted_issuers
 from portner.services.lock_wire import event_from_wire, event_to_wire
 from portner.services.revocation import latest_revocation_list
 from portner.storage.repository import Repository
+from portner.web.problems import Problem, field_problem, install_problem_handlers, not_found
 from portner.web.state import Portner
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_S = 5.0
+# Per door: a phone needs one challenge and one present per opening. Anything faster is a page
+# (any origin can make a browser send these) trying to use up the lock's challenges or fill its log.
+CHALLENGES_PER_S, CHALLENGE_BURST = 2.0, 10
+PRESENTS_PER_S, PRESENT_BURST = 1.0, 5
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """`burst` requests at once, then `rate` per second."""
+
+    rate: float
+    burst: int
+    clock: Callable[[], float]
+    tokens: float = field(init=False)
+    at: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens, self.at = float(self.burst), self.clock()
+
+    def take(self) -> float:
+        """0 when a request may go ahead (and is counted), else seconds to wait."""
+        now = self.clock()
+        self.tokens = min(float(self.burst), self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+def _too_many(wait: float) -> Problem:
+    return Problem(429, "Too many requests", "this lock is asked too often; wait and try again",
+                   kind="rate-limited", headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
 
 def _b64(data: bytes) -> str:
@@ -64,7 +100,7 @@ def _unb64(value: str, field: str) -> bytes:
     try:
         return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (binascii.Error, ValueError):
-        raise HTTPException(422, f"{field} must be base64url") from None
+        raise field_problem(f"body/{field}", "must be base64url") from None
 
 
 class BridgeStateDamaged(RuntimeError):
@@ -118,13 +154,15 @@ class _Store:
 class _Door:
     lock: SimulatedLock
     mutex: threading.Lock
+    challenges: TokenBucket
+    presents: TokenBucket
     saved_seq: int = 0
 
 
 class Bridge:
     """The simulated locks of one municipality, by door id, with their saved state."""
 
-    def __init__(self, portner: Portner, state_dir: Path) -> None:
+    def __init__(self, portner: Portner, state_dir: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.portner = portner
         self.store = _Store(state_dir / "bridge.sqlite")
         with portner.engine.connect() as conn:
@@ -135,7 +173,8 @@ class Bridge:
         for row in rows:
             lock = SimulatedLock(lock_id=row.id, door_id=row.door_id, issuers=self.issuers,
                                  lock_key=portner.secrets.lock_key(row.id), clock=LockClock(portner.clock))
-            door = _Door(lock, threading.Lock())
+            door = _Door(lock, threading.Lock(), TokenBucket(CHALLENGES_PER_S, CHALLENGE_BURST, clock),
+                         TokenBucket(PRESENTS_PER_S, PRESENT_BURST, clock))
             if row.id in saved:
                 self._restore(door, saved[row.id], lists.get(row.id))
             self.doors[row.door_id] = door
@@ -164,12 +203,15 @@ class Bridge:
     def door(self, door_id: str) -> _Door:
         found = self.doors.get(door_id)
         if found is None:
-            raise HTTPException(404, f"no lock on door {door_id}")
+            raise not_found("no lock on this door")
         return found
 
     def challenge(self, door_id: str) -> dict[str, Any]:
         door = self.door(door_id)
         with door.mutex:
+            wait = door.challenges.take()
+            if wait:
+                raise _too_many(wait)
             value = door.lock.challenge()
             head_seq = door.lock.status().head_seq
             self.store.save(self._unsaved(door))
@@ -179,6 +221,10 @@ class Bridge:
                 action: str) -> dict[str, Any]:
         door = self.door(door_id)
         with door.mutex:
+            # The lock logs every refusal (by design); the rate keeps a stranger from growing it.
+            wait = door.presents.take()
+            if wait:
+                raise _too_many(wait)
             verdict = door.lock.present(credential, proof, challenge=challenge, action=action)
             last = door.lock.log[-1]
             self.store.save(self._unsaved(door))
@@ -224,9 +270,11 @@ class PresentIn(BaseModel):
 
 
 def create_bridge_app(portner: Portner, *, refresh_every: float = DEFAULT_REFRESH_S,
-                      state_dir: Path | None = None) -> FastAPI:
-    """The bridge as an ASGI app, for `portner serve` (its own port) and the tests."""
-    bridge = Bridge(portner, state_dir or portner.settings.data_dir / "bridge")
+                      state_dir: Path | None = None, clock: Callable[[], float] = time.monotonic) -> FastAPI:
+    """The bridge as an ASGI app, for `portner serve` (its own port) and the tests.
+
+    `clock` (monotonic seconds) paces the per-door rate limits; tests pass a fixed one."""
+    bridge = Bridge(portner, state_dir or portner.settings.data_dir / "bridge", clock=clock)
 
     async def refresher() -> None:
         while True:
@@ -249,6 +297,8 @@ def create_bridge_app(portner: Portner, *, refresh_every: float = DEFAULT_REFRES
     app = FastAPI(title="Portner lock radio bridge (development only)", openapi_url=None, docs_url=None,
                   redoc_url=None, lifespan=lifespan)
     app.state.bridge = bridge
+    # Errors as problem details, never echoing the input (a credential is a bearer secret).
+    install_problem_handlers(app)
     app.add_middleware(CORSMiddleware, allow_origins=[portner.settings.public_url.rstrip("/")],
                        allow_methods=["GET", "POST"], allow_headers=["content-type"], max_age=600)
 
@@ -268,9 +318,9 @@ def create_bridge_app(portner: Portner, *, refresh_every: float = DEFAULT_REFRES
             try:
                 raw = bytes.fromhex(nonce)
             except ValueError:
-                raise HTTPException(422, "nonce must be hex") from None
+                raise field_problem("query/nonce", "must be hex") from None
             if not 16 <= len(raw) <= 64:
-                raise HTTPException(422, "nonce must be 16..64 bytes")
+                raise field_problem("query/nonce", "must be 16..64 bytes")
         return bridge.events(door_id, since, raw)
 
     @app.get("/health")

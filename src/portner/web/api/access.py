@@ -14,7 +14,10 @@ endpoints, which the one-time link's token authorises:
 - POST /visit/{token}/redeem            (visitor) register the phone once, get the credentials
 
 The event stream polls the door_events table by a (received_at, lock_id, seq) cursor, so any of
-several stateless replicas can serve a reconnecting console (Last-Event-ID).
+several stateless replicas can serve a reconnecting console (Last-Event-ID). Every poll looks the
+caller up again (disabled account, signed out, session older than a shift, phone revoked): the
+stream then sends `event: signed-out` and ends. A stream lives at most an hour; the EventSource
+reconnects and is authorised afresh.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -36,6 +40,7 @@ from sqlalchemy import Connection, and_, or_, select
 from starlette.concurrency import run_in_threadpool
 
 from portner.domain.access import AccountRole, Principal
+from portner.services.accounts import AccountDisabled
 from portner.services.device_registration import RegistrationRefused
 from portner.services.messaging import deliver_messages, gateway_from_setting
 from portner.services.one_time import (
@@ -52,15 +57,22 @@ from portner.services.one_time import (
     revoke_invitation,
 )
 from portner.services.queries import physical_key_list
-from portner.services.revocation import publish_revocation_list, revoke_device
+from portner.services.revocation import (
+    latest_revocation_list,
+    publish_revocation_list,
+    revoke_device,
+)
 from portner.storage import tables as t
 from portner.storage.repository import Repository
 from portner.web.api.common import (
     IDEMPOTENT_RESPONSES,
+    NO_CONTROL,
     PROBLEM_RESPONSES,
     IdempotencyKeyHeader,
     Page,
     PageParams,
+    Text,
+    check_day,
     idempotent,
     page_params,
     paginate,
@@ -68,7 +80,7 @@ from portner.web.api.common import (
     resident_or_404,
 )
 from portner.web.api.phone import b64url, from_b64url
-from portner.web.deps import portner, require
+from portner.web.deps import SESSION_SIGNED_IN_AT, current_principal, portner, require
 from portner.web.i18n import pick_language, translate
 from portner.web.problems import Problem, field_problem, not_found
 from portner.web.state import Portner
@@ -77,6 +89,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["response center"], responses=PROBLEM_RESPONSES)
 REFUSED = {409: problem_response("The link has been used, has expired or was revoked.")}
 STAFF = require(AccountRole.OPERATOR, AccountRole.ADMIN)
+PathId = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROL)]
 
 # How soon a revocation reaches the doors: the demo's lock bridge installs a new list every
 # 5 seconds (portner.web.bridge.DEFAULT_REFRESH_S); real lock gateways are held to 60 s.
@@ -87,6 +100,10 @@ POLL_S = 1.0
 HEARTBEAT_S = 15.0
 OVERLAP = timedelta(seconds=5)
 EVENT_ACTIONS = ("unlock", "denied", "jammed")
+# A stream ends after this long; the EventSource reconnects with Last-Event-ID and is checked anew.
+STREAM_LIFETIME_S = 3600.0
+SESSION_LIFETIME = timedelta(hours=12)  # as the session cookie's max_age (web/app.py)
+STREAM_ROLES = (AccountRole.OPERATOR, AccountRole.ADMIN)
 
 
 def _words(key: str, lang: str, fallback: str) -> str:
@@ -99,10 +116,10 @@ def _words(key: str, lang: str, fallback: str) -> str:
 
 class OneTimeAccessIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    resident_id: str = Field(max_length=64)
-    door_ids: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=10)
-    name: str = Field(max_length=100, description="The person's name, as the SMS greets them.")
-    phone: str = Field(max_length=40, description="Mobile number; 8 digits mean +47 (Norway).")
+    resident_id: Text = Field(max_length=64)
+    door_ids: list[Annotated[Text, Field(max_length=64)]] = Field(min_length=1, max_length=10)
+    name: Text = Field(max_length=100, description="The person's name, as the SMS greets them.")
+    phone: Text = Field(max_length=40, description="Mobile number; 8 digits mean +47 (Norway).")
     starts: datetime = Field(description="With offset. At most 12 hours before `ends`.")
     ends: datetime = Field(description="With offset; in the future.")
     language: Literal["nb", "en"] = Field("nb", description="Language of the SMS.")
@@ -174,7 +191,7 @@ def one_time_accesses(
 
 class RevokeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field("", max_length=200)
+    reason: Text = Field("", max_length=200)
 
 
 class RevokedOut(BaseModel):
@@ -191,6 +208,11 @@ def _publish(p: Portner, who: Principal, now: datetime) -> int:
     return published.version
 
 
+def _current_version(p: Portner) -> int:
+    latest = latest_revocation_list(p.engine, p.municipality.id)
+    return latest[0] if latest else 0
+
+
 def _within(p: Portner) -> int:
     return BRIDGE_REFRESH_S if p.settings.development else ONLINE_WITHIN_S
 
@@ -204,9 +226,17 @@ def revoke_access(p: Portner, who: Principal, invitation_id: str, reason: str, l
                                  reason=reason or "revoked by the response center")
     except UnknownInvitation:
         raise not_found(f"no one-time access {invitation_id}") from None
-    version = _publish(p, who, now)
+    revoked_at = now
+    if done.already:
+        # Revoked before: nothing changed, so no new list (and no audit entry); say how it stands.
+        with p.engine.connect() as conn:
+            revoked_at = conn.execute(select(t.grants.c.revoked_at)
+                                      .where(t.grants.c.id == done.grant_id)).scalar() or now
+        version = _current_version(p)
+    else:
+        version = _publish(p, who, now)
     return RevokedOut(
-        revoked=not done.already, credentials_revoked=done.credentials, revoked_at=now,
+        revoked=not done.already, credentials_revoked=done.credentials, revoked_at=revoked_at,
         revocation_list_version=version, locks_updated_within_s=_within(p),
         explanation=translate("console.revoke.effect", lang, seconds=_within(p)),
     )
@@ -222,11 +252,20 @@ def revoke_phone(p: Portner, who: Principal, device_id: str, reason: str, lang: 
         owner = repo.get_actor(device.actor_id) if device else None
     if device is None or owner is None or owner.municipality_id != p.municipality.id:
         raise not_found(f"no device {device_id}")
-    already = device.status.value == "revoked"
+    if device.status.value == "revoked":
+        # Revoked before: answer with how it stands; no new list, no second audit entry.
+        with p.engine.connect() as conn:
+            revoked_at = conn.execute(select(t.devices.c.revoked_at)
+                                      .where(t.devices.c.id == device_id)).scalar() or now
+        return RevokedOut(
+            revoked=False, credentials_revoked=0, revoked_at=revoked_at,
+            revocation_list_version=_current_version(p), locks_updated_within_s=_within(p),
+            explanation=translate("console.revoke.effect", lang, seconds=_within(p)),
+        )
     count = revoke_device(p.engine, device_id, now=now, by=who.audit_actor, reason=reason or "lost phone")
     version = _publish(p, who, now)
     return RevokedOut(
-        revoked=not already, credentials_revoked=count, revoked_at=now, revocation_list_version=version,
+        revoked=True, credentials_revoked=count, revoked_at=now, revocation_list_version=version,
         locks_updated_within_s=_within(p),
         explanation=translate("console.revoke.effect", lang, seconds=_within(p)),
     )
@@ -234,7 +273,7 @@ def revoke_phone(p: Portner, who: Principal, device_id: str, reason: str, lang: 
 
 @router.post("/one-time-access/{invitation_id}/revoke", response_model=RevokedOut)
 def revoke_one_time_access(
-    request: Request, invitation_id: str, body: RevokeIn | None = Body(None),
+    request: Request, invitation_id: PathId, body: RevokeIn | None = Body(None),
     who: Principal = Depends(STAFF),
 ) -> RevokedOut:
     return revoke_access(portner(request), who, invitation_id, body.reason if body else "",
@@ -243,7 +282,7 @@ def revoke_one_time_access(
 
 @router.post("/devices/{device_id}/revoke", response_model=RevokedOut)
 def revoke_lost_phone(
-    request: Request, device_id: str, body: RevokeIn | None = Body(None),
+    request: Request, device_id: PathId, body: RevokeIn | None = Body(None),
     who: Principal = Depends(STAFF),
 ) -> RevokedOut:
     """A lost phone in one action: revoked, refused new credentials, and published to the locks."""
@@ -326,7 +365,7 @@ def door_access(p: Portner, who: Principal, door_id: str, lang: str) -> WhoCanOp
 
 
 @router.get("/doors/{door_id}/who-can-open", response_model=WhoCanOpenOut)
-def who_can_open_door(request: Request, door_id: str, who: Principal = Depends(STAFF)) -> WhoCanOpenOut:
+def who_can_open_door(request: Request, door_id: PathId, who: Principal = Depends(STAFF)) -> WhoCanOpenOut:
     return door_access(portner(request), who, door_id, pick_language(request))
 
 
@@ -340,6 +379,7 @@ class PhysicalKeyOut(BaseModel):
 
 
 def physical_keys_for(p: Portner, day: date) -> list[PhysicalKeyOut]:
+    check_day(day)  # the day after 9999-12-31 does not exist
     zone = ZoneInfo(p.municipality.timezone)
     start = datetime.combine(day, dtime(0), zone)
     end = datetime.combine(day + timedelta(days=1), dtime(0), zone)
@@ -386,14 +426,45 @@ def encode_event_id(key: Cursor) -> str:
     return f"{_base36((at - _EPOCH) // timedelta(microseconds=1))}-{seq}-{lock_id}"
 
 
+# base36 microseconds since 1970 (12 digits reach past year 9999), a BIGINT seq, a lock id.
+_EVENT_ID = re.compile(r"([0-9a-z]{1,12})-([0-9]{1,18})-([A-Za-z0-9_.:-]{1,64})", re.ASCII)
+_LAST_EVENT_AT = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def decode_event_id(value: str | None) -> Cursor | None:
-    if not value:
+    """The cursor of a Last-Event-ID we gave out; None (start afresh) for anything else."""
+    match = _EVENT_ID.fullmatch(value or "")
+    if match is None:
         return None
+    micros, seq, lock_id = match.groups()
     try:
-        micros, seq, lock_id = value.split("-", 2)
-        return (_EPOCH + timedelta(microseconds=int(micros, 36)), lock_id, int(seq))
-    except (ValueError, OverflowError):
-        return None  # not an id we gave out: start afresh
+        at = _EPOCH + timedelta(microseconds=int(micros, 36))
+    except OverflowError:
+        return None
+    if at >= _LAST_EVENT_AT or int(seq) > 2**63 - 1:
+        return None
+    return (at, lock_id, int(seq))
+
+
+def _session_still_valid(request: Request) -> bool:
+    """Is the stream's caller still allowed to watch? Looked up again as at every request: the
+    account may have been disabled, the session signed out or expired, a phone revoked."""
+    request.state.principal = None  # current_principal caches per request
+    try:
+        who = current_principal(request)
+    except (AccountDisabled, Problem):  # a Problem: the Bearer token no longer verifies (expired)
+        return False
+    if who is None or who.role not in STREAM_ROLES:
+        return False
+    if who.via == "bearer":
+        return True
+    try:
+        signed_in = datetime.fromisoformat(request.session.get(SESSION_SIGNED_IN_AT, ""))
+    except ValueError:
+        return False
+    if signed_in.tzinfo is None:
+        return False
+    return portner(request).now() - signed_in < SESSION_LIFETIME
 
 
 def _event_query(municipality_id: str) -> Any:
@@ -501,9 +572,14 @@ async def door_event_stream(
         for row in first:
             seen[(row.lock_id, row.seq)] = row.received_at
             yield _sse(row, lang, zone)
-        quiet_since = time.monotonic()
+        quiet_since = started = time.monotonic()
         late = False  # after a reconnect, nothing before the resumed cursor is resent
         while not await request.is_disconnected():
+            if time.monotonic() - started >= STREAM_LIFETIME_S:
+                return  # the EventSource reconnects (Last-Event-ID) and is authorised afresh
+            if not await run_in_threadpool(_session_still_valid, request):
+                yield "event: signed-out\ndata: {}\n\n"
+                return
             rows = await run_in_threadpool(_poll, p.engine, municipality_id, cursor, late)
             fresh = [r for r in rows if (r.lock_id, r.seq) not in seen]
             for row in fresh:
@@ -578,7 +654,7 @@ def _open_invitation(p: Portner, token: str) -> Any:
 
 
 @router.get("/visit/{token}/challenge", response_model=VisitChallengeOut, responses=REFUSED)
-def visit_challenge(request: Request, token: Annotated[str, Path(max_length=200)]) -> VisitChallengeOut:
+def visit_challenge(request: Request, token: Annotated[str, Path(max_length=200, pattern=NO_CONTROL)]) -> VisitChallengeOut:
     p = portner(request)
     view = _open_invitation(p, token)
     challenge = redemption_challenge(p.secrets, view.invitation_id, now=p.now())
@@ -587,7 +663,7 @@ def visit_challenge(request: Request, token: Annotated[str, Path(max_length=200)
 
 @router.post("/visit/{token}/redeem", response_model=VisitRedeemOut, status_code=201,
              responses={**REFUSED, 401: problem_response("The proof of possession does not verify.")})
-def visit_redeem(request: Request, token: Annotated[str, Path(max_length=200)], body: VisitRedeemIn) -> VisitRedeemOut:
+def visit_redeem(request: Request, token: Annotated[str, Path(max_length=200, pattern=NO_CONTROL)], body: VisitRedeemIn) -> VisitRedeemOut:
     p = portner(request)
     lang = pick_language(request)
     try:

@@ -48,6 +48,13 @@ Problem details in the document
     (`ProblemOut`); `CONDITIONAL_UPDATE_RESPONSES` (412, 428) and `IDEMPOTENT_RESPONSES` (409) for
     the routes that answer those, `problem_response(description)` for any other status.
 
+Free text and days
+    Request models type free text as `Text` (one line) or `MultilineText` (tab and line breaks
+    allowed): C0 control characters (PostgreSQL refuses NUL) and lone surrogates are a 422 naming
+    the field. Ids and words in paths and queries take `pattern=NO_CONTROL`. A `date` query goes
+    through `check_day` (2000..2099, else a 422 naming query/date). Cursors are range-checked
+    too (aware times within years 2..9998 in UTC, 64-bit ints, clean text of at most 200 chars).
+
 Response models
     ResidentOut, HomeOut, DoorOut, LockOut, StaffOut, VisitOut, GrantOut, AccessLogLineOut,
     AuditEntryOut, MunicipalityOut, AccountOut (+ grant_out/visit_out/municipality_out to build
@@ -66,12 +73,12 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Header, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import Select, and_, delete, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -121,6 +128,64 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# --- free text and days ------------------------------------------------------------------------
+
+# C0 control characters (and DEL): PostgreSQL refuses NUL in text, the others have no business
+# in a name or a reason and can hide text in logs. Tab and line breaks only where text may span lines.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_SINGLE_LINE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def text_problem(value: str, *, multiline: bool) -> str | None:
+    """Why `value` is not acceptable free text (None when it is)."""
+    if (_CONTROL if multiline else _CONTROL_SINGLE_LINE).search(value):
+        return "must not contain control characters" + ("" if multiline else " or line breaks")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no lone surrogates)"
+    return None
+
+
+def _single_line(value: str) -> str:
+    reason = text_problem(value, multiline=False)
+    if reason:
+        raise ValueError(reason)
+    return value
+
+
+def _multiline(value: str) -> str:
+    reason = text_problem(value, multiline=True)
+    if reason:
+        raise ValueError(reason)
+    return value
+
+
+# Use these for every free-text field of a request model (names, reasons, ids, phone numbers):
+# `reason: Text = Field(max_length=400)`. A refusal is a 422 naming the field.
+Text = Annotated[str, AfterValidator(_single_line)]
+MultilineText = Annotated[str, AfterValidator(_multiline)]
+
+# For ids and search words in paths and queries: `Query(max_length=64, pattern=NO_CONTROL)`.
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+
+# Days the API plans for; outside them a date is a typo (and day arithmetic near year 1 or 9999
+# overflows).
+FIRST_YEAR, LAST_YEAR = 2000, 2099
+DATE_FIELD = "query/date"
+
+
+def day_in_range(day: date) -> bool:
+    return FIRST_YEAR <= day.year <= LAST_YEAR
+
+
+def check_day(day: date, field: str = DATE_FIELD) -> date:
+    """422 naming `field` unless the day is in 2000..2099."""
+    if not day_in_range(day):
+        raise field_problem(field, f"a day from {FIRST_YEAR} to {LAST_YEAR}")
+    return day
+
+
 # --- pagination ---------------------------------------------------------------------------------
 
 DEFAULT_LIMIT = 50
@@ -148,10 +213,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# What a cursor value may be: a forged cursor with values no column holds would otherwise reach
+# the database (an overflowing date, an int beyond BIGINT, a lone surrogate) and fail there.
+INT64 = (-(2**63), 2**63 - 1)
+MAX_CURSOR_TEXT = 200
+
+
 def _unplain(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {"t"} and isinstance(value["t"], str):
-        return datetime.fromisoformat(value["t"])
+        when = datetime.fromisoformat(value["t"])
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        when = when.astimezone(UTC)  # OverflowError near year 1 or 9999
+        if not 1 < when.year < 9999:  # leave room for any zone's offset
+            raise ValueError("time out of range")
+        return when
     return value
+
+
+def _sane(value: Any) -> bool:
+    """Values a column can hold: bounded ints, finite floats, clean bounded text."""
+    if isinstance(value, bool) or value is None or isinstance(value, datetime):
+        return True
+    if isinstance(value, int):
+        return INT64[0] <= value <= INT64[1]
+    if isinstance(value, float):
+        return value == value and abs(value) != float("inf")
+    if isinstance(value, str):
+        return len(value) <= MAX_CURSOR_TEXT and text_problem(value, multiline=False) is None
+    return False
 
 
 def encode_cursor(key: Sequence[Any]) -> str:
@@ -170,9 +260,9 @@ def decode_cursor(cursor: str) -> tuple[Any, ...]:
         if not isinstance(value, list) or not value:
             raise ValueError
         key = tuple(_unplain(v) for v in value)
-    except (binascii.Error, ValueError, UnicodeDecodeError, TypeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, TypeError, OverflowError, RecursionError):
         raise _bad_cursor() from None
-    if any(isinstance(v, (dict, list)) for v in key):
+    if any(isinstance(v, (dict, list)) or not _sane(v) for v in key):
         raise _bad_cursor()
     return key
 
@@ -194,7 +284,7 @@ def _python_type(column: Any) -> type | None:
 
 
 def _fits(expected: type | None, value: Any) -> bool:
-    if value is None:
+    if value is None or not _sane(value):
         return False
     if isinstance(value, datetime) and value.tzinfo is None:
         return False
@@ -642,6 +732,7 @@ def visit_out(row: Any) -> VisitOut:
 __all__ = [
     "ProblemOut", "FieldErrorOut", "PROBLEM_RESPONSES", "problem_response",
     "Page", "PageParams", "page_params", "keyset", "page_of", "paginate", "encode_cursor", "decode_cursor",
+    "Text", "MultilineText", "NO_CONTROL", "text_problem", "check_day", "day_in_range", "FIRST_YEAR", "LAST_YEAR",
     "etag_for", "require_if_match", "conditional", "IfMatchHeader", "SINGLE_RESPONSES",
     "CONDITIONAL_UPDATE_RESPONSES", "IDEMPOTENT_RESPONSES",
     "idempotent", "idempotent_call", "IdempotencyKeyHeader", "REPLAYED_HEADER", "resident_or_404",

@@ -21,10 +21,11 @@ from portner.domain.access import (
 from portner.domain.model import Role
 from portner.services import directory_queries as dq
 from portner.services.accounts import list_accounts
-from portner.services.authority import visible_residents
+from portner.services.authority import may_see_resident, visible_residents
 from portner.storage import tables as t
 from portner.storage.repository import Repository
 from portner.web.api.common import (
+    NO_CONTROL,
     PROBLEM_RESPONSES,
     SINGLE_RESPONSES,
     AccountOut,
@@ -49,7 +50,7 @@ from portner.web.problems import not_found
 
 router = APIRouter(tags=["directory"], responses=PROBLEM_RESPONSES)
 
-Id = Annotated[str, Path(min_length=1, max_length=64)]
+Id = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROL)]
 WIDE_ROLES = tuple(MUNICIPALITY_WIDE)
 
 
@@ -72,7 +73,7 @@ def current_municipality(request: Request, response: Response, who: Principal = 
 @router.get("/residents", response_model=Page[ResidentOut], summary="Residents you may see")
 def list_residents(
     request: Request, response: Response,
-    q: Annotated[str | None, Query(max_length=100, description="Part of the name (case-insensitive).")] = None,
+    q: Annotated[str | None, Query(max_length=100, pattern=NO_CONTROL, description="Part of the name (case-insensitive).")] = None,
     params: PageParams = Depends(page_params),
     who: Principal = Depends(_directory_reader),
 ) -> Page[ResidentOut]:
@@ -119,10 +120,10 @@ def get_home(request: Request, response: Response, home_id: Id,
     p = portner(request)
     with p.engine.connect() as conn:
         found = dq.home(conn, p.municipality.id, home_id)
-        if found is not None:
-            resident_or_404(conn, who, found["resident_id"], now=p.now())
-    if found is None:
-        raise not_found(f"no home {home_id} that you may see")
+        # One answer for "not yours" and "no such home", naming only the id asked for: ids are
+        # sequential, and naming the resident would map homes to residents.
+        if found is None or not may_see_resident(conn, who, found["resident_id"], now=p.now()):
+            raise not_found(f"no home {home_id} that you may see")
     return conditional(request, response, HomeOut(**found))
 
 
@@ -133,10 +134,10 @@ def get_door(request: Request, response: Response, door_id: Id,
     p = portner(request)
     with p.engine.connect() as conn:
         found = dq.door(conn, p.municipality.id, door_id)
-        if found is None:
+        # As get_home: the same 404 whether the door is not yours or does not exist.
+        if found is None or not may_see_resident(conn, who, found[0], now=p.now()):
             raise not_found(f"no door {door_id} that you may see")
-        resident_id, door = found
-        resident_or_404(conn, who, resident_id, now=p.now())
+        door = found[1]
     return conditional(request, response, DoorOut(**door))
 
 
@@ -175,6 +176,12 @@ def _hidden_roles(who: Principal) -> tuple[str, ...]:
     return () if who.role in MUNICIPALITY_WIDE else (Role.RELATIVE.value,)
 
 
+def _staff_only(who: Principal) -> bool:
+    """Nurses see the services' staff, not the people given one-time access (they are visitors,
+    often a resident's family or a craftsman, not colleagues)."""
+    return who.role not in MUNICIPALITY_WIDE
+
+
 @router.get("/staff", response_model=Page[StaffOut], summary="Staff and other people who may be given access")
 def list_staff(
     request: Request, response: Response,
@@ -185,7 +192,8 @@ def list_staff(
 ) -> Page[StaffOut]:
     p = portner(request)
     stmt = dq.staff_select(p.municipality.id, roles=[role.value] if role else None,
-                           exclude_roles=_hidden_roles(who), active=active)
+                           exclude_roles=_hidden_roles(who), active=active,
+                           exclude_one_time=_staff_only(who))
     with p.engine.connect() as conn:
         rows = conn.execute(keyset(stmt, params, t.actors.c.id)).all()
     items = [StaffOut(**dict(r._mapping)) for r in rows]
@@ -198,7 +206,7 @@ def get_staff(request: Request, response: Response, actor_id: Id,
     p = portner(request)
     with p.engine.connect() as conn:
         found = dq.staff_member(conn, p.municipality.id, actor_id)
-    if found is None or found["role"] in _hidden_roles(who):
+    if found is None or found["role"] in _hidden_roles(who) or (_staff_only(who) and dq.is_one_time(found)):
         raise not_found(f"no staff member {actor_id}")
     return conditional(request, response, StaffOut(**found))
 

@@ -31,6 +31,7 @@ from portner.storage.audit import AuditEntry, append_audit
 from portner.storage.repository import Repository
 from portner.web.api.common import (
     IDEMPOTENT_RESPONSES,
+    NO_CONTROL,
     PROBLEM_RESPONSES,
     REPLAYED_HEADER,
     SINGLE_RESPONSES,
@@ -38,7 +39,9 @@ from portner.web.api.common import (
     IdempotencyKeyHeader,
     Page,
     PageParams,
+    Text,
     VisitOut,
+    check_day,
     conditional,
     grant_out,
     idempotent,
@@ -55,7 +58,7 @@ from portner.web.problems import Problem, field_problem, not_found
 log = logging.getLogger(__name__)
 router = APIRouter(responses=PROBLEM_RESPONSES)
 
-Id = Annotated[str, Path(min_length=1, max_length=64)]
+Id = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROL)]
 WIDE_ROLES = tuple(MUNICIPALITY_WIDE)
 
 
@@ -63,6 +66,7 @@ WIDE_ROLES = tuple(MUNICIPALITY_WIDE)
 
 
 def _day_bounds(day: date, zone: str) -> tuple[datetime, datetime]:
+    check_day(day)  # near year 1 or 9999 the next day (or UTC) overflows
     tz = ZoneInfo(zone)
     start = datetime.combine(day, time(0), tz)
     return start, datetime.combine(day + timedelta(days=1), time(0), tz)
@@ -89,8 +93,8 @@ def _visits_for(conn: Connection, who: Principal, now: datetime, municipality_id
 def list_visits(
     request: Request, response: Response,
     day: Annotated[date | None, Query(alias="date", description="A day in the municipality's zone (YYYY-MM-DD).")] = None,
-    resident: Annotated[str | None, Query(max_length=64, description="Only this resident's visits.")] = None,
-    staff: Annotated[str | None, Query(max_length=64, description="Only visits this staff member holds a grant for.")] = None,
+    resident: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROL, description="Only this resident's visits.")] = None,
+    staff: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROL, description="Only visits this staff member holds a grant for.")] = None,
     params: PageParams = Depends(page_params),
     who: Principal = Depends(principal),
 ) -> Page[VisitOut]:
@@ -151,8 +155,8 @@ def _municipality_grants() -> Any:
             summary="Grants: who may open which doors, when and why")
 def list_grants(
     request: Request, response: Response,
-    resident: Annotated[str | None, Query(max_length=64, description="Only grants on this resident's doors.")] = None,
-    actor: Annotated[str | None, Query(max_length=64, description="Only this person's grants.")] = None,
+    resident: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROL, description="Only grants on this resident's doors.")] = None,
+    actor: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROL, description="Only this person's grants.")] = None,
     active: Annotated[bool | None, Query(description="true: only active grants that have not ended.")] = None,
     params: PageParams = Depends(page_params),
     who: Principal = Depends(principal),
@@ -215,11 +219,11 @@ class GrantIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    actor_id: str = Field(min_length=1, max_length=64, description="The staff member (an actor id).")
-    door_ids: list[str] = Field(min_length=1, max_length=MAX_DOORS, description="Door ids, street first.")
+    actor_id: Text = Field(min_length=1, max_length=64, description="The staff member (an actor id).")
+    door_ids: list[Text] = Field(min_length=1, max_length=MAX_DOORS, description="Door ids, street first.")
     not_before: AwareDatetime
     not_after: AwareDatetime = Field(description="At most 12 hours after not_before.")
-    reason: str = Field(min_length=1, max_length=400, description="Why; shown to the resident.")
+    reason: Text = Field(min_length=1, max_length=400, description="Why; shown to the resident.")
 
     @field_validator("door_ids")
     @classmethod
@@ -290,7 +294,7 @@ async def create_grant(
 class RevokeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field("revoked", min_length=1, max_length=400, description="Why (kept on the grant).")
+    reason: Text = Field("revoked", min_length=1, max_length=400, description="Why (kept on the grant).")
 
 
 @router.post("/grants/{grant_id}/revoke", response_model=GrantOut, tags=["grants"], responses=IDEMPOTENT_RESPONSES,

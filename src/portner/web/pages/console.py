@@ -40,6 +40,7 @@ from portner.web.api.access import (
     revoke_access,
     revoke_phone,
 )
+from portner.web.api.common import day_in_range
 from portner.web.deps import check_form_csrf, portner, require_page
 from portner.web.i18n import pick_language, translate
 from portner.web.problems import Problem
@@ -287,6 +288,8 @@ def keys_page(request: Request, day: str | None = Query(None, alias="date", max_
     try:
         chosen = date.fromisoformat(day) if day else today
     except ValueError:
+        chosen = today
+    if not day_in_range(chosen):  # like a typo: today (near year 1 or 9999 day sums overflow)
         chosen = today
     return _page(request, "keys.html", "keys", day=chosen, visits=physical_keys_for(p, chosen))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -42,6 +43,7 @@ from portner.web.templating import render
 
 log = logging.getLogger(__name__)
 
+_NOTICE_ID = re.compile(r"[0-9]{1,18}", re.ASCII)  # a notice id fits a BIGINT
 router = APIRouter(include_in_schema=False)
 portal_user = require_page(AccountRole.RELATIVE, AccountRole.RESIDENT)
 
@@ -347,6 +349,7 @@ def portal_notices(request: Request, resident_id: str, who: Principal = Depends(
 def portal_mark_read(request: Request, resident_id: str, notice: str = Form("all"),
                      who: Principal = Depends(portal_user)) -> Response:
     shown = _resident(request, who, resident_id)
-    ids = None if notice == "all" else [int(notice)] if notice.isdigit() else []
+    # Strict ASCII digits, bounded: str.isdigit() accepts "²", and int() of 5000 digits raises.
+    ids = None if notice == "all" else [int(notice)] if _NOTICE_ID.fullmatch(notice) else []
     mark_read(portner(request).engine, shown.resident_id, ids, now=portner(request).now(), by=who.audit_actor)
     return RedirectResponse(f"/portal/{shown.resident_id}/notices?marked=1", status_code=303)
