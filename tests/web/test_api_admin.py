@@ -197,3 +197,11 @@ def test_dismiss_needs_a_reason(admin: TestClient) -> None:
     done = admin.post(url, json={"reason": "not our plan"})
     assert done.status_code == 200 and done.json()["resolved_at"]
     assert admin.post(url, json={"reason": "again"}).status_code == 409
+
+
+def test_admin_text_fields_refuse_control_characters(client_for) -> None:
+    admin = client_for("demo-admin")
+    answer = admin.post("/api/v1/staff", json={"display_name": "Kari\u0000", "organisation": "Hjemmetjenesten",
+                                                "role": "home_nursing"})
+    assert answer.status_code == 422
+    assert any(e["field"].endswith("display_name") for e in answer.json()["errors"])

@@ -39,11 +39,13 @@ from portner.web.api.common import (
     IdempotencyKeyHeader,
     IfMatchHeader,
     LockOut,
+    MultilineText,
     MunicipalityOut,
     Page,
     PageParams,
     ResidentOut,
     StaffOut,
+    Text,
     etag_for,
     idempotent,
     municipality_out,
@@ -76,13 +78,13 @@ class MunicipalityPatch(_Body):
 
 
 class ResidentPatch(_Body):
-    display_name: str | None = Field(None, min_length=1, max_length=200)
-    zone_id: str | None = Field(None, max_length=64, description="An existing zone's id; null clears it.")
+    display_name: Text | None = Field(None, min_length=1, max_length=200)
+    zone_id: Text | None = Field(None, max_length=64, description="An existing zone's id; null clears it.")
 
 
 class HomePatch(_Body):
-    address: str | None = Field(None, max_length=400)
-    elock_system: str | None = Field(None, max_length=200, description="null: no e-lock (physical key).")
+    address: Text | None = Field(None, max_length=400)
+    elock_system: Text | None = Field(None, max_length=200, description="null: no e-lock (physical key).")
 
 
 class DoorIn(_Body):
@@ -96,42 +98,42 @@ class DoorPatch(_Body):
 
 
 class LockIn(_Body):
-    backend: str = Field("simulated", max_length=64, description="Lock backend: simulated.")
-    model: str = Field("", max_length=200)
+    backend: Text = Field("simulated", max_length=64, description="Lock backend: simulated.")
+    model: Text = Field("", max_length=200)
 
 
 class StaffIn(_Body):
-    display_name: str = Field(min_length=1, max_length=200)
+    display_name: Text = Field(min_length=1, max_length=200)
     role: Role
-    organisation: str = Field(min_length=1, max_length=200)
+    organisation: Text = Field(min_length=1, max_length=200)
     hpr_number: str | None = Field(None, pattern=r"^[0-9]{1,32}$", description="Lets plans name them.")
     her_id: str | None = Field(None, pattern=r"^[0-9]{1,32}$")
 
 
 class StaffPatch(_Body):
-    display_name: str | None = Field(None, min_length=1, max_length=200)
-    organisation: str | None = Field(None, min_length=1, max_length=200)
+    display_name: Text | None = Field(None, min_length=1, max_length=200)
+    organisation: Text | None = Field(None, min_length=1, max_length=200)
     role: Role | None = None
     active: bool | None = None
 
 
 class AccountIn(_Body):
     role: AccountRole
-    issuer: str = Field(min_length=1, max_length=300, description="The OpenID provider's issuer.")
-    subject: str = Field(min_length=1, max_length=200, description="The person's subject at that provider.")
-    actor_id: str | None = Field(None, max_length=64)
-    resident_id: str | None = Field(None, max_length=64)
-    display_name: str = Field("", max_length=200)
+    issuer: Text = Field(min_length=1, max_length=300, description="The OpenID provider's issuer.")
+    subject: Text = Field(min_length=1, max_length=200, description="The person's subject at that provider.")
+    actor_id: Text | None = Field(None, max_length=64)
+    resident_id: Text | None = Field(None, max_length=64)
+    display_name: Text = Field("", max_length=200)
     scopes: list[str] = Field(default_factory=list, max_length=10)
 
 
 class CorrectionIn(_Body):
-    resource: str = Field(min_length=1, max_length=1_000_000,
+    resource: MultilineText = Field(min_length=1, max_length=1_000_000,
                           description="The corrected FHIR resource as JSON or XML text.")
 
 
 class DismissIn(_Body):
-    reason: str = Field(min_length=1, max_length=400)
+    reason: Text = Field(min_length=1, max_length=400)
 
 
 class QuarantineOut(BaseModel):
