@@ -296,7 +296,8 @@ def test_a_malformed_batch_names_the_field_and_writes_nothing(client_for, portne
     assert answer.status_code == 422 and fields(answer) == ["body/uploads/0/events/2/at"]
     unknown = nurse.post(f"{API}/door-events", json={"uploads": [
         {"lock_id": lock_id, "events": events}, {"lock_id": "lock-nope", "events": []}]})
-    assert unknown.status_code == 422 and fields(unknown) == ["body/uploads/1/lock_id"]
+    # 403 like a lock of someone else's: whether a lock id exists is not told.
+    assert unknown.status_code == 403 and fields(unknown) == ["body/uploads/1/lock_id"]
     hostile = nurse.post(f"{API}/door-events", json={"uploads": [{"lock_id": "lock\u0000x", "events": []}]})
     assert hostile.status_code == 422 and fields(hostile) == ["body/uploads/0/lock_id"]
     assert counts(p.engine) == before, "nothing of a rejected batch is written"

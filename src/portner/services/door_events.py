@@ -4,7 +4,12 @@ A lock uploads everything since the last sequence number the platform verified. 
 the verified chain are stored and audited in one transaction with the visit updates they cause.
 Events beyond a gap wait in door_event_pending and join the chain when an upload fills the gap, so
 uploads may arrive in any order and late; re-sent events that match the verified chain change
-nothing. Gaps, reordering and tampering are recorded as anomalies, each once. A filled gap keeps
+nothing. Gaps, reordering and tampering are recorded as anomalies, each once; per-event findings
+of one kind in one lock's upload (bad MACs, malformed, foreign, rewritten or unverifiable re-sent
+events) become one anomaly over their seq range with the count in its detail, so that a relay
+sending garbage costs one row and one audit entry, not one per event. A lock's last_sync_at,
+battery and clock move only when its upload proved the lock spoke: a new MAC-verified event or a
+head attestation whose MAC verifies. A filled gap keeps
 its row as history (when it was seen), gets a "locklog:gap_filled" audit entry, and is left out
 of `open_log_anomalies`: the row never claims to be open, the lock's verified head says it is not.
 
@@ -61,6 +66,9 @@ DEPARTURES = frozenset({("locked", "inside"), ("locked", "credential")})
 # check_upload's "duplicate" findings that mean "the same event again": a retry, not a problem.
 # Matched exactly, so that a reworded or new finding is recorded rather than silently dropped.
 _SAME_EVENT_AGAIN = frozenset({"re-sent event already verified", "sent twice in one upload"})
+# Findings about single events (check_upload reports one per event, or per run of adjacent
+# ones); the others (gap, reordered, broken_chain, withheld, ...) are about the chain as a whole.
+_PER_EVENT = frozenset({"malformed", "foreign_lock", "bad_mac", "rewritten", "duplicate"})
 _PLANNED, _IN_PROGRESS = VisitStatus.PLANNED.value, VisitStatus.IN_PROGRESS.value
 _COMPLETED = VisitStatus.COMPLETED.value
 _EVENT_COLUMNS = (
@@ -322,11 +330,12 @@ class _Batch:
         ]
         unreadable = "stored pending event unreadable"
         found += [LogAnomaly("malformed", s, s, unreadable) for s in lock.unreadable]
+        head_ok = u.head is not None and _head_verifies(u)
         if u.head is not None:
             # Events past a gap are pending, not withheld: count them as seen.
             seen = max([check.new_synced_seq, *(e.seq for e in check.pending)])
             found += _head_anomalies(u, seen, check.new_synced_seq, check.new_synced_hash)
-        self.found += [(u.lock_id, a) for a in found]
+        self.found += [(u.lock_id, a) for a in _one_per_kind(found)]
         now, stored, audit, owners = self.now, self.stored, self.audit, self.owners
         received_now, held = stored(now), lock.stored_pending
         rows = []
@@ -359,10 +368,14 @@ class _Batch:
             for e in check.pending if (e.seq, e.hash) not in held
         ]
         lock.new_seq = check.new_synced_seq
-        self.lock_rows.append((
-            check.new_synced_seq, check.new_synced_hash, received_now, u.battery_percent,
-            u.clock_offset_s, u.lock_id,
-        ))
+        # Held events are MAC-verified too: newly held ones show the lock spoke, as accepted
+        # ones and a verified head do. Garbage alone must not make a dead lock look synced.
+        spoke = bool(rows) or head_ok or any((e.seq, e.hash) not in held for e in check.pending)
+        if spoke:
+            self.lock_rows.append((
+                check.new_synced_seq, check.new_synced_hash, received_now, u.battery_percent,
+                u.clock_offset_s, u.lock_id,
+            ))
         return rows
 
     def _arrive(self, visit_id: str, at: datetime) -> bool:
@@ -504,7 +517,8 @@ class _Batch:
                 " battery_percent = coalesce(?, battery_percent),"
                 " clock_offset_s = coalesce(?, clock_offset_s) WHERE id = ?"
             )
-            run(sql.replace("?", mark), self.lock_rows, many=True)
+            if self.lock_rows:
+                run(sql.replace("?", mark), self.lock_rows, many=True)
             if self.pending_gone:
                 sql = "DELETE FROM door_event_pending WHERE lock_id = ? AND seq = ? AND hash = ?"
                 run(sql.replace("?", mark), self.pending_gone, many=True)
@@ -516,13 +530,41 @@ class _Batch:
                 run(sql.replace("?", mark), self.pending_new, many=True)
 
 
+def _one_per_kind(found: list[LogAnomaly]) -> list[LogAnomaly]:
+    """Merge the per-event findings of each kind into one over their range, counted."""
+    groups: dict[str, list[LogAnomaly]] = {}
+    for a in found:
+        if a.kind in _PER_EVENT:
+            groups.setdefault(a.kind, []).append(a)
+    out = []
+    for a in found:
+        group = groups.get(a.kind) if a.kind in _PER_EVENT else None
+        if group is None or len(group) == 1:
+            out.append(a)  # one finding stays exactly as check_upload worded it
+            continue
+        if group[0] is not a:
+            continue
+        count = sum(max(1, g.last_seq - g.first_seq + 1) for g in group)
+        details = "; ".join(dict.fromkeys(g.detail for g in group))
+        first = min(g.first_seq for g in group)
+        last = max(g.last_seq for g in group)
+        out.append(LogAnomaly(a.kind, first, last, f"{count} events: {details}"[:400]))
+    return out
+
+
+def _head_verifies(u: LockUpload) -> bool:
+    head = u.head
+    assert head is not None
+    expected = head_attestation_mac(u.lock_key, u.lock_id, head.nonce, head.seq, head.hash)
+    return hmac.compare_digest(expected, head.mac)
+
+
 def _head_anomalies(
     u: LockUpload, seen_seq: int, synced_seq: int, synced_hash: bytes
 ) -> list[LogAnomaly]:
     head = u.head
     assert head is not None
-    expected = head_attestation_mac(u.lock_key, u.lock_id, head.nonce, head.seq, head.hash)
-    if not hmac.compare_digest(expected, head.mac):
+    if not _head_verifies(u):
         return [LogAnomaly("bad_head_mac", head.seq, head.seq, "head attestation does not verify")]
     if head.seq > seen_seq:
         detail = f"the lock's log reaches {head.seq}; the upload stopped at {seen_seq}"

@@ -6,9 +6,14 @@
 - POST /door-events                      batched lock-log uploads from phones and gateways
 - GET  /revocation-list                  the newest signed revocation list (ETag = version)
 
-Door-event batches: the whole batch is checked first (every lock known to this municipality,
-every event well formed); a malformed batch is a 422 naming `body/uploads/N/...` and nothing of it
-is written. Chain anomalies (gaps, duplicates, reordering, tampering) are not input errors: they
+Door-event batches are bounded before anything is parsed: the body (1 MB from a nurse's phone,
+8 MB from a lock gateway; 413), at most 50 uploads and 2,000 events a request, 500 per lock (422
+naming the field). Who may upload for which lock: a nurse for the locks of the homes her visit
+grants of the last 2 days to the next day lead her to (her phone relays what it talked to); a
+gateway with the upload scope for any lock of its municipality. Any other lock, existing or not,
+is the same 403 naming `body/uploads/N/lock_id` (no oracle for lock ids). Then the whole batch is
+checked (every event well formed); a malformed batch is a 422 naming `body/uploads/N/...` and
+nothing of it is written. Chain anomalies (gaps, duplicates, reordering, tampering) are not input errors: they
 are what the platform is there to find, so they are stored and reported per lock with a 200.
 Uploads are idempotent by content: events the platform has already verified with the same hash
 change nothing (services.door_events), so a retried batch changes nothing and an Idempotency-Key
@@ -25,8 +30,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection, and_, select
 from starlette.concurrency import run_in_threadpool
 
@@ -46,7 +52,7 @@ from portner.services.lock_wire import WireError, event_from_wire
 from portner.services.revocation import latest_revocation_list
 from portner.storage import tables as t
 from portner.storage.repository import Repository
-from portner.web.api.common import IdempotencyKeyHeader, idempotent
+from portner.web.api.common import IdempotencyKeyHeader, idempotent, problem_response
 from portner.web.deps import portner, principal, require
 from portner.web.problems import Problem, field_problem, not_found
 
@@ -54,8 +60,17 @@ router = APIRouter(tags=["phones"])
 
 SHIFT_BEFORE = timedelta(hours=1)
 SHIFT_AFTER = timedelta(hours=16)
-MAX_UPLOADS = 200
-MAX_EVENTS = 10_000
+# Upload bounds: a phone relays a few locks' logs since their last sync, a gateway a few more;
+# anything bigger is a flood, refused before it costs parsing or a transaction.
+MAX_UPLOADS = 50
+MAX_EVENTS = 2_000  # per request
+MAX_LOCK_EVENTS = 500  # per lock per request
+MAX_NURSE_BYTES = 1_000_000
+MAX_GATEWAY_BYTES = 8_000_000
+# A nurse relays for the homes of her visit grants from two days back (a phone offline over a
+# weekend night) to the next day.
+RELAY_BACK = timedelta(days=2)
+RELAY_AHEAD = timedelta(days=1)
 # Ids are printable ASCII: anything else is refused before it reaches a query.
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
@@ -340,7 +355,7 @@ class HeadIn(BaseModel):
 class LockUploadIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     lock_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
-    events: list[WireEventIn] = Field(max_length=MAX_EVENTS)
+    events: list[WireEventIn] = Field(max_length=MAX_LOCK_EVENTS)
     head: HeadIn | None = None
 
 
@@ -365,12 +380,49 @@ class DoorEventBatchOut(BaseModel):
     results: list[LockUploadResult]
 
 
-def _may_upload(who: Principal) -> None:
+def _may_upload(who: Principal) -> int:
+    """Refuse other roles; return the body size this uploader may send."""
     if who.role is AccountRole.NURSE:
-        return
+        return MAX_NURSE_BYTES
     if who.role is AccountRole.INTEGRATION and SCOPE_EVENTS_UPLOAD in who.scopes:
-        return
+        return MAX_GATEWAY_BYTES
     raise NotPermitted(f"uploading door events needs a nurse's phone or the {SCOPE_EVENTS_UPLOAD} scope")
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is larger than `limit`: by its declared length, and by
+    counting while reading (a chunked body declares none)."""
+    too_big = Problem(413, "Content too large", f"the body is larger than {limit} bytes",
+                      kind="content-too-large", errors=[{"field": "body", "message": "too large"}])
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_batch(raw: bytes) -> DoorEventBatchIn:
+    try:
+        batch = DoorEventBatchIn.model_validate_json(raw)
+    except ValidationError as exc:
+        # The same 422 as FastAPI's own body validation, naming body/...
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors(include_input=False)]
+        ) from None
+    total, per_lock = 0, {}
+    for n, upload in enumerate(batch.uploads):
+        total += len(upload.events)
+        per_lock[upload.lock_id] = per_lock.get(upload.lock_id, 0) + len(upload.events)
+        if per_lock[upload.lock_id] > MAX_LOCK_EVENTS:
+            raise field_problem(f"body/uploads/{n}/events", f"more than {MAX_LOCK_EVENTS} events of one lock in one request")
+        if total > MAX_EVENTS:
+            raise field_problem(f"body/uploads/{n}/events", f"more than {MAX_EVENTS} events in one request")
+    return batch
 
 
 def _hex(value: str, field: str) -> bytes:
@@ -382,20 +434,42 @@ def _hex(value: str, field: str) -> bytes:
         raise field_problem(field, "must be hex digits") from None
 
 
-def _decode_batch(conn: Connection, municipality_id: str, batch: DoorEventBatchIn) -> list[tuple[str, list[Any], HeadAttestation | None]]:
-    wanted = sorted({u.lock_id for u in batch.uploads})
-    known = set(conn.execute(
-        select(t.locks.c.id)
-        .join(t.doors, t.doors.c.id == t.locks.c.door_id)
-        .join(t.homes, t.homes.c.id == t.doors.c.home_id)
-        .join(t.residents, t.residents.c.id == t.homes.c.resident_id)
-        .where(t.locks.c.id.in_(wanted), t.residents.c.municipality_id == municipality_id)
-    ).scalars())
+def _locks_for(conn: Connection, who: Principal, wanted: list[str], now: datetime) -> set[str]:
+    """Which of `wanted` this uploader may upload for (see the module docstring)."""
+    lk, d, h, r = t.locks, t.doors, t.homes, t.residents
+    query = (
+        select(lk.c.id)
+        .join(d, d.c.id == lk.c.door_id)
+        .join(h, h.c.id == d.c.home_id)
+        .join(r, r.c.id == h.c.resident_id)
+        .where(lk.c.id.in_(wanted), r.c.municipality_id == who.municipality_id)
+    )
+    if who.role is AccountRole.NURSE:
+        if who.actor_id is None:
+            return set()
+        g, v = t.grants, t.visits
+        query = (
+            query.join(v, v.c.resident_id == h.c.resident_id)
+            .join(g, g.c.visit_id == v.c.id)
+            .where(g.c.actor_id == who.actor_id, g.c.not_after >= now - RELAY_BACK,
+                   g.c.not_before <= now + RELAY_AHEAD)
+            .distinct()
+        )
+    return set(conn.execute(query).scalars())
+
+
+def _decode_batch(conn: Connection, who: Principal, batch: DoorEventBatchIn,
+                  now: datetime) -> list[tuple[str, list[Any], HeadAttestation | None]]:
+    allowed = _locks_for(conn, who, sorted({u.lock_id for u in batch.uploads}), now)
+    for n, upload in enumerate(batch.uploads):
+        if upload.lock_id not in allowed:
+            # The same answer for a lock that is not yours and one that does not exist.
+            raise Problem(403, "Forbidden", f"body/uploads/{n}/lock_id: not a lock you may upload for",
+                          errors=[{"field": f"body/uploads/{n}/lock_id",
+                                   "message": "not a lock you may upload for"}])
     decoded = []
     for n, upload in enumerate(batch.uploads):
         base = f"body/uploads/{n}"
-        if upload.lock_id not in known:
-            raise field_problem(f"{base}/lock_id", "no such lock in this municipality")
         events = []
         for m, ev in enumerate(upload.events):
             try:
@@ -426,11 +500,12 @@ def _merged(decoded: list[tuple[str, list[Any], HeadAttestation | None]]) -> lis
 
 def _ingest(request: Request, who: Principal, batch: DoorEventBatchIn) -> DoorEventBatchOut:
     p = portner(request)
+    now = p.now()
     with p.engine.connect() as conn:
-        decoded = _decode_batch(conn, p.municipality.id, batch)
+        decoded = _decode_batch(conn, who, batch, now)
     uploads = [replace(u, lock_key=p.secrets.lock_key(u.lock_id)) for u in _merged(decoded)]
     # One transaction for the whole batch: all of it is stored, or (on a failure) none of it.
-    reports = ingest_uploads(p.engine, uploads, now=p.now())
+    reports = ingest_uploads(p.engine, uploads, now=now)
     return DoorEventBatchOut(results=[
         LockUploadResult(lock_id=r.lock_id, accepted=r.accepted, pending=r.pending, opened=r.opened,
                          denied=r.denied, arrivals=r.arrivals, departures=r.departures,
@@ -439,11 +514,34 @@ def _ingest(request: Request, who: Principal, batch: DoorEventBatchIn) -> DoorEv
     ])
 
 
-@router.post("/door-events", response_model=DoorEventBatchOut)
-async def upload_door_events(
-    request: Request, batch: DoorEventBatchIn, who: Principal = Depends(principal)
-) -> DoorEventBatchOut:
-    _may_upload(who)
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON Schema with its $defs inlined (the body is read by hand, so FastAPI does
+    not list the model among the document's components)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
+@router.post(
+    "/door-events", response_model=DoorEventBatchOut,
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _inline_schema(DoorEventBatchIn)}}}},
+    responses={413: problem_response("The body is larger than 1 MB (a nurse) or 8 MB (a gateway).")},
+)
+async def upload_door_events(request: Request, who: Principal = Depends(principal)) -> DoorEventBatchOut:
+    # The body is read here, after sign-in and within the uploader's size limit, not by FastAPI.
+    batch = _parse_batch(await _bounded_body(request, _may_upload(who)))
     return await run_in_threadpool(_ingest, request, who, batch)
 
 
