@@ -20,8 +20,10 @@
  *       then read the lock's new events and queue them for upload. opts: {action = "unlock",
  *       since = 0 (the platform's verified seq for the lock, if known)}. Throws an Error with
  *       .code = "unreachable" when the lock cannot be reached.
- *   uploadQueued(apiBase, csrf)           -> {sent, left, status?}
- *       POST every queued lock upload to <apiBase>/door-events; removes them only after a 2xx.
+ *   uploadQueued(apiBase, csrf)           -> {sent, refused, left, status?}
+ *       POST the queued lock uploads to <apiBase>/door-events in batches within the server's
+ *       limits; removes them only after a 2xx (or when the platform refuses one outright).
+ *   uploadBatches(entries) -> [{ids, uploads, events}] (the requests uploadQueued sends)
  *   queuedCount(), cborEncode(value), proofMessage(...), b64url(bytes), fromB64url(text),
  *   loadState(name), saveState(name, value), forgetKey(name)
  *
@@ -260,23 +262,89 @@ export function uploadQueued(apiBase, csrf) {
   return uploading;
 }
 
+// The server takes at most 50 uploads, 2,000 events, and 500 events of one lock per request.
+const MAX_UPLOADS = 40;
+const MAX_EVENTS = 1500;
+const MAX_LOCK_EVENTS = 500;
+
+function asUpload(entry, events) {
+  return entry.head ? { lock_id: entry.lock_id, events, head: entry.head } : { lock_id: entry.lock_id, events };
+}
+
+// Group queued entries into requests within the server's limits. A long log is sent in slices
+// of consecutive events (the platform takes them in order, and keeps later ones until a gap fills).
+export function uploadBatches(entries) {
+  const out = [];
+  let current = { ids: [], uploads: [], events: 0, perLock: {} };
+  const flush = () => { if (current.uploads.length) out.push(current); current = { ids: [], uploads: [], events: 0, perLock: {} }; };
+  for (const entry of entries) {
+    for (let i = 0; i < Math.max(entry.events.length, 1); i += MAX_LOCK_EVENTS) {
+      const slice = entry.events.slice(i, i + MAX_LOCK_EVENTS);
+      const lockCount = (current.perLock[entry.lock_id] || 0) + slice.length;
+      if (current.uploads.length >= MAX_UPLOADS || current.events + slice.length > MAX_EVENTS
+          || lockCount > MAX_LOCK_EVENTS) flush();
+      current.uploads.push(asUpload(entry, slice));
+      current.events += slice.length;
+      current.perLock[entry.lock_id] = (current.perLock[entry.lock_id] || 0) + slice.length;
+      // An entry is forgotten with the request that carries its last slice.
+      if (i + MAX_LOCK_EVENTS >= entry.events.length) current.ids.push(entry.id);
+    }
+  }
+  flush();
+  return out;
+}
+
+async function post(apiBase, csrf, uploads) {
+  return fetch(`${apiBase}/door-events`, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf },
+    body: JSON.stringify({ uploads }),
+  });
+}
+
+async function forget(ids) {
+  await tx("queue", "readwrite", (s) => Promise.all(ids.map((id) => request(s.delete(id)))));
+}
+
 async function doUpload(apiBase, csrf) {
   const entries = await tx("queue", "readonly", (s) => request(s.getAll()));
   if (!entries.length) return { sent: 0, left: 0 };
-  const uploads = entries.map((e) => (e.head ? { lock_id: e.lock_id, events: e.events, head: e.head }
-    : { lock_id: e.lock_id, events: e.events }));
-  let res;
-  try {
-    res = await fetch(`${apiBase}/door-events`, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf },
-      body: JSON.stringify({ uploads }),
-    });
-  } catch {
-    return { sent: 0, left: entries.length, offline: true };
+  let sent = 0;
+  let refused = 0;
+  const results = [];
+  for (const batch of uploadBatches(entries)) {
+    let res;
+    try {
+      res = await post(apiBase, csrf, batch.uploads);
+    } catch {
+      return { sent, refused, left: await queuedCount(), offline: true };
+    }
+    if (res.ok) {
+      results.push(...((await res.json()).results || []));
+      await forget(batch.ids);
+      sent += batch.ids.length;
+      continue;
+    }
+    if (res.status !== 403 && res.status !== 422) {
+      // Signed out, server trouble: keep everything and try again later.
+      return { sent, refused, left: await queuedCount(), status: res.status };
+    }
+    // One entry spoils the batch (a lock no longer on her list, a damaged entry): send each
+    // alone, and drop those the platform refuses. Their events stay in the lock's own log and
+    // reach the platform at the next sync by staff or gateway.
+    for (const id of batch.ids) {
+      const entry = entries.find((e) => e.id === id);
+      let one;
+      try {
+        one = await post(apiBase, csrf, [asUpload(entry, entry.events.slice(0, MAX_LOCK_EVENTS))]);
+      } catch {
+        return { sent, refused, left: await queuedCount(), offline: true };
+      }
+      if (one.ok) { sent += 1; await forget([id]); }
+      else if (one.status === 403 || one.status === 422) { refused += 1; await forget([id]); }
+      else return { sent, refused, left: await queuedCount(), status: one.status };
+    }
   }
-  if (!res.ok) return { sent: 0, left: entries.length, status: res.status };
-  await tx("queue", "readwrite", (s) => Promise.all(entries.map((e) => request(s.delete(e.id)))));
-  return { sent: entries.length, left: await queuedCount(), results: (await res.json()).results };
+  return { sent, refused, left: await queuedCount(), results };
 }
