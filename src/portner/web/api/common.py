@@ -740,3 +740,20 @@ __all__ = [
     "AccessLogLineOut", "AuditEntryOut", "MunicipalityOut", "AccountOut",
     "grant_out", "visit_out", "municipality_out",
 ]
+
+
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413 problem) as soon as it is larger than `limit`: by its
+    declared length, and by counting while reading (a chunked body declares none)."""
+    too_big = Problem(413, "Content too large", f"the body is larger than {limit} bytes",
+                      kind="content-too-large", errors=[{"field": "body", "message": "too large"}])
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -52,7 +52,7 @@ from portner.services.lock_wire import WireError, event_from_wire
 from portner.services.revocation import latest_revocation_list
 from portner.storage import tables as t
 from portner.storage.repository import Repository
-from portner.web.api.common import IdempotencyKeyHeader, idempotent, problem_response
+from portner.web.api.common import IdempotencyKeyHeader, bounded_body, idempotent, problem_response
 from portner.web.deps import portner, principal, require
 from portner.web.problems import Problem, field_problem, not_found
 
@@ -389,21 +389,6 @@ def _may_upload(who: Principal) -> int:
     raise NotPermitted(f"uploading door events needs a nurse's phone or the {SCOPE_EVENTS_UPLOAD} scope")
 
 
-async def _bounded_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it is larger than `limit`: by its declared length, and by
-    counting while reading (a chunked body declares none)."""
-    too_big = Problem(413, "Content too large", f"the body is larger than {limit} bytes",
-                      kind="content-too-large", errors=[{"field": "body", "message": "too large"}])
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse_batch(raw: bytes) -> DoorEventBatchIn:
@@ -541,7 +526,7 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 )
 async def upload_door_events(request: Request, who: Principal = Depends(principal)) -> DoorEventBatchOut:
     # The body is read here, after sign-in and within the uploader's size limit, not by FastAPI.
-    batch = _parse_batch(await _bounded_body(request, _may_upload(who)))
+    batch = _parse_batch(await bounded_body(request, _may_upload(who)))
     return await run_in_threadpool(_ingest, request, who, batch)
 
 

@@ -32,6 +32,7 @@ from portner.web.api.common import (
     IdempotencyKeyHeader,
     Page,
     PageParams,
+    bounded_body,
     idempotent_call,
     keyset,
     page_of,
@@ -167,19 +168,6 @@ def _importer(who: Principal = Depends(principal)) -> Principal:
     raise NotPermitted(f"pushing visit plans needs the admin role or the {SCOPE_FHIR_IMPORT} scope")
 
 
-async def _bounded_body(request: Request) -> bytes:
-    too_big = Problem(413, "Content too large", f"the body is larger than {MAX_FHIR_BYTES} bytes",
-                      kind="content-too-large", errors=[{"field": "body", "message": "too large"}])
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_FHIR_BYTES:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_FHIR_BYTES:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _problem_field(p: Any) -> dict[str, str]:
@@ -209,7 +197,7 @@ async def push_fhir(request: Request, idempotency_key: IdempotencyKeyHeader = No
         raise Problem(415, "Unsupported media type", "send application/fhir+json or application/fhir+xml",
                       kind="unsupported-media-type",
                       errors=[{"field": "header/Content-Type", "message": "not a FHIR media type"}])
-    raw = await _bounded_body(request)
+    raw = await bounded_body(request, MAX_FHIR_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
