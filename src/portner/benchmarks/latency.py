@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
 import socket
@@ -295,7 +296,10 @@ def run_latency_bench(*, rate: float = 200, seconds: float = 10, warmup: float =
                     ]
                     return runs
 
-            runs = asyncio.run(drive())
+            # In a thread of its own: the caller may already run an event loop (a test session
+            # driving a browser does), and the load needs a loop to itself anyway.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                runs = pool.submit(lambda: asyncio.run(drive())).result()
         finally:
             for s in servers:
                 s.stop()
