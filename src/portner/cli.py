@@ -374,6 +374,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     console.print(f"Open {settings.public_url}/ and sign in (development sign-in: choose a user)."
                   if settings.development else f"Serving on {settings.public_url}/")
     console.print(f"API: {settings.public_url}/api/v1, OpenAPI: {settings.public_url}/openapi.json")
+    if settings.development:
+        console.print(f"Lock radio bridge (simulated locks, stands in for Bluetooth): {settings.bridge_url}")
     serve.run(settings, host=args.host, port=args.port,
               bridge_port=args.bridge_port if settings.development else None)
     return 0
