@@ -48,13 +48,24 @@ def create_dev_accounts(
             .order_by(func.count().desc(), t.actors.c.id)
             .limit(NURSES)
         ).all()
+        # A relative whose resident has an e-lock and a visit on the day: something to see.
         relation = conn.execute(
             select(t.relations.c.actor_id, t.relations.c.resident_id, t.actors.c.display_name,
                    t.residents.c.display_name.label("resident_name"))
             .join(t.actors, t.actors.c.id == t.relations.c.actor_id)
             .join(t.residents, t.residents.c.id == t.relations.c.resident_id)
-            .where(t.actors.c.municipality_id == municipality_id)
-            .order_by(t.relations.c.resident_id, t.relations.c.actor_id)
+            .join(t.homes, t.homes.c.resident_id == t.residents.c.id)
+            .where(
+                t.actors.c.municipality_id == municipality_id,
+                t.homes.c.elock_system.is_not(None),
+                t.relations.c.resident_id.in_(
+                    select(t.visits.c.resident_id).where(
+                        t.visits.c.planned_start >= day_start, t.visits.c.planned_start < day_end,
+                        t.visits.c.status != "cancelled",
+                    )
+                ),
+            )
+            .order_by(t.residents.c.display_name, t.relations.c.resident_id, t.relations.c.actor_id)
             .limit(1)
         ).first()
 

@@ -55,7 +55,7 @@ def prepare_demo(settings: Settings, *, seed: int = 2026, day: date | None = Non
     engine = open_database(demo_settings.db_url)
     try:
         now = utcnow()
-        ids = IdSource()
+        ids = IdSource(seed)  # the same seed gives the same ids: development accounts stay put
         load_demo_site(engine, folder, seed=seed, day=today, ids=ids, now=now,
                        fixtures=fixtures or find_fixtures(None))
         create_dev_accounts(engine, MUNICIPALITY, day_start=datetime.combine(today, time(0), zone),
