@@ -110,6 +110,19 @@ def test_operator_gives_one_time_access_and_the_visitor_opens_the_door(live_serv
         with live.engine.connect() as conn:
             invitation = conn.execute(select(t.invitations)).one()
         assert invitation.redeemed_at is not None and invitation.device_id is not None
+        # The visitor's phone hands the lock's log in with the link as authority: the opening
+        # is on the platform (and so in the resident's "who came") without waiting for staff.
+        deadline = time.monotonic() + 15
+        opened = None
+        while opened is None and time.monotonic() < deadline:
+            with live.engine.connect() as conn:
+                opened = conn.execute(
+                    select(t.door_events.c.seq).where(t.door_events.c.actor_id == invitation.actor_id,
+                                                      t.door_events.c.action == "unlock",
+                                                      t.door_events.c.allowed.is_(True))
+                ).first()
+            time.sleep(0.3)
+        assert opened is not None, "the visitor's opening reached the platform"
         # The same link on a second phone is refused: it has been used.
         other = browser.new_context(locale="nb-NO").new_page()
         try:

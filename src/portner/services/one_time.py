@@ -312,6 +312,22 @@ def find_invitation(engine: Engine, token: str, *, now: datetime) -> InvitationV
                           _state(row, now))
 
 
+# A visitor's phone may hand in the lock logs it read for a day after its access ended.
+VISITOR_RELAY = timedelta(days=1)
+
+
+def visitor_upload_locks(conn: Connection, token: str, *, now: datetime) -> frozenset[str] | None:
+    """The locks a redeemed invitation's phone may upload door events for (the locks of its
+    grant's doors), or None when the token is unknown, not redeemed, or long past its window."""
+    row = _invitation_row(conn, token)
+    if row is None or row.redeemed_at is None or now > row.not_after + VISITOR_RELAY:
+        return None
+    locks = conn.execute(
+        select(t.doors.c.lock_id).where(t.doors.c.id.in_(list(row.door_ids)), t.doors.c.lock_id.is_not(None))
+    ).scalars()
+    return frozenset(locks)
+
+
 def holder_of(invitation_id: str) -> str:
     """What the visitor's registration challenge and proof are bound to."""
     return f"invitation:{invitation_id}"

@@ -28,7 +28,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -49,6 +49,7 @@ from portner.services.device_registration import (
 from portner.services.door_events import HeadAttestation, LockUpload, ingest_uploads
 from portner.services.issuing import IssuanceRefused, issue_for_shift
 from portner.services.lock_wire import WireError, event_from_wire
+from portner.services.one_time import visitor_upload_locks
 from portner.services.revocation import latest_revocation_list
 from portner.storage import tables as t
 from portner.storage.repository import Repository
@@ -443,9 +444,11 @@ def _locks_for(conn: Connection, who: Principal, wanted: list[str], now: datetim
     return set(conn.execute(query).scalars())
 
 
-def _decode_batch(conn: Connection, who: Principal, batch: DoorEventBatchIn,
-                  now: datetime) -> list[tuple[str, list[Any], HeadAttestation | None]]:
-    allowed = _locks_for(conn, who, sorted({u.lock_id for u in batch.uploads}), now)
+def _decode_batch(conn: Connection, who: Principal | None, batch: DoorEventBatchIn, now: datetime,
+                  allowed: frozenset[str] | None = None) -> list[tuple[str, list[Any], HeadAttestation | None]]:
+    if allowed is None:
+        assert who is not None
+        allowed = frozenset(_locks_for(conn, who, sorted({u.lock_id for u in batch.uploads}), now))
     for n, upload in enumerate(batch.uploads):
         if upload.lock_id not in allowed:
             # The same answer for a lock that is not yours and one that does not exist.
@@ -483,11 +486,17 @@ def _merged(decoded: list[tuple[str, list[Any], HeadAttestation | None]]) -> lis
     return [LockUpload(lock_id, evs, b"", head=heads.get(lock_id)) for lock_id, evs in events.items()]
 
 
-def _ingest(request: Request, who: Principal, batch: DoorEventBatchIn) -> DoorEventBatchOut:
+def _ingest(request: Request, who: Principal | None, batch: DoorEventBatchIn,
+            token: str | None = None) -> DoorEventBatchOut:
     p = portner(request)
     now = p.now()
     with p.engine.connect() as conn:
-        decoded = _decode_batch(conn, who, batch, now)
+        allowed = None
+        if who is None:
+            allowed = visitor_upload_locks(conn, token or "", now=now)
+            if allowed is None:
+                raise not_found("no invitation for this link that may upload")
+        decoded = _decode_batch(conn, who, batch, now, allowed)
     uploads = [replace(u, lock_key=p.secrets.lock_key(u.lock_id)) for u in _merged(decoded)]
     # One transaction for the whole batch: all of it is stored, or (on a failure) none of it.
     reports = ingest_uploads(p.engine, uploads, now=now)
@@ -528,6 +537,22 @@ async def upload_door_events(request: Request, who: Principal = Depends(principa
     # The body is read here, after sign-in and within the uploader's size limit, not by FastAPI.
     batch = _parse_batch(await bounded_body(request, _may_upload(who)))
     return await run_in_threadpool(_ingest, request, who, batch)
+
+
+@router.post(
+    "/visit/{token}/door-events", response_model=DoorEventBatchOut, tags=["one-time access"],
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _inline_schema(DoorEventBatchIn)}}}},
+    responses={413: problem_response("The body is larger than 1 MB."),
+               404: problem_response("No redeemed invitation for this link, or its time is long past.")},
+)
+async def upload_visitor_door_events(
+    request: Request, token: Annotated[str, Path(min_length=16, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")],
+) -> DoorEventBatchOut:
+    """A one-time visitor's phone hands in the logs it read at the doors its link opens. The
+    link's token is the authority (the visitor has no account); only those doors' locks."""
+    batch = _parse_batch(await bounded_body(request, MAX_NURSE_BYTES))
+    return await run_in_threadpool(_ingest, request, None, batch, token)
 
 
 # --- revocation list ----------------------------------------------------------------------------

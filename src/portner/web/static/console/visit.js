@@ -2,7 +2,7 @@
 // the invitation once, keep the credentials on this phone, and open doors through the lock
 // bridge. The key and the credentials stay in IndexedDB, so a reload on the same phone still
 // opens; another phone gets "already used".
-import { deviceKey, loadState, openDoor, registerDevice, saveState } from "/static/nurse/door.js";
+import { deviceKey, loadState, openDoor, registerDevice, saveState, uploadQueued } from "/static/nurse/door.js";
 
 const doors = document.getElementById("visit-doors");
 const status = document.getElementById("visit-status");
@@ -45,6 +45,8 @@ async function open(doorId) {
     say(words.opening);
     const answer = await openDoor(saved.bridge_url || words.bridge, doorId, credential.credential, key);
     say(answer.opened ? words.opened : words.refused.replace("{reason}", reasons[answer.reason] || answer.reason));
+    // The lock's log goes to the platform with this link as authority, so the resident sees it.
+    uploadQueued(`${API}/visit/${encodeURIComponent(token)}`, csrf).catch(() => {});
   } catch (error) {
     ready = null;
     if (error.code === "used" || error.status === 409) say(words.used);
@@ -58,6 +60,9 @@ async function open(doorId) {
 for (const button of doors.querySelectorAll("button.open-door")) {
   button.addEventListener("click", () => open(button.dataset.doorId));
 }
+
+// Whatever an earlier visit left queued (the network was down) goes now.
+uploadQueued(`${API}/visit/${encodeURIComponent(token)}`, csrf).catch(() => {});
 
 // Prepare at once, so the first press only opens; a failure here is shown and retried on press.
 ready = prepare();
