@@ -138,17 +138,27 @@ def principal_by_id(conn: Connection, account_id: str, *, via: str) -> Principal
 
 def session_ended(conn: Connection, who: Principal, signed_in_at: datetime) -> bool:
     """Whether a session signed in at `signed_in_at` is over: the person signed out since, or
-    one of their phones was revoked since (a lost phone may still be signed in)."""
-    ended = conn.execute(select(t.accounts.c.sessions_since).where(t.accounts.c.id == who.account_id)).scalar()
-    if ended is not None and signed_in_at < ended:
-        return True
-    if who.actor_id is None:
-        return False
-    return conn.execute(
+    one of their phones was revoked since (a lost phone may still be signed in). One query: it
+    runs on every request."""
+    revoked = (
         select(t.devices.c.id)
         .where(t.devices.c.actor_id == who.actor_id, t.devices.c.revoked_at > signed_in_at)
-        .limit(1)
-    ).first() is not None
+        .exists()
+    )
+    row = conn.execute(
+        select(t.accounts.c.sessions_since, revoked.label("revoked")).where(t.accounts.c.id == who.account_id)
+    ).first()
+    if row is None:
+        return True
+    return bool(row.revoked) or (row.sessions_since is not None and signed_in_at < row.sessions_since)
+
+
+def get_account(conn: Connection, municipality_id: str, account_id: str) -> dict[str, object] | None:
+    """One account of the municipality, shaped as `list_accounts` shapes each."""
+    row = conn.execute(
+        select(t.accounts).where(t.accounts.c.municipality_id == municipality_id, t.accounts.c.id == account_id)
+    ).first()
+    return None if row is None else _account_dict(row)
 
 
 def end_sessions(engine: Engine, account_id: str, *, now: datetime) -> None:
@@ -183,17 +193,18 @@ def list_accounts(conn: Connection, municipality_id: str) -> list[dict[str, obje
     rows = conn.execute(
         select(t.accounts).where(t.accounts.c.municipality_id == municipality_id).order_by(t.accounts.c.id)
     )
-    return [
-        {
-            "id": r.id,
-            "role": r.role,
-            "issuer": r.issuer,
-            "subject": r.subject,
-            "actor_id": r.actor_id,
-            "resident_id": r.resident_id,
-            "display_name": r.display_name,
-            "scopes": r.scopes.split() if r.scopes else [],
-            "disabled": r.disabled_at is not None,
-        }
-        for r in rows
-    ]
+    return [_account_dict(r) for r in rows]
+
+
+def _account_dict(r: Row[Any]) -> dict[str, object]:
+    return {
+        "id": r.id,
+        "role": r.role,
+        "issuer": r.issuer,
+        "subject": r.subject,
+        "actor_id": r.actor_id,
+        "resident_id": r.resident_id,
+        "display_name": r.display_name,
+        "scopes": r.scopes.split() if r.scopes else [],
+        "disabled": r.disabled_at is not None,
+    }

@@ -30,7 +30,7 @@ from portner.domain.access import NotPermitted
 from portner.domain.errors import PortnerError
 from portner.services.ids import IdSource
 from portner.services.keys import load_or_create_secrets
-from portner.web.deps import SignInRequired
+from portner.web.deps import SESSION_LIFETIME, SignInRequired
 from portner.web.headers import SecurityHeaders
 from portner.web.problems import install_problem_handlers
 from portner.web.state import Portner
@@ -133,7 +133,7 @@ def create_app(
         SessionMiddleware,
         secret_key=_session_secret(settings.data_dir),
         session_cookie="portner_session",
-        max_age=12 * 3600,  # one shift
+        max_age=int(SESSION_LIFETIME.total_seconds()),
         same_site="lax",
         https_only=settings.public_url.startswith("https://"),
     )

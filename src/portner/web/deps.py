@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from fastapi import Depends, Request
@@ -24,6 +24,8 @@ from portner.web.state import Portner
 SESSION_ACCOUNT = "account"
 SESSION_CSRF = "csrf"
 SESSION_SIGNED_IN_AT = "signed_in_at"
+# A session lasts one shift (the signed cookie's max_age; the live stream ends with it too).
+SESSION_LIFETIME = timedelta(hours=12)
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -80,7 +80,13 @@ from portner.web.api.common import (
     resident_or_404,
 )
 from portner.web.api.phone import b64url, from_b64url
-from portner.web.deps import SESSION_SIGNED_IN_AT, current_principal, portner, require
+from portner.web.deps import (
+    SESSION_LIFETIME,
+    SESSION_SIGNED_IN_AT,
+    current_principal,
+    portner,
+    require,
+)
 from portner.web.i18n import pick_language, translate
 from portner.web.problems import Problem, field_problem, not_found
 from portner.web.state import Portner
@@ -102,7 +108,6 @@ OVERLAP = timedelta(seconds=5)
 EVENT_ACTIONS = ("unlock", "denied", "jammed")
 # A stream ends after this long; the EventSource reconnects with Last-Event-ID and is checked anew.
 STREAM_LIFETIME_S = 3600.0
-SESSION_LIFETIME = timedelta(hours=12)  # as the session cookie's max_age (web/app.py)
 STREAM_ROLES = (AccountRole.OPERATOR, AccountRole.ADMIN)
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 from portner.domain.access import AccountRole, Principal
 from portner.domain.model import DoorKind, Role, ServiceModel
 from portner.services import directory_queries as dq
-from portner.services.accounts import list_accounts
+from portner.services.accounts import get_account
 from portner.services.administration import (
     Administration,
     InTransaction,
@@ -356,8 +356,7 @@ def patch_staff(request: Request, response: Response, actor_id: Id, body: StaffP
 
 
 def _account_out(conn: Connection, mid: str, account_id: str) -> AccountOut:
-    found = [a for a in list_accounts(conn, mid) if a["id"] == account_id]
-    return AccountOut(**_found(found[0] if found else None, f"no account {account_id}"))
+    return AccountOut(**_found(get_account(conn, mid, account_id), f"no account {account_id}"))
 
 
 @router.post("/accounts", response_model=AccountOut, status_code=201, tags=["accounts"],

@@ -185,8 +185,8 @@ def _who_can_open(request: Request, conn: Connection, resident_id: str, words: W
     home = conn.execute(select(t.homes.c.id).where(t.homes.c.resident_id == resident_id)).scalar()
     doors = Repository(conn).doors_of_home(home) if home else []
     lines = who_can_open(p.engine, resident_id, at=now, timezone=p.municipality.timezone)
-    # who_can_open says "planned visit <id>" for visit grants: the visit gives the time.
-    visit_ids = [w.why.removeprefix("planned visit ") for w in lines if w.why.startswith("planned visit ")]
+    # A visit grant's time is the visit's.
+    visit_ids = [w.visit_id for w in lines if w.visit_id]
     visits = {r.id: r for r in conn.execute(
         select(t.visits.c.id, t.visits.c.planned_start, t.visits.c.status)
         .where(t.visits.c.id.in_(visit_ids)))}
@@ -195,7 +195,7 @@ def _who_can_open(request: Request, conn: Connection, resident_id: str, words: W
     entries = []
     for w in lines:
         role = ROLE_BY_WORDS.get(w.role)
-        visit = visits.get(w.why.removeprefix("planned visit ")) if w.why.startswith("planned visit ") else None
+        visit = visits.get(w.visit_id) if w.visit_id else None
         until = datetime.strptime(w.until_local, "%Y-%m-%d %H:%M").replace(tzinfo=words.zone)
         if visit is not None:
             if visit.planned_start >= day_end or visit.status == VisitStatus.CANCELLED.value:
@@ -205,12 +205,10 @@ def _who_can_open(request: Request, conn: Connection, resident_id: str, words: W
             now_open = visit.planned_start - lead <= now
             sort_at = visit.planned_start
         else:
-            why = words(f"portal.why.{w.why}", name=w.name) if w.why in ("one_time", "manual", "emergency") else w.why
-            if w.why == "manual" and role == "response_center":
+            why = words(f"portal.why.{w.origin}", name=w.name) if w.origin in ("one_time", "manual", "emergency") else w.why
+            if w.origin == "manual" and role == "response_center":
                 why = words("portal.why.response_center")
-            # Asked of services.queries: the grant's start in WhoCanOpen. Until then the start of
-            # a grant without a visit is unknown, and the page says neither "now" nor "later".
-            starts: datetime | None = getattr(w, "not_before", None)
+            starts = w.not_before
             if starts is not None and starts >= day_end:
                 continue
             now_open = None if starts is None else starts <= now
