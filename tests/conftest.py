@@ -277,3 +277,28 @@ def pg_url(_pg_server: _PgServer) -> Iterator[str]:
     url = make_url(_pg_url()).update_query_dict({"options": f"-csearch_path={name}"})
     yield url.render_as_string(hide_password=False)
     _pg_server.drop(name)
+
+
+# --- async tests and the MQTT broker ------------------------------------------------------------
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """`@pytest.mark.anyio` tests run on asyncio (aiomqtt and uvicorn need it)."""
+    return "asyncio"
+
+
+MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> tuple[str, int]:
+    """The real Mosquitto broker on 127.0.0.1:1883 as (host, port); skipped (failed in CI) when
+    nothing listens there. Tests isolate themselves by a random topic prefix, not a broker."""
+    import socket
+
+    try:
+        socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=2).close()
+    except OSError as exc:
+        _unavailable(f"no MQTT broker on {MQTT_HOST}:{MQTT_PORT} ({exc})")
+    return MQTT_HOST, MQTT_PORT

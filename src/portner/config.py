@@ -37,6 +37,12 @@ class Settings:
     # Where the nurse app finds the lock radio bridge (the demo's stand-in for Bluetooth).
     bridge_url: str = field(default_factory=lambda: os.environ.get("PORTNER_BRIDGE_URL", "http://127.0.0.1:8001"))
 
+    # Which adapter drives keypad and remote lock commands (see portner.locks.registry), and where
+    # it connects: "simulated" (in-process), "zigbee2mqtt" (an MQTT broker URL such as
+    # mqtt://127.0.0.1:1883), "matter" (a Matter server's ws:// URL), "nuki" or "webhook" (https).
+    lock_backend: str = field(default_factory=lambda: os.environ.get("PORTNER_LOCKS", "simulated"))
+    lock_backend_url: str | None = field(default_factory=lambda: os.environ.get("PORTNER_LOCKS_URL"))
+
     @property
     def development(self) -> bool:
         return self.mode == "development"

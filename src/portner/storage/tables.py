@@ -152,6 +152,15 @@ locks = Table(
     Column("battery_percent", Float, nullable=True),
     Column("clock_offset_s", Float, nullable=True),
     Column("last_sync_at", UtcDateTime, nullable=True),
+    # How the backend (adapter) finds this lock: a Zigbee2MQTT friendly name, a Matter node id,
+    # a Nuki smartlock id. None for the simulated lock, which is found by its id.
+    Column("address", String(200), nullable=True),
+    # Where time windows on keypad codes are enforced: "lock" (the lock's own schedules) or
+    # "server" (Portner adds the code at the window's start and removes it at its end). None means
+    # "choose from the lock's capabilities".
+    Column("enforcement", String(16), nullable=True),
+    # When the lock was taken off the door (kept, with its history; never deleted).
+    Column("removed_at", UtcDateTime, nullable=True),
 )
 
 actors = Table(
@@ -458,4 +467,165 @@ messages = Table(
     # After a failure the next try waits (doubling, at most 10 minutes): a gateway that is down
     # is not hammered every few seconds.
     Column("next_attempt_at", UtcDateTime, nullable=True),
+)
+
+
+# --- Real locks: keypad codes and reconciliation (issue 4) --------------------------------------
+
+# A keypad code Portner gave someone. The digits are encrypted at rest (AES-GCM under a key the
+# municipality's secrets hold; `key_id` names it) and shown to a person once (`delivered_at`).
+keypad_codes = Table(
+    "keypad_codes",
+    metadata,
+    _id(),
+    _ref("municipality_id", "municipalities.id"),
+    _ref("actor_id", "actors.id", nullable=True),
+    _ref("grant_id", "grants.id", nullable=True),
+    Column("purpose", String(32), nullable=False),  # visit | one_time | standing | emergency
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("not_before", UtcDateTime, nullable=True),
+    Column("not_after", UtcDateTime, nullable=True),
+    Column("max_uses", Integer, nullable=True),
+    Column("uses", Integer, nullable=False, default=0),
+    # Whether uses of this code are told to the resident and relatives (F28).
+    Column("notify", Boolean, nullable=False, default=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("delivered_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("revoke_reason", String(64), nullable=True),
+)
+
+# Intent versus confirmed state, per (code, lock): the reconciler's state machine. `intent` is what
+# the plan wants ("present" or "absent"); `state` is what the lock has confirmed so far
+# (pending, writing, confirmed, write_unconfirmed, unverified, suspected_missing, removing, removed,
+# failed, suspended). Intent is never copied into state before the lock confirms (F22).
+code_placements = Table(
+    "code_placements",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ref("code_id", "keypad_codes.id"),
+    _ref("lock_id", "locks.id"),
+    Column("slot", Integer, nullable=True),  # Portner's slot number (1-based), once allocated
+    Column("intent", String(16), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("enforcement", String(16), nullable=False),  # lock | server
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("last_refusal", String(32), nullable=True),
+    Column("last_detail", String(400), nullable=True),
+    Column("requested_at", UtcDateTime, nullable=True),
+    Column("confirmed_at", UtcDateTime, nullable=True),
+    Column("removal_requested_at", UtcDateTime, nullable=True),
+    Column("removal_due_at", UtcDateTime, nullable=True),
+    Column("removed_at", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("code_id", "lock_id", name="uq_code_placements_code_lock"),
+    Index("ix_code_placements_lock_slot", "lock_id", "slot"),
+    Index("ix_code_placements_due", "state", "next_attempt_at"),
+)
+
+# What Portner last observed in each slot of a lock, managed or not. `code_mac` is a keyed MAC of
+# the code read back (never the code), so duplicates and foreign codes are found without storing
+# digits. A quarantined slot (a foreign or unverifiable code) is never allocated or overwritten
+# until an operator resolves it.
+lock_slots = Table(
+    "lock_slots",
+    metadata,
+    Column("lock_id", String(64), ForeignKey("locks.id"), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("observed", String(16), nullable=False),  # known | masked | empty | unreadable
+    Column("code_mac", LargeBinary, nullable=True),
+    _ref("code_id", "keypad_codes.id", nullable=True),
+    Column("unreadable_reads", Integer, nullable=False, default=0),
+    Column("observed_at", UtcDateTime, nullable=False),
+    Column("quarantined_at", UtcDateTime, nullable=True),
+    Column("quarantine_reason", String(32), nullable=True),  # foreign | unverifiable | reappeared
+    Column("resolved_at", UtcDateTime, nullable=True),
+    Column("resolved_by", String(100), nullable=True),
+    Column("resolution", String(32), nullable=True),  # adopted | cleared | released
+)
+
+# Commands to locks, written in the same transaction as the change that needs them and delivered
+# at least once; `id` is the idempotency key the adapter sees, so a redelivery is harmless.
+lock_commands = Table(
+    "lock_commands",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    _ref("lock_id", "locks.id"),
+    Column("placement_id", Integer, ForeignKey("code_placements.id"), nullable=True, index=True),
+    Column("kind", String(32), nullable=False),  # set_code | clear_code | read_slots | set_clock | operate
+    Column("slot", Integer, nullable=True),
+    Column("args", JSON, nullable=False),  # never a code: set_code reads it from keypad_codes
+    Column("state", String(16), nullable=False),  # requested | confirmed | refused | timed_out
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("not_before", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("refusal", String(32), nullable=True),
+    Column("detail", String(400), nullable=True),
+    Index("ix_lock_commands_due", "state", "not_before"),
+)
+
+# Each lock's live condition and radio budget, as the adapters last reported it.
+lock_status = Table(
+    "lock_status",
+    metadata,
+    Column("lock_id", String(64), ForeignKey("locks.id"), primary_key=True),
+    Column("capabilities", JSON, nullable=True),
+    Column("capabilities_at", UtcDateTime, nullable=True),
+    Column("online", Boolean, nullable=True),
+    Column("bolt", String(16), nullable=True),
+    Column("jammed_since", UtcDateTime, nullable=True),
+    Column("tamper_at", UtcDateTime, nullable=True),
+    Column("clock_offset_s", Float, nullable=True),
+    Column("clock_verified_at", UtcDateTime, nullable=True),
+    Column("last_event_at", UtcDateTime, nullable=True),
+    Column("last_user_event_at", UtcDateTime, nullable=True),
+    Column("verified_at", UtcDateTime, nullable=True),  # last verification of managed slots
+    Column("budget_window_start", UtcDateTime, nullable=True),
+    Column("budget_used", Integer, nullable=False, default=0),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Normalised operation events from adapters (keypad, remote, manual...), deduplicated on the
+# adapter's stable key. Failed attempts are rows with success false, never visits (F26).
+lock_activity = Table(
+    "lock_activity",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ref("lock_id", "locks.id"),
+    Column("key", String(200), nullable=False),
+    Column("operation", String(16), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("success", Boolean, nullable=False),
+    Column("slot", Integer, nullable=True),
+    _ref("code_id", "keypad_codes.id", nullable=True),
+    Column("actor_id", String(64), nullable=True, index=True),
+    _ref("visit_id", "visits.id", nullable=True),
+    # event | legacy_alarm | unidentified | unknown_credential
+    Column("attribution", String(32), nullable=False),
+    Column("failure", String(32), nullable=False, default=""),
+    Column("lock_time", UtcDateTime, nullable=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    UniqueConstraint("lock_id", "key", name="uq_lock_activity_lock_key"),
+)
+
+# Conditions an operator must see: jammed, tamper, low battery, wrong codes, an unknown credential
+# used, an overdue removal, a permanent rejection, a foreign code... One open row per (lock, kind,
+# subject); cleared by the condition ending, never by a timer (F29).
+lock_alarms = Table(
+    "lock_alarms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ref("lock_id", "locks.id"),
+    Column("kind", String(32), nullable=False),
+    Column("subject", String(100), nullable=False, default=""),  # a slot, code or command id
+    Column("detail", String(400), nullable=False, default=""),
+    Column("raised_at", UtcDateTime, nullable=False),
+    Column("escalated_at", UtcDateTime, nullable=True),
+    Column("cleared_at", UtcDateTime, nullable=True),
+    Column("acknowledged_by", String(100), nullable=True),
+    Index("ix_lock_alarms_open", "lock_id", "kind", "cleared_at"),
 )

@@ -346,6 +346,31 @@ def upgrade() -> None:
     op.create_index(op.f('ix_invitations_device_id'), 'invitations', ['device_id'], unique=False)
     op.create_index(op.f('ix_invitations_grant_id'), 'invitations', ['grant_id'], unique=False)
     op.create_index(op.f('ix_invitations_municipality_id'), 'invitations', ['municipality_id'], unique=False)
+    op.create_table('keypad_codes',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('municipality_id', sa.String(length=64), nullable=False),
+    sa.Column('actor_id', sa.String(length=64), nullable=True),
+    sa.Column('grant_id', sa.String(length=64), nullable=True),
+    sa.Column('purpose', sa.String(length=32), nullable=False),
+    sa.Column('ciphertext', sa.LargeBinary(), nullable=False),
+    sa.Column('key_id', sa.String(length=64), nullable=False),
+    sa.Column('not_before', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('not_after', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('max_uses', sa.Integer(), nullable=True),
+    sa.Column('uses', sa.Integer(), nullable=False),
+    sa.Column('notify', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('revoke_reason', sa.String(length=64), nullable=True),
+    sa.ForeignKeyConstraint(['actor_id'], ['actors.id'], name=op.f('fk_keypad_codes_actor_id_actors')),
+    sa.ForeignKeyConstraint(['grant_id'], ['grants.id'], name=op.f('fk_keypad_codes_grant_id_grants')),
+    sa.ForeignKeyConstraint(['municipality_id'], ['municipalities.id'], name=op.f('fk_keypad_codes_municipality_id_municipalities')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_keypad_codes'))
+    )
+    op.create_index(op.f('ix_keypad_codes_actor_id'), 'keypad_codes', ['actor_id'], unique=False)
+    op.create_index(op.f('ix_keypad_codes_grant_id'), 'keypad_codes', ['grant_id'], unique=False)
+    op.create_index(op.f('ix_keypad_codes_municipality_id'), 'keypad_codes', ['municipality_id'], unique=False)
     op.create_table('locks',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('door_id', sa.String(length=64), nullable=False),
@@ -356,10 +381,40 @@ def upgrade() -> None:
     sa.Column('battery_percent', sa.Float(), nullable=True),
     sa.Column('clock_offset_s', sa.Float(), nullable=True),
     sa.Column('last_sync_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('address', sa.String(length=200), nullable=True),
+    sa.Column('enforcement', sa.String(length=16), nullable=True),
+    sa.Column('removed_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['door_id'], ['doors.id'], name=op.f('fk_locks_door_id_doors')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_locks'))
     )
     op.create_index(op.f('ix_locks_door_id'), 'locks', ['door_id'], unique=False)
+    op.create_table('code_placements',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('code_id', sa.String(length=64), nullable=False),
+    sa.Column('lock_id', sa.String(length=64), nullable=False),
+    sa.Column('slot', sa.Integer(), nullable=True),
+    sa.Column('intent', sa.String(length=16), nullable=False),
+    sa.Column('state', sa.String(length=32), nullable=False),
+    sa.Column('enforcement', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_refusal', sa.String(length=32), nullable=True),
+    sa.Column('last_detail', sa.String(length=400), nullable=True),
+    sa.Column('requested_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('confirmed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('removal_requested_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('removal_due_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('removed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['code_id'], ['keypad_codes.id'], name=op.f('fk_code_placements_code_id_keypad_codes')),
+    sa.ForeignKeyConstraint(['lock_id'], ['locks.id'], name=op.f('fk_code_placements_lock_id_locks')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_code_placements')),
+    sa.UniqueConstraint('code_id', 'lock_id', name='uq_code_placements_code_lock')
+    )
+    op.create_index(op.f('ix_code_placements_code_id'), 'code_placements', ['code_id'], unique=False)
+    op.create_index('ix_code_placements_due', 'code_placements', ['state', 'next_attempt_at'], unique=False)
+    op.create_index(op.f('ix_code_placements_lock_id'), 'code_placements', ['lock_id'], unique=False)
+    op.create_index('ix_code_placements_lock_slot', 'code_placements', ['lock_id', 'slot'], unique=False)
     op.create_table('door_event_pending',
     sa.Column('lock_id', sa.String(length=64), nullable=False),
     sa.Column('seq', sa.BigInteger(), nullable=False),
@@ -388,6 +443,46 @@ def upgrade() -> None:
     op.create_index(op.f('ix_door_events_actor_id'), 'door_events', ['actor_id'], unique=False)
     op.create_index(op.f('ix_door_events_credential_id'), 'door_events', ['credential_id'], unique=False)
     op.create_index(op.f('ix_door_events_visit_id'), 'door_events', ['visit_id'], unique=False)
+    op.create_table('lock_activity',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('lock_id', sa.String(length=64), nullable=False),
+    sa.Column('key', sa.String(length=200), nullable=False),
+    sa.Column('operation', sa.String(length=16), nullable=False),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('success', sa.Boolean(), nullable=False),
+    sa.Column('slot', sa.Integer(), nullable=True),
+    sa.Column('code_id', sa.String(length=64), nullable=True),
+    sa.Column('actor_id', sa.String(length=64), nullable=True),
+    sa.Column('visit_id', sa.String(length=64), nullable=True),
+    sa.Column('attribution', sa.String(length=32), nullable=False),
+    sa.Column('failure', sa.String(length=32), nullable=False),
+    sa.Column('lock_time', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['code_id'], ['keypad_codes.id'], name=op.f('fk_lock_activity_code_id_keypad_codes')),
+    sa.ForeignKeyConstraint(['lock_id'], ['locks.id'], name=op.f('fk_lock_activity_lock_id_locks')),
+    sa.ForeignKeyConstraint(['visit_id'], ['visits.id'], name=op.f('fk_lock_activity_visit_id_visits')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_lock_activity')),
+    sa.UniqueConstraint('lock_id', 'key', name='uq_lock_activity_lock_key')
+    )
+    op.create_index(op.f('ix_lock_activity_actor_id'), 'lock_activity', ['actor_id'], unique=False)
+    op.create_index(op.f('ix_lock_activity_code_id'), 'lock_activity', ['code_id'], unique=False)
+    op.create_index(op.f('ix_lock_activity_lock_id'), 'lock_activity', ['lock_id'], unique=False)
+    op.create_index(op.f('ix_lock_activity_visit_id'), 'lock_activity', ['visit_id'], unique=False)
+    op.create_table('lock_alarms',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('lock_id', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('subject', sa.String(length=100), nullable=False),
+    sa.Column('detail', sa.String(length=400), nullable=False),
+    sa.Column('raised_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('escalated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('cleared_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('acknowledged_by', sa.String(length=100), nullable=True),
+    sa.ForeignKeyConstraint(['lock_id'], ['locks.id'], name=op.f('fk_lock_alarms_lock_id_locks')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_lock_alarms'))
+    )
+    op.create_index(op.f('ix_lock_alarms_lock_id'), 'lock_alarms', ['lock_id'], unique=False)
+    op.create_index('ix_lock_alarms_open', 'lock_alarms', ['lock_id', 'kind', 'cleared_at'], unique=False)
     op.create_table('lock_log_anomalies',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('lock_id', sa.String(length=64), nullable=False),
@@ -400,19 +495,102 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_lock_log_anomalies'))
     )
     op.create_index(op.f('ix_lock_log_anomalies_lock_id'), 'lock_log_anomalies', ['lock_id'], unique=False)
+    op.create_table('lock_slots',
+    sa.Column('lock_id', sa.String(length=64), nullable=False),
+    sa.Column('slot', sa.Integer(), nullable=False),
+    sa.Column('observed', sa.String(length=16), nullable=False),
+    sa.Column('code_mac', sa.LargeBinary(), nullable=True),
+    sa.Column('code_id', sa.String(length=64), nullable=True),
+    sa.Column('unreadable_reads', sa.Integer(), nullable=False),
+    sa.Column('observed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('quarantined_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('quarantine_reason', sa.String(length=32), nullable=True),
+    sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('resolved_by', sa.String(length=100), nullable=True),
+    sa.Column('resolution', sa.String(length=32), nullable=True),
+    sa.ForeignKeyConstraint(['code_id'], ['keypad_codes.id'], name=op.f('fk_lock_slots_code_id_keypad_codes')),
+    sa.ForeignKeyConstraint(['lock_id'], ['locks.id'], name=op.f('fk_lock_slots_lock_id_locks')),
+    sa.PrimaryKeyConstraint('lock_id', 'slot', name=op.f('pk_lock_slots'))
+    )
+    op.create_index(op.f('ix_lock_slots_code_id'), 'lock_slots', ['code_id'], unique=False)
+    op.create_table('lock_status',
+    sa.Column('lock_id', sa.String(length=64), nullable=False),
+    sa.Column('capabilities', sa.JSON(), nullable=True),
+    sa.Column('capabilities_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('online', sa.Boolean(), nullable=True),
+    sa.Column('bolt', sa.String(length=16), nullable=True),
+    sa.Column('jammed_since', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('tamper_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('clock_offset_s', sa.Float(), nullable=True),
+    sa.Column('clock_verified_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_event_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_user_event_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('verified_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('budget_window_start', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('budget_used', sa.Integer(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['lock_id'], ['locks.id'], name=op.f('fk_lock_status_lock_id_locks')),
+    sa.PrimaryKeyConstraint('lock_id', name=op.f('pk_lock_status'))
+    )
+    op.create_table('lock_commands',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('lock_id', sa.String(length=64), nullable=False),
+    sa.Column('placement_id', sa.Integer(), nullable=True),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('slot', sa.Integer(), nullable=True),
+    sa.Column('args', sa.JSON(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('not_before', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('refusal', sa.String(length=32), nullable=True),
+    sa.Column('detail', sa.String(length=400), nullable=True),
+    sa.ForeignKeyConstraint(['lock_id'], ['locks.id'], name=op.f('fk_lock_commands_lock_id_locks')),
+    sa.ForeignKeyConstraint(['placement_id'], ['code_placements.id'], name=op.f('fk_lock_commands_placement_id_code_placements')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_lock_commands'))
+    )
+    op.create_index('ix_lock_commands_due', 'lock_commands', ['state', 'not_before'], unique=False)
+    op.create_index(op.f('ix_lock_commands_lock_id'), 'lock_commands', ['lock_id'], unique=False)
+    op.create_index(op.f('ix_lock_commands_placement_id'), 'lock_commands', ['placement_id'], unique=False)
 
 
 def downgrade() -> None:
     """Drop everything upgrade() created."""
+    op.drop_index(op.f('ix_lock_commands_placement_id'), table_name='lock_commands')
+    op.drop_index(op.f('ix_lock_commands_lock_id'), table_name='lock_commands')
+    op.drop_index('ix_lock_commands_due', table_name='lock_commands')
+    op.drop_table('lock_commands')
+    op.drop_table('lock_status')
+    op.drop_index(op.f('ix_lock_slots_code_id'), table_name='lock_slots')
+    op.drop_table('lock_slots')
     op.drop_index(op.f('ix_lock_log_anomalies_lock_id'), table_name='lock_log_anomalies')
     op.drop_table('lock_log_anomalies')
+    op.drop_index('ix_lock_alarms_open', table_name='lock_alarms')
+    op.drop_index(op.f('ix_lock_alarms_lock_id'), table_name='lock_alarms')
+    op.drop_table('lock_alarms')
+    op.drop_index(op.f('ix_lock_activity_visit_id'), table_name='lock_activity')
+    op.drop_index(op.f('ix_lock_activity_lock_id'), table_name='lock_activity')
+    op.drop_index(op.f('ix_lock_activity_code_id'), table_name='lock_activity')
+    op.drop_index(op.f('ix_lock_activity_actor_id'), table_name='lock_activity')
+    op.drop_table('lock_activity')
     op.drop_index(op.f('ix_door_events_visit_id'), table_name='door_events')
     op.drop_index(op.f('ix_door_events_credential_id'), table_name='door_events')
     op.drop_index(op.f('ix_door_events_actor_id'), table_name='door_events')
     op.drop_table('door_events')
     op.drop_table('door_event_pending')
+    op.drop_index('ix_code_placements_lock_slot', table_name='code_placements')
+    op.drop_index(op.f('ix_code_placements_lock_id'), table_name='code_placements')
+    op.drop_index('ix_code_placements_due', table_name='code_placements')
+    op.drop_index(op.f('ix_code_placements_code_id'), table_name='code_placements')
+    op.drop_table('code_placements')
     op.drop_index(op.f('ix_locks_door_id'), table_name='locks')
     op.drop_table('locks')
+    op.drop_index(op.f('ix_keypad_codes_municipality_id'), table_name='keypad_codes')
+    op.drop_index(op.f('ix_keypad_codes_grant_id'), table_name='keypad_codes')
+    op.drop_index(op.f('ix_keypad_codes_actor_id'), table_name='keypad_codes')
+    op.drop_table('keypad_codes')
     op.drop_index(op.f('ix_invitations_municipality_id'), table_name='invitations')
     op.drop_index(op.f('ix_invitations_grant_id'), table_name='invitations')
     op.drop_index(op.f('ix_invitations_device_id'), table_name='invitations')
