@@ -46,10 +46,12 @@ FEATURES: list[tuple[str, str]] = [
     ("portner.web.api.records", API_PREFIX),
     ("portner.web.api.phone", API_PREFIX),
     ("portner.web.api.access", API_PREFIX),
+    ("portner.web.api.fleet", API_PREFIX),
     ("portner.web.auth.signin", ""),
     ("portner.web.auth.oidc", ""),
     ("portner.web.pages.nurse", ""),
     ("portner.web.pages.console", ""),
+    ("portner.web.pages.fleet", ""),
     ("portner.web.pages.portal", ""),
     ("portner.web.pages.admin", ""),
 ]

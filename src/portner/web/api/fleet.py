@@ -1,0 +1,148 @@
+"""The lock fleet for operators: open alarms, quarantined slots and each lock's keypad codes.
+
+Codes themselves never leave the platform through this API; an operator sees who holds a code on
+which lock, whether the lock confirmed it, and why not when it did not.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from portner.domain.access import AccountRole, Principal
+from portner.services import fleet
+from portner.web.api.common import (
+    NO_CONTROL,
+    PROBLEM_RESPONSES,
+    Page,
+    PageParams,
+    page_params,
+    paginate,
+)
+from portner.web.deps import portner, require
+from portner.web.problems import Problem, not_found
+
+router = APIRouter(tags=["lock fleet"], responses=PROBLEM_RESPONSES)
+STAFF = require(AccountRole.OPERATOR, AccountRole.ADMIN)
+LockId = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROL)]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LockAlarmOut(_Out):
+    id: int
+    lock_id: str
+    kind: str = Field(description="jammed, tamper, battery_low, wrong_code, unknown_credential, "
+                                  "removal_overdue, rejected, foreign_code, ...")
+    subject: str = Field("", description="The slot, code or command the alarm is about, if any.")
+    detail: str = ""
+    raised_at: datetime
+    escalated_at: datetime | None = None
+    acknowledged_by: str | None = None
+    door_id: str
+    resident_id: str
+
+
+class QuarantinedSlotOut(_Out):
+    lock_id: str
+    slot: int
+    observed: str = Field(description="known, masked, empty or unreadable")
+    reason: str | None = Field(None, description="foreign, unverifiable or reappeared")
+    quarantined_at: datetime
+    unreadable_reads: int = 0
+
+
+class PlacementOut(_Out):
+    code_id: str
+    slot: int | None
+    intent: str = Field(description="present or absent: what the plan wants")
+    state: str = Field(description="what the lock has confirmed so far")
+    enforcement: str = Field(description="lock (the lock's own schedule) or server")
+    attempts: int
+    last_refusal: str | None = None
+    next_attempt_at: datetime | None = None
+    confirmed_at: datetime | None = None
+    removal_due_at: datetime | None = None
+    removed_at: datetime | None = None
+    purpose: str
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    holder: str | None = Field(None, description="The holder's display name (pseudonymous).")
+
+
+class ResolveIn(_Out):
+    resolution: Literal["adopted", "released"] = Field(
+        description="adopted: keep the code found there and never use the slot; released: the slot "
+                    "was checked at the door and is empty")
+
+
+def _own_lock(request: Request, lock_id: str) -> None:
+    p = portner(request)
+    with p.engine.connect() as conn:
+        if not fleet.lock_ids_of(conn, p.municipality.id, [lock_id]):
+            raise not_found(f"no lock {lock_id}")
+
+
+@router.get("/lock-alarms", response_model=Page[LockAlarmOut], summary="Open lock alarms (operator, admin)")
+def list_alarms(request: Request, response: Response, params: PageParams = Depends(page_params),
+                who: Principal = Depends(STAFF)) -> Page[LockAlarmOut]:
+    p = portner(request)
+    with p.engine.connect() as conn:
+        rows = fleet.open_alarms(conn, p.municipality.id)
+    items = [LockAlarmOut(**{k: r[k] for k in LockAlarmOut.model_fields}) for r in rows]
+    return paginate(request, response, params, items, key=lambda a: (a.id,))
+
+
+@router.post("/lock-alarms/{alarm_id}/acknowledge", status_code=204,
+             summary="Acknowledge an alarm (it stays open until its condition ends)")
+def acknowledge(request: Request, alarm_id: Annotated[int, Path(ge=1, le=2**62)],
+                who: Principal = Depends(STAFF)) -> Response:
+    p = portner(request)
+    try:
+        with p.engine.begin() as conn:
+            fleet.acknowledge_alarm(conn, p.municipality.id, alarm_id, actor=who.audit_actor, now=p.now())
+    except fleet.FleetError as exc:
+        raise not_found(str(exc)) from None
+    return Response(status_code=204)
+
+
+@router.get("/locks/{lock_id}/quarantine", response_model=list[QuarantinedSlotOut],
+            summary="Slots of a lock that Portner will not touch until an operator resolves them")
+def list_quarantine(request: Request, lock_id: LockId, who: Principal = Depends(STAFF)) -> list[QuarantinedSlotOut]:
+    _own_lock(request, lock_id)
+    p = portner(request)
+    with p.engine.connect() as conn:
+        rows = fleet.quarantined_slots(conn, p.municipality.id, lock_id=lock_id)
+    return [QuarantinedSlotOut(lock_id=r["lock_id"], slot=r["slot"], observed=r["observed"],
+                               reason=r["quarantine_reason"], quarantined_at=r["quarantined_at"],
+                               unreadable_reads=r["unreadable_reads"]) for r in rows]
+
+
+@router.post("/locks/{lock_id}/quarantine/{slot}", status_code=204,
+             summary="Resolve a quarantined slot: adopt the code found there, or release a slot checked empty")
+def resolve(request: Request, lock_id: LockId, slot: Annotated[int, Path(ge=1, le=100_000)], body: ResolveIn,
+            who: Principal = Depends(STAFF)) -> Response:
+    _own_lock(request, lock_id)
+    p = portner(request)
+    try:
+        with p.engine.begin() as conn:
+            fleet.resolve_quarantine(conn, p.municipality.id, lock_id, slot, fleet.Resolution(body.resolution),
+                                     actor=who.audit_actor, now=p.now())
+    except fleet.FleetError as exc:
+        raise Problem(409, "Not in quarantine", str(exc)) from None
+    return Response(status_code=204)
+
+
+@router.get("/locks/{lock_id}/codes", response_model=list[PlacementOut],
+            summary="The keypad codes meant for a lock: intended versus confirmed (never the code)")
+def list_codes(request: Request, lock_id: LockId, who: Principal = Depends(STAFF)) -> list[PlacementOut]:
+    _own_lock(request, lock_id)
+    p = portner(request)
+    with p.engine.connect() as conn:
+        rows = fleet.placements(conn, p.municipality.id, lock_id)
+    return [PlacementOut(**{k: r[k] for k in PlacementOut.model_fields}) for r in rows]
