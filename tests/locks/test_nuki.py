@@ -117,7 +117,7 @@ class TestNukiContract(LockContract):
 @pytest.mark.anyio
 async def test_f24_nuki_code_rules_are_checked_before_any_http_call(nuki: NukiHarness) -> None:
     before = await nuki.radio_commands()
-    for digits, rule in (("123456", "start with 12"), ("102938", "0")):
+    for digits, rule in (("123456", "prefix this lock forbids (12)"), ("102938", "it has 123456789")):
         result = await nuki.port.set_code(1, KeypadCode(digits))
         assert result.refusal is Refusal.BAD_CODE and not result.retryable, result
         assert rule in result.detail

@@ -160,7 +160,8 @@ def _describe_lengths(lengths: frozenset[int]) -> str:
 
 def check_code(rules: CodeRules | None, digits: str | KeypadCode) -> str | None:
     """Return None when the lock(s) described by `rules` accept `digits`, else the rule it breaks
-    ("lock requires 6 digits", "digit 8 is not on this keypad", "must not start with 12",
+    ("lock requires 6 digits", "uses a key this keypad does not have (it has 1234567)",
+    "starts with a prefix this lock forbids (12)",
     "too weak: repeated digits"). `rules` None means the lock told us nothing: lengths are then not
     checked, but the code must still be digits and not weak."""
     if isinstance(digits, KeypadCode):
@@ -173,14 +174,11 @@ def check_code(rules: CodeRules | None, digits: str | KeypadCode) -> str | None:
     lengths = _known_lengths(rules)
     if lengths is not None and len(digits) not in lengths:
         return f"lock requires {_describe_lengths(lengths)}"
-    for char in digits:
-        if char not in rules.alphabet:
-            kind = "digit" if char.isdigit() else "character"
-            shown = char if char.isascii() and char.isprintable() else repr(char)
-            return f"{kind} {shown} is not on this keypad"
-    for prefix in rules.forbidden_prefixes:
-        if prefix and digits.startswith(prefix):
-            return f"must not start with {prefix}"
+    # The reasons name the rule, never a character of the code: they reach logs and alarms.
+    if any(char not in rules.alphabet for char in digits):
+        return f"uses a key this keypad does not have (it has {rules.alphabet})"
+    if any(prefix and digits.startswith(prefix) for prefix in rules.forbidden_prefixes):
+        return "starts with a prefix this lock forbids (" + ", ".join(rules.forbidden_prefixes) + ")"
     if rules.reject_weak:
         return weakness(digits)
     return None
