@@ -403,6 +403,19 @@ def cmd_bench_service(args: argparse.Namespace) -> int:
     return 1 if args.check and not met else 0
 
 
+def cmd_bench_locks(args: argparse.Namespace) -> int:
+    """Zigbee2MQTT locks through the real broker, against the broker's own round trip."""
+    from portner.benchmarks import mqtt
+
+    result = mqtt.run_from_args(args)
+    if args.json:
+        _emit_json(result)
+    else:
+        for line in mqtt.report_lines(result):
+            console.print(line, highlight=False)
+    return 1 if args.check and not result["met"] else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from portner.bench import run_bench
 
@@ -501,6 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_service)
+
+    p = sub.add_parser("bench-locks", help="Zigbee2MQTT locks through the MQTT broker, against its round trip")
+    from portner.benchmarks.mqtt import add_arguments as _bench_locks_arguments
+
+    _bench_locks_arguments(p)
+    p.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_locks)
 
     p = sub.add_parser("serve", parents=[common], help="the API and the web apps")
     p.add_argument("--host", default="127.0.0.1")
