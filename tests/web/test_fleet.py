@@ -91,7 +91,7 @@ def test_lock_codes_show_intent_and_state_never_the_code(portner_app: FastAPI,
     p = portner_app.state.portner
     with p.engine.begin() as conn:
         conn.execute(insert(t.keypad_codes).values(
-            id="code-1", municipality_id=p.municipality.id, purpose="visit", ciphertext=b"sealed",
+            id="code-1", municipality_id=p.municipality.id, purpose="visit", ciphertext=b"sealed", code_mac=b"\x02" * 32,
             key_id="k1", not_before=AT, not_after=AT + timedelta(hours=1), uses=0, notify=True, created_at=AT))
         conn.execute(insert(t.code_placements).values(
             code_id="code-1", lock_id=lock_id, slot=3, intent="present", state="failed", enforcement="server",

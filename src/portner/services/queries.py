@@ -2,17 +2,24 @@
 
 Every read of a resident's door log is itself written to the audit log (Normen: the patient's right
 to see who looked), in the same transaction as the read.
+
+The door log merges two sources: `door_events` (the phone-credential locks' own chained logs,
+source "phone") and `lock_activity` (what keypad, Matter and vendor-cloud locks report: codes,
+thumb-turns, remote unlocks, failed attempts). Only openings and attempts to open are "who came";
+a lock being locked again is not. A failed attempt is a refused line, never a visit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, and_, func, select
 
 from portner.domain.model import VisitStatus
+from portner.locks.attribution import UNIDENTIFIED, UNKNOWN_CREDENTIAL
 from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
 from portner.storage.repository import Repository
@@ -40,6 +47,17 @@ class AccessLogLine:
     reason: str
     visit_id: str | None
     planned: bool
+    # How the door was opened: "phone" for door_events, else lock_activity's source (keypad,
+    # remote, manual, auto, rfid, phone, unknown).
+    source: str = "phone"
+    # lock_activity's attribution (event, legacy_alarm, unidentified, unknown_credential);
+    # empty for a door event, whose credential names its holder.
+    attribution: str = ""
+    at: datetime | None = None  # the instant (lock time, else when Portner received it)
+
+    @property
+    def from_lock_activity(self) -> bool:
+        return bool(self.attribution)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -51,6 +69,7 @@ class AccessLogLine:
             "reason": self.reason,
             "visit": self.visit_id,
             "planned_visit": self.planned,
+            "source": self.source,
         }
 
 
@@ -74,44 +93,77 @@ def access_log(
         resident = repo.get_resident(resident_id)
         if resident is None or resident.municipality_id != municipality_id:
             raise UnknownResident(resident_id)
-        rows = list(
-            conn.execute(
-                select(
-                    t.door_events,
-                    t.doors.c.kind.label("door_kind"),
-                    t.actors.c.display_name,
-                    t.actors.c.role,
-                )
-                .join(t.locks, t.locks.c.id == t.door_events.c.lock_id)
-                .join(t.doors, t.doors.c.id == t.locks.c.door_id)
-                .join(t.homes, t.homes.c.id == t.doors.c.home_id)
-                .outerjoin(t.actors, t.actors.c.id == t.door_events.c.actor_id)
-                .where(
-                    and_(
-                        t.homes.c.resident_id == resident_id,
-                        t.door_events.c.action.in_(["unlock", "denied"]),
-                    )
-                )
-                .order_by(t.door_events.c.lock_time, t.door_events.c.seq)
-            )
-        )
+        rows = list(conn.execute(_door_event_rows(resident_id)))
+        activity = list(conn.execute(_lock_activity_rows(resident_id)))
         append_audit(
             conn,
-            [AuditEntry(now, reader, "accesslog:read", resident_id, {"lines": len(rows)})],
+            [AuditEntry(now, reader, "accesslog:read", resident_id,
+                        {"lines": len(rows) + len(activity), "lock_activity": len(activity)})],
         )
-    return [
-        AccessLogLine(
-            at_local=r.lock_time.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
-            door=f"{r.door_kind} door",
-            who=r.display_name or (r.actor_id or "unknown credential"),
-            role=ROLE_WORDS.get(r.role or "", r.role or ""),
-            outcome="opened" if r.allowed else "refused",
-            reason=r.reason,
-            visit_id=r.visit_id,
-            planned=r.visit_id is not None,
-        )
-        for r in rows
-    ]
+    lines = [(r.lock_time, 0, r.seq, _door_event_line(r, zone)) for r in rows]
+    lines += [(r.lock_time or r.received_at, 1, r.id, _lock_activity_line(r, zone)) for r in activity]
+    lines.sort(key=lambda item: item[:3])
+    return [line for *_, line in lines]
+
+
+def _door_event_rows(resident_id: str) -> Any:
+    return (
+        select(t.door_events, t.doors.c.kind.label("door_kind"), t.actors.c.display_name, t.actors.c.role)
+        .join(t.locks, t.locks.c.id == t.door_events.c.lock_id)
+        .join(t.doors, t.doors.c.id == t.locks.c.door_id)
+        .join(t.homes, t.homes.c.id == t.doors.c.home_id)
+        .outerjoin(t.actors, t.actors.c.id == t.door_events.c.actor_id)
+        .where(and_(t.homes.c.resident_id == resident_id, t.door_events.c.action.in_(["unlock", "denied"])))
+        .order_by(t.door_events.c.lock_time, t.door_events.c.seq)
+    )
+
+
+def _lock_activity_rows(resident_id: str) -> Any:
+    a = t.lock_activity
+    # Never the slot or the code: the log says who, not which code.
+    return (
+        select(a.c.id, a.c.source, a.c.success, a.c.actor_id, a.c.visit_id, a.c.attribution, a.c.failure,
+               a.c.lock_time, a.c.received_at, t.doors.c.kind.label("door_kind"), t.actors.c.display_name,
+               t.actors.c.role)
+        .join(t.locks, t.locks.c.id == a.c.lock_id)
+        .join(t.doors, t.doors.c.id == t.locks.c.door_id)
+        .join(t.homes, t.homes.c.id == t.doors.c.home_id)
+        .outerjoin(t.actors, t.actors.c.id == a.c.actor_id)
+        .where(and_(t.homes.c.resident_id == resident_id, a.c.operation == "unlock"))
+        .order_by(a.c.id)
+    )
+
+
+def _door_event_line(r: Any, zone: ZoneInfo) -> AccessLogLine:
+    return AccessLogLine(
+        at_local=r.lock_time.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+        door=f"{r.door_kind} door",
+        who=r.display_name or (r.actor_id or "unknown credential"),
+        role=ROLE_WORDS.get(r.role or "", r.role or ""),
+        outcome="opened" if r.allowed else "refused",
+        reason=r.reason,
+        visit_id=r.visit_id,
+        planned=r.visit_id is not None,
+        at=r.lock_time,
+    )
+
+
+def _lock_activity_line(r: Any, zone: ZoneInfo) -> AccessLogLine:
+    at = r.lock_time or r.received_at
+    nameless = "unknown credential" if r.attribution == UNKNOWN_CREDENTIAL else UNIDENTIFIED
+    return AccessLogLine(
+        at_local=at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+        door=f"{r.door_kind} door",
+        who=r.display_name or r.actor_id or nameless,
+        role=ROLE_WORDS.get(r.role or "", r.role or ""),
+        outcome="opened" if r.success else "refused",
+        reason=(r.failure or "unknown") if not r.success else "ok",
+        visit_id=r.visit_id,
+        planned=r.visit_id is not None,
+        source=r.source,
+        attribution=r.attribution,
+        at=at,
+    )
 
 
 def resident_overview(conn: Connection, municipality_id: str) -> list[dict[str, object]]:

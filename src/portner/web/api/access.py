@@ -9,11 +9,13 @@ endpoints, which the one-time link's token authorises:
 - POST /devices/{id}/revoke             a lost phone, in one action: revoked and published
 - GET  /doors/{door_id}/who-can-open    now and later, and why
 - GET  /physical-keys?date=             visits at homes without an e-lock (someone brings a key)
-- GET  /events/stream                   Server-Sent Events of the municipality's door events
+- GET  /events/stream                   Server-Sent Events of the municipality's door events and
+                                        what keypad and vendor locks report (lock_activity)
 - GET  /visit/{token}/challenge         (visitor) a registration challenge for the phone
 - POST /visit/{token}/redeem            (visitor) register the phone once, get the credentials
 
-The event stream polls the door_events table by a (received_at, lock_id, seq) cursor, so any of
+The event stream polls the door_events table by a (received_at, lock_id, seq) cursor and the
+lock_activity table by id (web.api.activity_lines; every SSE id carries both), so any of
 several stateless replicas can serve a reconnecting console (Last-Event-ID). Every poll looks the
 caller up again (disabled account, signed out, session older than a shift, phone revoked): the
 stream then sends `event: signed-out` and ends. A stream lives at most an hour; the EventSource
@@ -25,10 +27,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -64,6 +65,9 @@ from portner.services.revocation import (
 )
 from portner.storage import tables as t
 from portner.storage.repository import Repository
+from portner.web.api import activity_lines as activity
+from portner.web.api.activity_lines import EPOCH, Cursor, encode_event_id
+from portner.web.api.activity_lines import decode_event_id as decode_event_id  # noqa: F401 - its home was here
 from portner.web.api.common import (
     IDEMPOTENT_RESPONSES,
     NO_CONTROL,
@@ -411,44 +415,8 @@ def physical_keys(
 
 # --- live door events (Server-Sent Events) ------------------------------------------------------
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-Cursor = tuple[datetime, str, int]
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-        if n == 0:
-            return out
-
-
-def encode_event_id(key: Cursor) -> str:
-    """Opaque to clients; base 36 so that no long digit run looks like a national id to scanners."""
-    at, lock_id, seq = key
-    return f"{_base36((at - _EPOCH) // timedelta(microseconds=1))}-{seq}-{lock_id}"
-
-
-# base36 microseconds since 1970 (12 digits reach past year 9999), a BIGINT seq, a lock id.
-_EVENT_ID = re.compile(r"([0-9a-z]{1,12})-([0-9]{1,18})-([A-Za-z0-9_.:-]{1,64})", re.ASCII)
-_LAST_EVENT_AT = datetime(9000, 1, 1, tzinfo=UTC)
-
-
-def decode_event_id(value: str | None) -> Cursor | None:
-    """The cursor of a Last-Event-ID we gave out; None (start afresh) for anything else."""
-    match = _EVENT_ID.fullmatch(value or "")
-    if match is None:
-        return None
-    micros, seq, lock_id = match.groups()
-    try:
-        at = _EPOCH + timedelta(microseconds=int(micros, 36))
-    except OverflowError:
-        return None
-    if at >= _LAST_EVENT_AT or int(seq) > 2**63 - 1:
-        return None
-    return (at, lock_id, int(seq))
+# The stream's ids (door-event cursor and lock_activity place) live in web.api.activity_lines.
+_EPOCH = EPOCH
 
 
 def _session_still_valid(request: Request) -> bool:
@@ -525,10 +493,13 @@ def engine_rows(engine: Any, query: Any) -> list[Any]:
         return list(conn.execute(query))
 
 
-def event_out(row: Any, lang: str, zone: ZoneInfo) -> dict[str, Any]:
+def event_out(row: Any, lang: str, zone: ZoneInfo, activity_cursor: int = 0) -> dict[str, Any]:
     opened = bool(row.allowed) and row.action == "unlock"
+    key = encode_event_id((row.received_at, row.lock_id, row.seq))
     return {
-        "id": encode_event_id((row.received_at, row.lock_id, row.seq)),
+        "id": activity.stream_id(key, activity_cursor),
+        "key": key,
+        "kind": "door_event",
         "at": row.lock_time.isoformat(),
         "time": row.lock_time.astimezone(zone).strftime("%H:%M:%S"),
         "resident_id": row.resident_id,
@@ -536,6 +507,8 @@ def event_out(row: Any, lang: str, zone: ZoneInfo) -> dict[str, Any]:
         "door_id": row.door_id,
         "door": _words(f"console.door.{row.door_kind}", lang, row.door_kind),
         "opened": opened,
+        "state": "opened" if opened else "refused",
+        "source": "phone",
         "outcome": translate("console.event.opened" if opened else "console.event.refused", lang),
         "reason_code": row.reason,
         "reason": "" if opened else _words(f"console.reason.{row.reason}", lang, row.reason),
@@ -544,8 +517,7 @@ def event_out(row: Any, lang: str, zone: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def _sse(row: Any, lang: str, zone: ZoneInfo) -> str:
-    data = event_out(row, lang, zone)
+def _sse(data: dict[str, Any]) -> str:
     return f"id: {data['id']}\nevent: door\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
@@ -561,22 +533,32 @@ async def door_event_stream(
     lang = pick_language(request)
     zone = ZoneInfo(p.municipality.timezone)
     municipality_id = p.municipality.id
-    resume = decode_event_id(last_event_id)
+    resume, resume_activity = activity.resume(last_event_id)
 
     async def stream() -> AsyncIterator[str]:
         seen: dict[tuple[str, int], datetime] = {}
         cursor: Cursor | None = resume
-        first: list[Any] = []
+        lines: list[str] = []
+        if resume_activity is None:  # from the newest stored row: only new ones come
+            follower = activity.ActivityFollower(await run_in_threadpool(activity.newest_activity_id, p.engine))
+        else:
+            follower = activity.ActivityFollower(resume_activity)
         if cursor is None:
             # Start at the newest stored event (not at "now": an event stored meanwhile, with a
             # received_at from another clock or a slow transaction, would fall behind the cursor).
-            first = await run_in_threadpool(recent_events, p.engine, municipality_id, max(backlog, 1))
-            cursor = (first[-1].received_at, first[-1].lock_id, first[-1].seq) if first else (_EPOCH, "", 0)
-            first = first[-backlog:] if backlog else []
+            doors = await run_in_threadpool(recent_events, p.engine, municipality_id, backlog + 1)
+            cursor = activity.door_key(doors[-1]) if doors else activity.NO_DOOR_EVENT
+            if backlog:
+                reports = await run_in_threadpool(activity.recent_activity, p.engine, municipality_id, backlog + 1)
+                for kind, row, door_part, activity_at in activity.backlog_lines(doors, reports, backlog):
+                    if kind == "door":
+                        seen[(row.lock_id, row.seq)] = row.received_at
+                        lines.append(_sse(event_out(row, lang, zone, activity_at)))
+                    else:
+                        lines.append(_sse(activity.activity_out(row, door_part, lang, zone)))
         yield "retry: 3000\n\n"
-        for row in first:
-            seen[(row.lock_id, row.seq)] = row.received_at
-            yield _sse(row, lang, zone)
+        for line in lines:
+            yield line
         quiet_since = started = time.monotonic()
         late = False  # after a reconnect, nothing before the resumed cursor is resent
         while not await request.is_disconnected():
@@ -589,7 +571,7 @@ async def door_event_stream(
             fresh = [r for r in rows if (r.lock_id, r.seq) not in seen]
             for row in fresh:
                 seen[(row.lock_id, row.seq)] = row.received_at
-                yield _sse(row, lang, zone)
+                yield _sse(event_out(row, lang, zone, follower.cursor))
                 quiet_since = time.monotonic()
             if fresh:
                 newest = max((r.received_at, r.lock_id, r.seq) for r in fresh)
@@ -597,10 +579,14 @@ async def door_event_stream(
                 late = True
                 floor = cursor[0] - OVERLAP
                 seen = {k: v for k, v in seen.items() if v >= floor}
+            reports = await run_in_threadpool(follower.poll, p.engine, municipality_id)
+            for row in reports:
+                yield _sse(activity.activity_out(row, activity.door_part(cursor), lang, zone))
+                quiet_since = time.monotonic()
             if time.monotonic() - quiet_since >= HEARTBEAT_S:
                 yield ": heartbeat\n\n"
                 quiet_since = time.monotonic()
-            if len(fresh) < 100:
+            if len(fresh) < 100 and len(reports) < 100:
                 await asyncio.sleep(POLL_S)
 
     return StreamingResponse(stream(), media_type="text/event-stream",

@@ -1,7 +1,8 @@
 """Records: a resident's door log, the audit log and its verification, and FHIR plan pushes.
 
 Every read of a resident's door log is itself written to the audit log (services.queries does it
-in the same transaction as the read). A FHIR push runs the same import as `portner import`: one
+in the same transaction as the read). The log holds both the phone-credential locks' door events and
+what keypad and vendor locks report (lock_activity), each line with its `source`. A FHIR push runs the same import as `portner import`: one
 transaction, rejected entries quarantined for correction, the import report as the answer. A body
 that yields nothing importable at all is a 422 and writes nothing.
 """
@@ -57,6 +58,11 @@ FHIR_MEDIA = {"application/fhir+json": "json", "application/fhir+xml": "xml",
 
 class _Line(AccessLogLineOut):
     position: int = Field(description="Place in the log (oldest first); the page order.")
+    source: str = Field(
+        description="How the door was opened or tried: phone (a Portner phone credential on the lock's own "
+                    "log), keypad, remote, manual (thumb-turn or key), auto, rfid or unknown. A refused keypad "
+                    "line is a failed attempt (reason wrong_code...), never a visit; who is 'unidentified' when "
+                    "the lock did not say whose code, 'unknown credential' for a code Portner did not set.")
 
 
 @router.get("/residents/{resident_id}/access-log", response_model=Page[_Line], tags=["records"],

@@ -224,8 +224,35 @@ def _who_can_open(request: Request, conn: Connection, resident_id: str, words: W
     ]
 
 
+# How a line from a keypad, Matter or vendor lock (lock_activity) reads: by its source when the
+# holder is known, else by what the lock could tell. Never a slot number or a code.
+_NAMED_HOW = {"keypad": "code", "rfid": "tag", "phone": "phone_named", "remote": "remote_named"}
+_NAMELESS_HOW = {"keypad": "code_unknown_who", "rfid": "tag_unknown_who", "manual": "inside", "remote": "remote"}
+_NAMELESS = frozenset({"unidentified", "unknown credential"})  # services.queries' words for "no holder"
+
+
+def _how(ln: Any) -> tuple[str | None, bool]:
+    """(message variant, named) for a lock_activity line; (None, True) for a phone door event."""
+    if not ln.from_lock_activity:
+        return None, True
+    named = ln.attribution != "unknown_credential" and ln.who not in _NAMELESS
+    if ln.outcome != "opened":
+        if named:
+            return "refused", True
+        return ("wrong_code" if ln.source == "keypad" and ln.reason == "wrong_code" else "tried"), False
+    if named:
+        return _NAMED_HOW.get(ln.source, "opened"), True
+    if ln.attribution == "unknown_credential":
+        return ("unknown_code" if ln.source == "keypad" else "unknown_key"), False
+    return _NAMELESS_HOW.get(ln.source, "plain"), False
+
+
 def _who_came(request: Request, who: Principal, resident_id: str, words: Words) -> list[dict[str, Any]]:
-    """The last LOG_DAYS days, newest first; one line per passage (a person through their doors)."""
+    """The last LOG_DAYS days, newest first; one line per passage (a person through their doors).
+
+    Phone door events and lock_activity come merged in time order (services.queries.access_log).
+    A named person's openings through several doors within minutes make one passage; a nameless
+    opening or a failed attempt stays a line of its own (two of them may be two people)."""
     p = portner(request)
     lines = access_log(p.engine, resident_id, municipality_id=p.municipality.id, reader=who.audit_actor,
                        now=p.now(), timezone=p.municipality.timezone)
@@ -238,8 +265,10 @@ def _who_came(request: Request, who: Principal, resident_id: str, words: Words) 
             select(t.visits.c.id, t.visits.c.departed_at).where(t.visits.c.id.in_(visit_ids)))}
     passages: list[dict[str, Any]] = []
     for at, ln in recent:
+        how, named = _how(ln)
         last = passages[-1] if passages else None
-        same = (last is not None and (last["who_raw"], last["visit"], last["outcome"]) == (ln.who, ln.visit_id, ln.outcome)
+        same = (named and last is not None and last["named"]
+                and (last["who_raw"], last["visit"], last["outcome"], last["how"]) == (ln.who, ln.visit_id, ln.outcome, how)
                 and at - last["last_at"] <= timedelta(minutes=10))
         kind = ln.door.removesuffix(" door")
         if same:
@@ -249,19 +278,22 @@ def _who_came(request: Request, who: Principal, resident_id: str, words: Words) 
             last["last_at"] = at
             continue
         passages.append({"at": at, "last_at": at, "who_raw": ln.who, "role": ROLE_BY_WORDS.get(ln.role),
-                         "visit": ln.visit_id, "outcome": ln.outcome, "planned": ln.planned, "doors": [kind]})
+                         "visit": ln.visit_id, "outcome": ln.outcome, "planned": ln.planned, "doors": [kind],
+                         "how": how, "named": named})
     out = []
     for ps in reversed(passages):
         role = words.role(ps["role"])
         person = words("portal.person_with_role", name=ps["who_raw"], role=role) if role else ps["who_raw"]
-        verb = "portal.came.opened" if ps["outcome"] == "opened" else "portal.came.refused"
+        opened = ps["outcome"] == "opened"
+        verb = f"portal.came.{ps['how'] or ('opened' if opened else 'refused')}"
         left = departed.get(ps["visit"]) if ps["visit"] else None
         out.append({
             "when": upper_first(words.when(ps["at"])),
-            "text": words(verb, who=person, doors=words.doors(ps["doors"])),
+            "text": upper_first(words(verb, who=person, doors=words.doors(ps["doors"]))),
             "left": words("portal.came.left", time=f"{left.astimezone(words.zone):%H:%M}") if left else "",
-            "outside": ps["outcome"] == "opened" and not ps["planned"],
-            "refused": ps["outcome"] != "opened",
+            # Someone Portner knows, outside a plan; a thumb-turn or an unknown code is not "a visit".
+            "outside": opened and ps["named"] and not ps["planned"],
+            "refused": not opened,
         })
     return out
 

@@ -1,6 +1,8 @@
 // The console's live door events: Server-Sent Events from /api/v1/events/stream, newest first.
 // The list is an aria-live region, so a screen reader hears each new event once. EventSource
 // reconnects by itself and sends Last-Event-ID, so nothing is missed across a short outage.
+// Door events (phone keys) and what keypad and vendor locks report come in the same line format;
+// `key` is a line's own identity (the SSE id is the stream's place and may differ on a resend).
 const list = document.getElementById("events");
 const status = document.getElementById("live-status");
 const empty = document.getElementById("events-empty");
@@ -17,15 +19,17 @@ function line(event) {
 }
 
 function show(event) {
-  if (seen.has(event.id)) return;  // a reconnect may send an event again
-  seen.add(event.id);
+  const key = event.key || event.id;
+  if (seen.has(key)) return;  // a reconnect may send an event again
+  seen.add(key);
   const item = document.createElement("li");
-  item.className = event.opened ? "event opened" : "event refused";
-  item.dataset.eventId = event.id;
+  const state = ["opened", "locked", "refused"].includes(event.state) ? event.state : (event.opened ? "opened" : "refused");
+  item.className = `event ${state}`;
+  item.dataset.eventId = key;
   const text = document.createElement("span");
   text.textContent = line(event);
   item.append(text);
-  if (!event.opened && event.reason) {
+  if (state === "refused" && event.reason) {
     const why = document.createElement("span");
     why.className = "reason";
     why.textContent = ` (${event.reason})`;
