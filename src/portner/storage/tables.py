@@ -484,6 +484,8 @@ keypad_codes = Table(
     Column("purpose", String(32), nullable=False),  # visit | one_time | standing | emergency
     Column("ciphertext", LargeBinary, nullable=False),
     Column("key_id", String(64), nullable=False),
+    # A keyed MAC of the digits (never the digits), to find the code on a lock's slots (F6, F23).
+    Column("code_mac", LargeBinary, nullable=False),
     Column("not_before", UtcDateTime, nullable=True),
     Column("not_after", UtcDateTime, nullable=True),
     Column("max_uses", Integer, nullable=True),
@@ -586,6 +588,8 @@ lock_status = Table(
     Column("verified_at", UtcDateTime, nullable=True),  # last verification of managed slots
     Column("budget_window_start", UtcDateTime, nullable=True),
     Column("budget_used", Integer, nullable=False, default=0),
+    Column("last_command_at", UtcDateTime, nullable=True),  # spacing (min_command_interval)
+    Column("heartbeat_at", UtcDateTime, nullable=True),
     Column("updated_at", UtcDateTime, nullable=False),
 )
 

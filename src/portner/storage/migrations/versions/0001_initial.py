@@ -354,6 +354,7 @@ def upgrade() -> None:
     sa.Column('purpose', sa.String(length=32), nullable=False),
     sa.Column('ciphertext', sa.LargeBinary(), nullable=False),
     sa.Column('key_id', sa.String(length=64), nullable=False),
+    sa.Column('code_mac', sa.LargeBinary(), nullable=False),
     sa.Column('not_before', sa.DateTime(timezone=True), nullable=True),
     sa.Column('not_after', sa.DateTime(timezone=True), nullable=True),
     sa.Column('max_uses', sa.Integer(), nullable=True),
@@ -528,6 +529,8 @@ def upgrade() -> None:
     sa.Column('verified_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('budget_window_start', sa.DateTime(timezone=True), nullable=True),
     sa.Column('budget_used', sa.Integer(), nullable=False),
+    sa.Column('last_command_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['lock_id'], ['locks.id'], name=op.f('fk_lock_status_lock_id_locks')),
     sa.PrimaryKeyConstraint('lock_id', name=op.f('pk_lock_status'))
