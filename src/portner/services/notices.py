@@ -3,13 +3,15 @@
 `sweep_notices` looks at what happened in the last LOOKBACK (grants made, door events received)
 and makes a notice for each thing no notice covers yet. Nothing is kept in memory and no cursor
 row is needed: every notice names its sources in `params["keys"]` ("grant:<id>:<resident>",
-"door:<lock>:<seq>"), and a sweep skips every source that an existing notice names. So a restart
+"door:<lock>:<seq>", "activity:<id>" for keypad code openings), and a sweep skips every source that an existing notice names. So a restart
 loses nothing younger than LOOKBACK, and running the sweep again, or on several replicas, makes
 nothing twice (on PostgreSQL the sweeps of one municipality take turns on an advisory lock; on
 SQLite the database's single writer does the same).
 
 Routine visit grants of the home-care service are not news; manual, one-time and emergency
-grants are. An opening is "outside a planned visit" when it carries no visit, or happens outside
+grants are. Keypad code openings (lock_activity) follow the same rule, except codes whose holder
+asked not to be told of their uses (keypad_codes.notify false, F28). An opening is "outside a
+planned visit" when it carries no visit, or happens outside
 the visit's window (planned start minus the lead time to planned end plus the grace time).
 
 Each notice queues an SMS to every relative with a phone number, in the same transaction, and is
@@ -26,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
 
 from portner.domain.model import GrantOrigin, Role
 from portner.services.door_events import OPEN_KINDS
@@ -36,7 +38,13 @@ from portner.storage.audit import AuditEntry, append_audit
 
 KIND_GRANTED = "access_granted"
 KIND_OUTSIDE_VISIT = "door_outside_visit"
-KINDS = (KIND_GRANTED, KIND_OUTSIDE_VISIT)
+# A keypad code opened the door outside a planned visit (issue 4): the code's holder, or an unknown
+# credential (a code Portner did not place, F12). Same params as KIND_OUTSIDE_VISIT plus "source".
+KIND_CODE_OUTSIDE_VISIT = "code_outside_visit"
+KINDS = (KIND_GRANTED, KIND_OUTSIDE_VISIT, KIND_CODE_OUTSIDE_VISIT)
+# Keypad entries that make code notices: a named holder, or a code nobody was given. Unidentified
+# entries (the lock did not say which code) are left out: they name no one and may be the visit.
+CODE_NOTICE_ATTRIBUTIONS = ("event", "legacy_alarm", "unknown_credential")
 
 # How far back a sweep looks. Sweeps run every few seconds; this only bounds the work and says
 # how long the server may be down (or an upload may be late) without a notice going missing.
@@ -137,6 +145,7 @@ def _drafts(conn: Connection, municipality_id: str, now: datetime) -> tuple[list
     drafts = [
         *_granted(conn, municipality_id, since, known),
         *_outside_visits(conn, municipality_id, since, known, lead, grace),
+        *_codes_outside_visits(conn, municipality_id, since, known, lead, grace),
     ]
     return drafts, zone
 
@@ -291,6 +300,71 @@ def _passage_draft(rows: Sequence[Any]) -> _Draft:
         "name": first.display_name or "",
         "doors": [kind for _, kind in path],
         "visit": first.visit_id,
+    })
+
+
+def _codes_outside_visits(
+    conn: Connection, municipality_id: str, since: datetime, known: set[str],
+    lead: timedelta, grace: timedelta,
+) -> list[_Draft]:
+    act, code = t.lock_activity, t.keypad_codes
+    happened = func.coalesce(act.c.lock_time, act.c.received_at)
+    rows = conn.execute(
+        select(
+            act.c.id, act.c.lock_id, happened.label("lock_time"), act.c.actor_id, act.c.visit_id,
+            act.c.attribution, t.doors.c.kind.label("door_kind"), t.doors.c.position,
+            t.homes.c.resident_id, t.actors.c.role.label("actor_role"), t.actors.c.display_name,
+            t.visits.c.planned_start, t.visits.c.planned_end, t.grants.c.origin,
+        )
+        .join(t.locks, t.locks.c.id == act.c.lock_id)
+        .join(t.doors, t.doors.c.id == t.locks.c.door_id)
+        .join(t.homes, t.homes.c.id == t.doors.c.home_id)
+        .join(t.residents, t.residents.c.id == t.homes.c.resident_id)
+        .outerjoin(code, code.c.id == act.c.code_id)
+        .outerjoin(t.actors, t.actors.c.id == act.c.actor_id)
+        .outerjoin(t.visits, t.visits.c.id == act.c.visit_id)
+        .outerjoin(t.grants, t.grants.c.id == code.c.grant_id)
+        .where(
+            t.residents.c.municipality_id == municipality_id,
+            act.c.received_at >= since,
+            act.c.operation == "unlock",
+            act.c.source == "keypad",
+            act.c.success.is_(True),
+            act.c.attribution.in_(CODE_NOTICE_ATTRIBUTIONS),
+            # No code (an unknown credential) is always told; a code only when it may be (F28).
+            or_(act.c.code_id.is_(None), code.c.notify.is_(True)),
+        )
+        .order_by(t.homes.c.resident_id, act.c.actor_id, happened, act.c.lock_id, act.c.id)
+    ).all()
+    fresh = [
+        r for r in rows
+        if f"activity:{r.id}" not in known and not _inside_visit(r, lead, grace)
+    ]
+    drafts: list[_Draft] = []
+    passage: list[Any] = []
+    for r in fresh:
+        if passage and not _same_passage(passage[-1], r):
+            drafts.append(_code_passage_draft(passage))
+            passage = []
+        passage.append(r)
+    if passage:
+        drafts.append(_code_passage_draft(passage))
+    return drafts
+
+
+def _code_passage_draft(rows: Sequence[Any]) -> _Draft:
+    first = rows[0]
+    path = sorted({(r.position, r.door_kind) for r in rows})
+    return _Draft(first.resident_id, KIND_CODE_OUTSIDE_VISIT, {
+        "keys": [f"activity:{r.id}" for r in rows],
+        "at": _iso(first.lock_time),
+        "origin": first.origin,
+        "role": first.actor_role,
+        "name": first.display_name or "",
+        "doors": [kind for _, kind in path],
+        "visit": first.visit_id,
+        "source": "keypad",
+        "attribution": first.attribution,
     })
 
 
