@@ -47,6 +47,7 @@ FEATURES: list[tuple[str, str]] = [
     ("portner.web.api.phone", API_PREFIX),
     ("portner.web.api.access", API_PREFIX),
     ("portner.web.api.fleet", API_PREFIX),
+    ("portner.web.api.lock_callbacks", API_PREFIX),
     ("portner.web.auth.signin", ""),
     ("portner.web.auth.oidc", ""),
     ("portner.web.pages.nurse", ""),
