@@ -20,6 +20,7 @@ from portner.services.door_events import (
     LockUpload,
     ingest_upload,
     ingest_uploads,
+    ingest_uploads_in,
     open_log_anomalies,
 )
 from portner.services.issuing import issue_for_shift
@@ -207,6 +208,28 @@ def test_a_batch_is_one_transaction(engine: Engine, day: dict[str, Any]) -> None
     assert (visit.status, visit.arrived_at) == ("completed", at(8, 1).astimezone(UTC))
     assert visit.departed_at == at(8, 25).astimezone(UTC)
     assert _count(engine, t.outbox) == 1
+
+
+def test_a_batch_can_join_the_callers_transaction(ready: dict[str, Any]) -> None:
+    """ingest_uploads_in writes in the caller's transaction: rolled back, nothing of it stays
+    (events, audit, the lock's head); committed, it is what ingest_uploads would have stored."""
+    engine, events = ready["engine"], ready["events"]
+    upload = LockUpload(ready["lock"].lock_id, events, ready["key"])
+    audit_before = _count(engine, t.audit_events)
+    with engine.connect() as conn:
+        (report,) = ingest_uploads_in(conn, [upload], now=at(9))
+        assert report.accepted == len(events)
+        conn.rollback()
+    assert (_count(engine, t.door_events), _count(engine, t.audit_events)) == (0, audit_before)
+    with engine.connect() as conn:
+        assert conn.execute(select(t.locks.c.synced_seq)
+                            .where(t.locks.c.id == upload.lock_id)).scalar_one() == 0
+    with engine.begin() as conn:
+        (report,) = ingest_uploads_in(conn, [upload], now=at(9))
+    assert (report.accepted, report.opened, report.arrivals, report.departures) == (6, 1, 1, 1)
+    assert _count(engine, t.door_events) == len(events)
+    with engine.connect() as conn:
+        assert verify_audit(conn).ok
 
 
 # -- the wire ------------------------------------------------------------------------------------

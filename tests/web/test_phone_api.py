@@ -214,6 +214,52 @@ def test_disabled_account_and_revoked_device_get_no_credentials(client_for, port
     assert nurse2.get(f"{API}/me/credentials", params={"device_id": device2}).status_code == 401
 
 
+def test_the_shift_answer_is_exactly_the_documented_model(client_for) -> None:
+    """The answer is written by hand (no model round trip): it must be byte for byte what the
+    ShiftOut model (the OpenAPI document's schema) gives for the same content."""
+    from portner.web.api.phone import ShiftOut
+
+    nurse = client_for("demo-nurse-1")
+    _, device_id = register(nurse)
+    for _ in range(2):  # issued now, then served from what was issued
+        answer = nurse.get(f"{API}/me/credentials", params={"device_id": device_id})
+        assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+        model = ShiftOut.model_validate_json(answer.content)
+        assert model.credentials and all(c.visit and c.visit.doors for c in model.credentials)
+        assert answer.content == model.model_dump_json().encode()
+
+
+def test_a_phone_served_before_is_refused_at_once_when_things_change(client_for, portner_app, clock) -> None:
+    """Credentials signed on an earlier call are kept, but every call decides afresh whether
+    they may be handed out: a withdrawn grant, a deactivated staff member, a revoked phone."""
+    p = portner_app.state.portner
+    nurse = client_for("demo-nurse-1")
+    _, device_id = register(nurse)
+    first = nurse.get(f"{API}/me/credentials", params={"device_id": device_id}).json()["credentials"]
+    withdrawn = first[0]
+    with p.engine.begin() as conn:
+        grant = conn.execute(select(t.credentials.c.grant_id)
+                             .where(t.credentials.c.id == withdrawn["credential_id"])).scalar_one()
+        conn.execute(t.grants.update().where(t.grants.c.id == grant).values(status="revoked"))
+    again = nurse.get(f"{API}/me/credentials", params={"device_id": device_id}).json()["credentials"]
+    assert [c["credential_id"] for c in again] == [c["credential_id"] for c in first[1:]]
+    assert [c["credential"] for c in again] == [c["credential"] for c in first[1:]]
+
+    actor = actor_of(p.engine, "demo-nurse-1")
+    with p.engine.begin() as conn:
+        conn.execute(t.actors.update().where(t.actors.c.id == actor).values(active=False))
+    refused = nurse.get(f"{API}/me/credentials", params={"device_id": device_id})
+    assert refused.status_code == 403 and refused.json()["type"].endswith("issuance-refused")
+    with p.engine.begin() as conn:
+        conn.execute(t.actors.update().where(t.actors.c.id == actor).values(active=True))
+    assert nurse.get(f"{API}/me/credentials", params={"device_id": device_id}).status_code == 200
+
+    revoke_device(p.engine, device_id, now=clock(), by="test", reason="lost")
+    assert nurse.get(f"{API}/me/credentials", params={"device_id": device_id}).status_code == 401
+    revoked = client_for("demo-nurse-1").get(f"{API}/me/credentials", params={"device_id": device_id})
+    assert revoked.status_code == 403 and revoked.json()["type"].endswith("device-revoked")
+
+
 # --- door events --------------------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """HTTP latency of the credential and event-upload endpoints, against a bare endpoint.
 
-`python -m portner.benchmarks.latency --rate 200 --seconds 10` starts, on loopback, three server
-processes with the same uvicorn settings (one worker, no access log):
+`python -m portner.benchmarks.latency --rate 200 --seconds 10` starts, on loopback, two servers
+with the same uvicorn settings (`portner serve`'s, no access log, `--workers` worker processes,
+by default one per core):
 
 - `bare`: a FastAPI app with one GET and one POST endpoint that do nothing (the framework's floor);
 - `portner`: the real server (development mode, so the benchmark can sign in without an OpenID
@@ -42,6 +43,8 @@ DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGETS = {"p99_ms": 25.0, "p99_ratio": 3.0}
 OSLO = ZoneInfo("Europe/Oslo")
 NURSE = "demo-nurse-1"
+# One server worker process per core, as `portner serve --workers` would run in production.
+DEFAULT_WORKERS = os.cpu_count() or 1
 
 
 # -- the servers --------------------------------------------------------------------------------
@@ -61,18 +64,40 @@ def _bare_app() -> Any:
     return app
 
 
-def _serve(kind: str, port: int, data_dir: str, db: str | None) -> None:
+def _app(kind: str, data_dir: str, db: str | None) -> Any:
+    if kind == "bare":
+        return _bare_app()
+    from portner.config import Settings
+    from portner.web.app import create_app
+
+    return create_app(Settings(data_dir=Path(data_dir), database_url=db, municipality_id="demokommune"))
+
+
+def _app_from_environment() -> Any:
+    """The app of one worker process (uvicorn starts each worker from an import string)."""
+    return _app(os.environ["PORTNER_BENCH_KIND"], os.environ["PORTNER_BENCH_DATA_DIR"],
+                os.environ.get("PORTNER_BENCH_DB") or None)
+
+
+def _serve(kind: str, port: int, data_dir: str, db: str | None, workers: int) -> None:
+    """Both servers run exactly so: `portner serve`'s settings (serve.server_options), no
+    access log, and the same number of worker processes."""
     import uvicorn
 
-    if kind == "bare":
-        app = _bare_app()
-    else:
-        from portner.config import Settings
-        from portner.web.app import create_app
+    from portner.web.serve import server_options
 
-        app = create_app(Settings(data_dir=Path(data_dir), database_url=db, municipality_id="demokommune"))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                server_header=False, lifespan="on")
+    options = server_options(access_log=False, log_level="warning")
+    if workers == 1:
+        uvicorn.run(_app(kind, data_dir, db), host="127.0.0.1", port=port, **options)
+        return
+    # Made once here before the workers start, so that they only read what the first start
+    # writes (keys, the session secret) instead of racing to write it.
+    first = _app(kind, data_dir, db)
+    if kind != "bare":
+        first.state.portner.engine.dispose()
+    os.environ.update(PORTNER_BENCH_KIND=kind, PORTNER_BENCH_DATA_DIR=data_dir, PORTNER_BENCH_DB=db or "")
+    uvicorn.run("portner.benchmarks.latency:_app_from_environment", factory=True, workers=workers,
+                host="127.0.0.1", port=port, **options)
 
 
 def _free_port() -> int:
@@ -82,7 +107,7 @@ def _free_port() -> int:
 
 
 class _Server:
-    def __init__(self, kind: str, data_dir: Path, db: str | None) -> None:
+    def __init__(self, kind: str, data_dir: Path, db: str | None, workers: int) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +115,7 @@ class _Server:
         self.log = open(data_dir.parent / f"{kind}-server.log", "w+b")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "portner.benchmarks.latency", "--serve", kind, "--port", str(self.port),
-             "--data-dir", str(data_dir)] + (["--db", db] if db else []),
+             "--data-dir", str(data_dir), "--workers", str(workers)] + (["--db", db] if db else []),
             stdout=subprocess.DEVNULL, stderr=self.log,
         )
         deadline = time.monotonic() + 60
@@ -262,15 +287,15 @@ def _sign_in(base: str) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def run_latency_bench(*, rate: float = 200, seconds: float = 10, warmup: float = 2,
-                      pg_url: str = DEFAULT_PG) -> dict[str, Any]:
+                      pg_url: str = DEFAULT_PG, workers: int = DEFAULT_WORKERS) -> dict[str, Any]:
     uploads_needed = int(rate * (seconds + warmup)) + 10
     with tempfile.TemporaryDirectory(prefix="portner-latency-") as tmp:
         site = _prepare_site(pg_url, Path(tmp) / "site", uploads_needed)
         servers: list[_Server] = []
         try:
-            bare = _Server("bare", Path(tmp) / "bare", None)
+            bare = _Server("bare", Path(tmp) / "bare", None, workers)
             servers.append(bare)
-            real = _Server("portner", site.data_dir, site.db)
+            real = _Server("portner", site.data_dir, site.db, workers)
             servers.append(real)
             cookies, headers = _sign_in(real.url)
 
@@ -318,7 +343,8 @@ def run_latency_bench(*, rate: float = 200, seconds: float = 10, warmup: float =
                         and r["errors"] == 0)
         for r in rows if r["p99_ratio"] is not None
     }
-    return {"rate_per_s": rate, "seconds": seconds, "rows": rows, "targets": TARGETS, "met": verdicts}
+    return {"rate_per_s": rate, "seconds": seconds, "workers": workers, "rows": rows, "targets": TARGETS,
+            "met": verdicts}
 
 
 def print_report(result: dict[str, Any]) -> None:
@@ -326,7 +352,8 @@ def print_report(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"HTTP latency on loopback at {result['rate_per_s']:.0f} requests/s, "
-                        f"{result['seconds']:.0f} s each (open loop)")
+                        f"{result['seconds']:.0f} s each (open loop; every answer in full, no "
+                        f"conditional requests; {result['workers']} server worker(s) for both)")
     for col in ("endpoint", "requests", "errors", "p50 ms", "p99 ms", "p99 / bare p99"):
         table.add_column(col)
     for r in result["rows"]:
@@ -344,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--pg", default=os.environ.get("PORTNER_TEST_PG_URL", DEFAULT_PG))
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="server worker processes, the same for both servers (default: one per core)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve", choices=["bare", "portner"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -351,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        _serve(args.serve, args.port, args.data_dir, args.db)
+        _serve(args.serve, args.port, args.data_dir, args.db, args.workers)
         return 0
-    result = run_latency_bench(rate=args.rate, seconds=args.seconds, warmup=args.warmup, pg_url=args.pg)
+    result = run_latency_bench(rate=args.rate, seconds=args.seconds, warmup=args.warmup, pg_url=args.pg,
+                               workers=args.workers)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, insert, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, exists, insert, select, update
 
 from portner.domain.access import INTEGRATION_SCOPES, AccountRole, Principal
 from portner.domain.errors import PortnerError
@@ -136,21 +136,35 @@ def principal_by_id(conn: Connection, account_id: str, *, via: str) -> Principal
     return _principal(row, via)
 
 
-def session_ended(conn: Connection, who: Principal, signed_in_at: datetime) -> bool:
-    """Whether a session signed in at `signed_in_at` is over: the person signed out since, or
-    one of their phones was revoked since (a lost phone may still be signed in). One query: it
-    runs on every request."""
-    revoked = (
-        select(t.devices.c.id)
-        .where(t.devices.c.actor_id == who.actor_id, t.devices.c.revoked_at > signed_in_at)
-        .exists()
-    )
+# The account of a session and whether the session is over, in one statement built once: it
+# runs on every request that carries a session.
+_SESSION_ACCOUNT = select(
+    t.accounts,
+    exists()
+    .where(t.devices.c.actor_id == t.accounts.c.actor_id,
+           t.devices.c.revoked_at > bindparam("signed_in_at"))
+    .label("phone_revoked_since"),
+).where(t.accounts.c.id == bindparam("account_id"))
+
+
+def principal_for_session(
+    conn: Connection, account_id: str, signed_in_at: datetime, *, via: str
+) -> Principal | None:
+    """The account of a session signed in at `signed_in_at`, or None when there is no such
+    account or the session is over: the person signed out since, or one of their phones was
+    revoked since (a lost phone may still be signed in). Raises AccountDisabled."""
     row = conn.execute(
-        select(t.accounts.c.sessions_since, revoked.label("revoked")).where(t.accounts.c.id == who.account_id)
+        _SESSION_ACCOUNT, {"account_id": account_id, "signed_in_at": signed_in_at}
     ).first()
     if row is None:
-        return True
-    return bool(row.revoked) or (row.sessions_since is not None and signed_in_at < row.sessions_since)
+        return None
+    if row.disabled_at is not None:
+        raise AccountDisabled("this account is disabled")
+    if row.phone_revoked_since or (
+        row.sessions_since is not None and signed_in_at < row.sessions_since
+    ):
+        return None
+    return _principal(row, via)
 
 
 def get_account(conn: Connection, municipality_id: str, account_id: str) -> dict[str, object] | None:

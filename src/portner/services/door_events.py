@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
 
 from portner.domain.lock_log import (
     GENESIS_HASH,
@@ -45,6 +45,9 @@ from portner.services.writeback import build_encounter
 from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
 from portner.storage.bulk import (
+    copy_field,
+    copy_instant,
+    copy_text,
     fetch_in,
     id_tuple,
     instant_writer,
@@ -144,6 +147,25 @@ def ingest_uploads(
     The outcome is that of `ingest_upload` for each in turn, except that all or nothing is stored
     (an unknown lock fails the batch with KeyError).
     """
+    _check_batch(uploads, now)
+    if not uploads:
+        return []
+    with engine.begin() as conn:
+        return _Batch(conn, uploads, now.astimezone(UTC)).run()
+
+
+def ingest_uploads_in(
+    conn: Connection, uploads: Sequence[LockUpload], *, now: datetime
+) -> list[IngestReport]:
+    """`ingest_uploads` inside the caller's transaction (which commits, or rolls all back):
+    for a caller that reads what it needs to decide on the batch in the same transaction."""
+    _check_batch(uploads, now)
+    if not uploads:
+        return []
+    return _Batch(conn, uploads, now.astimezone(UTC)).run()
+
+
+def _check_batch(uploads: Sequence[LockUpload], now: datetime) -> None:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("ingesting needs an aware `now`")
     seen: set[str] = set()
@@ -154,10 +176,6 @@ def ingest_uploads(
         if u.lock_id in seen:
             raise ValueError(f"lock {u.lock_id} appears twice in one batch")
         seen.add(u.lock_id)
-    if not uploads:
-        return []
-    with engine.begin() as conn:
-        return _Batch(conn, uploads, now.astimezone(UTC)).run()
 
 
 def open_log_anomalies(conn: Connection, lock_ids: Sequence[str] | None = None) -> list[Any]:
@@ -168,6 +186,17 @@ def open_log_anomalies(conn: Connection, lock_ids: Sequence[str] | None = None) 
     if lock_ids is not None:
         query = query.where(a.c.lock_id.in_(list(lock_ids)))
     return list(conn.execute(query))
+
+
+# Built once (a phone's upload of a few events should not pay for building it).
+_LOCK_HEADS_FOR_UPDATE = (
+    select(t.locks.c.id, t.locks.c.synced_seq, t.locks.c.synced_hash, t.homes.c.resident_id)
+    .join(t.doors, t.doors.c.id == t.locks.c.door_id)
+    .join(t.homes, t.homes.c.id == t.doors.c.home_id)
+    .where(t.locks.c.id.in_(bindparam("lock_ids", expanding=True)))
+    .order_by(t.locks.c.id)
+    .with_for_update(of=t.locks)
+)
 
 
 @dataclass(slots=True)
@@ -228,15 +257,17 @@ class _Batch:
     def run(self) -> list[IngestReport]:
         self.locks = self._load_locks()
         self._load_owners_and_visits()
-        with row_writer(self.conn, t.door_events, _EVENT_COLUMNS) as write:
+        with row_writer(self.conn, t.door_events, _EVENT_COLUMNS, _event_copy_line) as write:
             # No queries in here: on PostgreSQL the COPY holds the connection, and the server
             # inserts what we wrote while we go on checking, then building the Encounters.
             for upload in self.uploads:
                 write(self._check(upload, self.reports[upload.lock_id]))
             encounters = self._encounters()
         entries = self._record_anomalies() + self._filled_gaps()
-        append_audit(self.conn, entries + self.audit)
         self._write_the_rest(encounters)
+        # The audit append last: from taking the chain's head until the commit, every other
+        # audited change waits, so nothing else is sent in between.
+        append_audit(self.conn, entries + self.audit)
         return list(self.reports.values())
 
     # -- reading what the batch needs, in a few queries ----------------------------------------
@@ -246,16 +277,10 @@ class _Batch:
         if not self.pg:  # take SQLite's write lock before reading, as FOR UPDATE does
             noop = update(lk).where(lk.c.id == ids[0]).values(synced_seq=lk.c.synced_seq)
             self.conn.execute(noop)
-        query = (
-            select(lk.c.id, lk.c.synced_seq, lk.c.synced_hash, t.homes.c.resident_id)
-            .join(t.doors, t.doors.c.id == lk.c.door_id)
-            .join(t.homes, t.homes.c.id == t.doors.c.home_id)
-            .order_by(lk.c.id)
-            .with_for_update(of=lk)
-        )
         locks: dict[str, _Lock] = {}
         for start in range(0, len(ids), 500):
-            for r in self.conn.execute(query.where(lk.c.id.in_(ids[start : start + 500]))):
+            chunk = {"lock_ids": ids[start : start + 500]}
+            for r in self.conn.execute(_LOCK_HEADS_FOR_UPDATE, chunk):
                 head = bytes(r.synced_hash) if r.synced_hash else GENESIS_HASH
                 locks[r.id] = _Lock(r.id, r.resident_id, int(r.synced_seq), head)
         missing = [i for i in ids if i not in locks]
@@ -597,6 +622,16 @@ def _audit_for(
             "reason": ev.reason,
             "credential": ev.credential_id,
         },
+    )
+
+
+def _event_copy_line(row: tuple[Any, ...]) -> str:
+    """One door_events row (the _EVENT_COLUMNS, as _check builds them) as COPY text."""
+    lock_id, seq, at, received, kind, allowed, reason, cred, actor, visit, digest = row
+    return (
+        f"{copy_text(lock_id)}\t{int(seq)}\t{copy_instant(at)}\t{copy_instant(received)}"
+        f"\t{copy_text(kind)}\t{'t' if allowed else 'f'}\t{copy_text(reason)}"
+        f"\t{copy_field(cred)}\t{copy_field(actor)}\t{copy_field(visit)}\t\\\\x{digest.hex()}\n"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from sqlalchemy import Engine
 
@@ -100,6 +101,30 @@ def issue_for_shift(
         if audit:
             append_audit(conn, audit)
     return issued
+
+
+# Signed credentials by their exact claims. The phone reloads its shift's credentials often;
+# signing ~25 of them again on every call was most of the endpoint's cost. A hit returns the
+# very bytes signed before for the same issuer key and claims (Ed25519 would give them anyway;
+# for P-256 it spares the phone a second, different signature of the same credential). Whether a
+# credential may be handed out at all is decided per call, before this is asked.
+@lru_cache(maxsize=16384)
+def signed_credential(
+    issuer: IssuerKey,
+    credential_id: str,
+    subject: str,
+    device_public_key: bytes,
+    door_ids: tuple[str, ...],
+    not_before: datetime,
+    not_after: datetime,
+    issued_at: datetime,
+) -> bytes:
+    """The credential with these claims, signed by `issuer` (once per process; see above)."""
+    return issue_credential(
+        issuer, credential_id=bytes.fromhex(credential_id), subject=subject,
+        device_public_key=device_public_key, door_ids=list(door_ids), not_before=not_before,
+        not_after=not_after, issued_at=issued_at,
+    )
 
 
 def _usable(found: tuple[Device, bool] | None, device_id: str) -> Device:

@@ -36,12 +36,12 @@ from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring as _encode_string  # what ensure_ascii=False uses
 from typing import Any
 
-from sqlalchemy import Text, cast, select, update
+from sqlalchemy import Text, bindparam, cast, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from portner.storage.bulk import copy_rows
+from portner.storage.bulk import copy_rows, copy_text, copy_writer
 from portner.storage.tables import audit_events, audit_head
 
 GENESIS_HASH = bytes(32)
@@ -202,18 +202,27 @@ def _guard(index: int, entry: AuditEntry, details: str) -> None:
         raise AuditPrivacyError(f"audit entry {index}: {where} looks like a national id number")
 
 
+# The head's statements, built once: every audited change runs them.
+_HEAD_WHERE = audit_head.c.id == _HEAD_ID
+_READ_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(_HEAD_WHERE)
+_READ_HEAD_FOR_UPDATE = _READ_HEAD.with_for_update()
+_TOUCH_HEAD = update(audit_head).where(_HEAD_WHERE).values(seq=audit_head.c.seq)
+_MOVE_HEAD = update(audit_head).where(_HEAD_WHERE).values(
+    seq=bindparam("new_seq"), hash=bindparam("new_hash")
+)
+
+
 def _lock_head(conn: Connection) -> tuple[int, bytes]:
     """Lock the head row for this transaction and return (last seq, last hash)."""
-    where = audit_head.c.id == _HEAD_ID
     if conn.dialect.name == "sqlite":
         # A no-op write takes SQLite's single write lock now, before we read the head, so a
         # competing writer waits (busy_timeout) instead of reading the same head.
-        locked = conn.execute(update(audit_head).where(where).values(seq=audit_head.c.seq))
+        locked = conn.execute(_TOUCH_HEAD)
         if locked.rowcount == 0:
             _insert_genesis(conn)
-        row = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(where)).one()
+        row = conn.execute(_READ_HEAD).one()
     else:
-        query = select(audit_head.c.seq, audit_head.c.hash).where(where).with_for_update()
+        query = _READ_HEAD_FOR_UPDATE
         found = conn.execute(query).one_or_none()
         if found is None:
             # The migration inserts the genesis row; this covers metadata.create_all databases.
@@ -274,19 +283,45 @@ def append_audit(conn: Connection, entries: Sequence[AuditEntry]) -> int:
             )
             known = instants[at] = (utc.isoformat(timespec="microseconds") + "Z", stored)
         prepared.append((known[0], known[1], entry, details))
+    if dialect == "postgresql":
+        # The COPY text of each row but its seq and hashes, also before the lock: the values'
+        # types are known, so each is written as it is (copy_rows would dispatch per value).
+        copy_instants = {stored: stored.isoformat(sep=" ") for _, stored in instants.values()}
+        middles = [
+            f"\t{copy_instants[at]}\t{copy_text(e.actor)}\t{e.action}\t{copy_text(e.subject)}"
+            f"\t{copy_text(details)}\t\\\\x"
+            for _, at, e, details in prepared
+        ]
     seq, prev = _lock_head(conn)
     if not prepared:
         return seq
-    rows: list[tuple[Any, ...]] = []
     sha256 = hashlib.sha256
-    for instant, at, entry, details in prepared:
-        seq += 1
-        payload = _entry_bytes(seq, instant, entry.actor, entry.action, entry.subject, details)
-        digest = sha256(prev + payload).digest()  # chain_hash, inlined
-        rows.append((seq, at, entry.actor, entry.action, entry.subject, details, prev, digest))
-        prev = digest
-    _bulk_insert(conn, rows)  # no per-row round trip
-    conn.execute(update(audit_head).where(audit_head.c.id == _HEAD_ID).values(seq=seq, hash=prev))
+    if dialect == "postgresql":
+        # One COPY in the caller's transaction, sent a chunk at a time: the server inserts one
+        # while the next is hashed.
+        with copy_writer(conn, _PG_COPY) as write:
+            lines: list[str] = []
+            for (instant, _, entry, details), middle in zip(prepared, middles, strict=True):
+                seq += 1
+                payload = _entry_bytes(seq, instant, entry.actor, entry.action, entry.subject, details)
+                digest = sha256(prev + payload).digest()  # chain_hash, inlined
+                lines.append(f"{seq}{middle}{prev.hex()}\t\\\\x{digest.hex()}\n")
+                prev = digest
+                if len(lines) == 1000:
+                    write("".join(lines))
+                    lines.clear()
+            if lines:
+                write("".join(lines))
+    else:
+        rows: list[tuple[Any, ...]] = []
+        for instant, at, entry, details in prepared:
+            seq += 1
+            payload = _entry_bytes(seq, instant, entry.actor, entry.action, entry.subject, details)
+            digest = sha256(prev + payload).digest()
+            rows.append((seq, at, entry.actor, entry.action, entry.subject, details, prev, digest))
+            prev = digest
+        _bulk_insert(conn, rows)  # one executemany
+    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     return seq
 
 

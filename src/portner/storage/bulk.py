@@ -107,6 +107,31 @@ def copy_rows(conn: Connection, statement: str, rows: list[Any]) -> None:
             copy.write("".join(["\t".join(map(_copy_field, row)) + "\n" for row in chunk]))
 
 
+@contextmanager
+def copy_writer(conn: Connection, statement: str) -> Iterator[Callable[[str], None]]:
+    """Yield `write(text)` into a PostgreSQL COPY ... FROM STDIN (text format) in the caller's
+    transaction, for text the caller writes itself (lines ending in a newline; see
+    `copy_text`): for rows whose types it knows, per-value dispatch is the larger cost. What is
+    written goes to the server at once, so it inserts while the caller makes the next lines."""
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        yield copy.write
+
+
+def copy_text(value: str) -> str:
+    """A str in COPY text format (backslash, newline, CR and tab escaped)."""
+    if "\\" in value or "\n" in value or "\r" in value or "\t" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+
+
+def copy_instant(value: datetime) -> str:
+    """An aware UTC instant (what instant_writer gives on PostgreSQL) in COPY text format."""
+    return _copy_utc_instant(value) if value.tzinfo is UTC else _copy_field(value)
+
+
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
@@ -141,6 +166,10 @@ def _copy_utc_instant(value: datetime) -> str:
     return value.isoformat(sep=" ")
 
 
+# Any one value in COPY text format, as copy_rows writes it (None is \\N).
+copy_field = _copy_field
+
+
 def fetch_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Run a query written with "?" placeholders straight on the driver; return plain tuples."""
     if conn.dialect.name != "sqlite":
@@ -160,9 +189,13 @@ def marks(n: int) -> str:
 
 @contextmanager
 def row_writer(
-    conn: Connection, table: Table, columns: Sequence[str]
+    conn: Connection, table: Table, columns: Sequence[str],
+    copy_line: Callable[[Any], str] | None = None,
 ) -> Iterator[Callable[[list[Any]], None]]:
     """Yield a `write(rows)` for tuples of driver-ready values, in the caller's transaction.
+
+    `copy_line`, if given, writes one row as its COPY text line (see `copy_text`, `copy_field`):
+    for rows whose column types the caller knows, cheaper than dispatching on each value.
 
     On PostgreSQL the rows stream into one COPY while the caller goes on computing the next ones,
     so the server inserts (and checks foreign keys) in parallel with the Python work; no other
@@ -179,7 +212,9 @@ def row_writer(
     with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
 
         def write(rows: list[Any]) -> None:
-            if rows:
+            if rows and copy_line is not None:
+                copy.write("".join(map(copy_line, rows)))
+            elif rows:
                 copy.write("".join(["\t".join(map(_copy_field, row)) + "\n" for row in rows]))
 
         yield write

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from fastapi import Depends, Request
-from sqlalchemy import Connection
 
 from portner.domain.access import AccountRole, NotPermitted, Principal
-from portner.services.accounts import principal_by_id, session_ended
+from portner.services.accounts import principal_by_id, principal_for_session
 from portner.web.problems import Problem
 from portner.web.state import Portner
 
@@ -70,10 +69,14 @@ def current_principal(request: Request) -> Principal | None:
     elif "session" in request.scope:
         account_id = request.session.get(SESSION_ACCOUNT)
         if account_id:
+            signed_in = _signed_in_at(request)
             with p.engine.connect() as conn:
-                found = principal_by_id(conn, account_id, via="session")
-                if found is not None and _session_over(conn, found, request):
-                    found = None
+                if signed_in is None:
+                    # A session without a usable sign-in time predates these rules: it is over
+                    # (but a disabled account still hears that it is disabled).
+                    principal_by_id(conn, account_id, via="session")
+                else:
+                    found = principal_for_session(conn, account_id, signed_in, via="session")
             if found is None:
                 request.session.clear()
     if found is not None and found.municipality_id != p.municipality.id:
@@ -82,16 +85,18 @@ def current_principal(request: Request) -> Principal | None:
     return found
 
 
-def _session_over(conn: Connection, who: Principal, request: Request) -> bool:
-    """The session ended: signed out (everywhere), or a phone of its person was revoked since
-    sign-in (the revoked phone may be in a finder's hands, still signed in)."""
+def _signed_in_at(request: Request) -> datetime | None:
+    """When the session signed in, or None when it does not say (aware) when.
+
+    The session ends when signed out (everywhere), or when a phone of its person was revoked
+    since sign-in (the revoked phone may be in a finder's hands, still signed in):
+    accounts.principal_for_session checks both in the query that reads the account.
+    """
     try:
         signed_in = datetime.fromisoformat(request.session.get(SESSION_SIGNED_IN_AT, ""))
     except ValueError:
-        return True  # a session without its sign-in time predates these rules: sign in again
-    if signed_in.utcoffset() is None:
-        return True
-    return session_ended(conn, who, signed_in)
+        return None
+    return None if signed_in.utcoffset() is None else signed_in
 
 
 def principal(request: Request) -> Principal:
@@ -112,10 +117,11 @@ def page_principal(request: Request) -> Principal:
     return found
 
 
-def require(*roles: AccountRole) -> Callable[[Request], Principal]:
+def require(*roles: AccountRole) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets only these roles through (API: 403 problem)."""
 
-    def dependency(who: Principal = Depends(principal)) -> Principal:
+    # async: a check with no I/O, run on the event loop (a sync dependency costs a thread hop).
+    async def dependency(who: Principal = Depends(principal)) -> Principal:
         if who.role not in roles:
             raise NotPermitted("this needs the " + " or ".join(r.value for r in roles) + " role")
         return who
@@ -123,10 +129,10 @@ def require(*roles: AccountRole) -> Callable[[Request], Principal]:
     return dependency
 
 
-def require_page(*roles: AccountRole) -> Callable[[Request], Principal]:
+def require_page(*roles: AccountRole) -> Callable[..., Awaitable[Principal]]:
     """Like `require`, for pages (sign-in redirect when nobody is signed in)."""
 
-    def dependency(who: Principal = Depends(page_principal)) -> Principal:
+    async def dependency(who: Principal = Depends(page_principal)) -> Principal:
         if who.role not in roles:
             raise NotPermitted("this page is for the " + " or ".join(r.value for r in roles) + " role")
         return who

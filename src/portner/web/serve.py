@@ -9,10 +9,12 @@ made: the database and the OpenID provider are the operator's.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import re
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -82,17 +84,43 @@ class RedactSecretPaths(logging.Filter):
         return True
 
 
-def run(settings: Settings, *, host: str, port: int, bridge_port: int | None) -> None:
-    """Serve until interrupted. The bridge (development only) listens on its own port."""
+def server_options(*, access_log: bool = True, log_level: str = "info") -> dict[str, object]:
+    """uvicorn settings shared by `portner serve` and the benchmark (which measures them).
+
+    The fastest event loop and HTTP parser uvicorn finds ("auto": uvloop and httptools when
+    installed, else asyncio and h11); the access log, with one-time link tokens cut, unless off.
+    """
+    return {"loop": "auto", "http": "auto", "log_level": log_level, "access_log": access_log,
+            "proxy_headers": False, "server_header": False, "lifespan": "on"}
+
+
+def run(settings: Settings, *, host: str, port: int, bridge_port: int | None, workers: int = 1) -> None:
+    """Serve until interrupted. The bridge (development only) listens on its own port.
+
+    With `workers` > 1 (production, PostgreSQL) the API runs in that many processes, one per core
+    being the usual choice: a request's Python work holds one core, and PostgreSQL keeps the
+    processes consistent. Development mode keeps one process: its simulated locks, bridge and
+    live event stream live in the server's memory.
+    """
     import uvicorn
 
     logging.getLogger("uvicorn.access").addFilter(RedactSecretPaths())
 
     from portner.web.app import create_app
 
+    if workers > 1:
+        if settings.development or not settings.database_url:
+            raise SystemExit("portner serve: more than one worker needs production mode and PostgreSQL")
+        # Made once before the workers start, so that they only read what a first start writes.
+        create_app(settings).state.portner.engine.dispose()
+        # The workers are spawned processes: they get the settings through their environment
+        # (readable by this user only, where PORTNER_OIDC_CLIENT_SECRET already is).
+        os.environ[WORKER_SETTINGS] = settings_to_text(settings)
+        uvicorn.run("portner.web.serve:_worker_app", factory=True, workers=workers, host=host,
+                    port=port, **server_options())  # type: ignore[arg-type]
+        return
     app = create_app(settings)
-    servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
-                                             proxy_headers=False, server_header=False))]
+    servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=port, **server_options()))]  # type: ignore[arg-type]
     if bridge_port is not None:
         from portner.web.bridge import create_bridge_app
 
@@ -104,3 +132,25 @@ def run(settings: Settings, *, host: str, port: int, bridge_port: int | None) ->
         await asyncio.gather(*(s.serve() for s in servers))
 
     asyncio.run(serve_all())
+
+
+WORKER_SETTINGS = "PORTNER_SERVE_WORKER_SETTINGS"
+
+
+def settings_to_text(settings: Settings) -> str:
+    """The settings as JSON text, for worker processes (every field is text, a path or None)."""
+    return json.dumps({f.name: None if (v := getattr(settings, f.name)) is None else str(v)
+                       for f in fields(settings)})
+
+
+def settings_from_text(text: str) -> Settings:
+    values = json.loads(text)
+    return Settings(**{**values, "data_dir": Path(values["data_dir"])})
+
+
+def _worker_app() -> object:
+    """One worker's app, over the settings its parent put in the environment."""
+    from portner.web.app import create_app
+
+    logging.getLogger("uvicorn.access").addFilter(RedactSecretPaths())
+    return create_app(settings_from_text(os.environ[WORKER_SETTINGS]))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -33,10 +34,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, bindparam, select
 from starlette.concurrency import run_in_threadpool
 
-from portner.credentials import issue_credential
 from portner.domain.access import SCOPE_EVENTS_UPLOAD, AccountRole, NotPermitted, Principal
 from portner.domain.model import DeviceStatus, GrantStatus
 from portner.services.device_registration import (
@@ -46,13 +46,18 @@ from portner.services.device_registration import (
     register_verified_device,
     verify_registration_proof,
 )
-from portner.services.door_events import HeadAttestation, LockUpload, ingest_uploads
-from portner.services.issuing import IssuanceRefused, issue_for_shift
+from portner.services.door_events import (
+    HeadAttestation,
+    LockUpload,
+    ingest_uploads,
+    ingest_uploads_in,
+)
+from portner.services.issuing import IssuanceRefused, issue_for_shift, signed_credential
 from portner.services.lock_wire import WireError, event_from_wire
 from portner.services.one_time import visitor_upload_locks
 from portner.services.revocation import latest_revocation_list
 from portner.storage import tables as t
-from portner.storage.repository import Repository
+from portner.storage.bulk import id_tuple, read_instant
 from portner.web.api.common import IdempotencyKeyHeader, bounded_body, idempotent, problem_response
 from portner.web.deps import portner, principal, require
 from portner.web.problems import Problem, field_problem, not_found
@@ -224,94 +229,146 @@ def _revocation_out(engine: Any, municipality_id: str) -> RevocationListOut:
     return RevocationListOut(version=latest[0], list=b64url(latest[1]))
 
 
-def _shift(request: Request, who: Principal, device_id: str) -> ShiftOut:
+# The shift's reads, built once: a phone reloads its credentials often, and building these
+# statements anew cost as much as running them. One connection, four queries, no write unless a
+# grant still lacks its credential for this phone.
+_c, _g, _v, _r, _h, _d, _lk = t.credentials, t.grants, t.visits, t.residents, t.homes, t.doors, t.locks
+_DEVICE_AND_OWNER = (
+    select(t.devices.c.actor_id, t.devices.c.public_key, t.devices.c.status, t.actors.c.active)
+    .join(t.actors, t.actors.c.id == t.devices.c.actor_id)
+    .where(t.devices.c.id == bindparam("device_id"))
+)
+# The owner's active grants in the window (what issue_for_shift issues for), each with this
+# phone's unrevoked credential if it has one.
+_GRANTS_WITH_CREDENTIALS = (
+    select(_g.c.id.label("grant_id"), _g.c.door_ids, _g.c.actor_id, _g.c.visit_id, _c.c.id,
+           _c.c.issued_at, _c.c.not_before, _c.c.not_after)
+    .select_from(_g)
+    .outerjoin(_c, and_(_c.c.grant_id == _g.c.id, _c.c.device_id == bindparam("device_id"),
+                        _c.c.revoked_at.is_(None)))
+    .where(_g.c.actor_id == bindparam("actor_id"), _g.c.status == GrantStatus.ACTIVE.value,
+           _g.c.not_before < bindparam("end"), _g.c.not_after > bindparam("start"))
+)
+# Each visit with its resident, homes and door paths in one go (street door first).
+_VISITS_WITH_DOORS = (
+    select(_v.c.id, _v.c.planned_start, _v.c.planned_end, _v.c.status, _r.c.display_name,
+           _h.c.id.label("home_id"), _h.c.address, _d.c.id.label("door_id"), _d.c.kind,
+           _d.c.position, _d.c.lock_id, _lk.c.synced_seq)
+    .join(_r, _r.c.id == _v.c.resident_id)
+    .outerjoin(_h, _h.c.resident_id == _v.c.resident_id)
+    .outerjoin(_d, _d.c.home_id == _h.c.id)
+    .outerjoin(_lk, _lk.c.id == _d.c.lock_id)
+    .where(_v.c.id.in_(bindparam("visit_ids", expanding=True)))
+    .order_by(_v.c.id, _h.c.id, _d.c.position)
+)
+_LATEST_REVOCATION_LIST = (
+    select(t.revocation_lists.c.version, t.revocation_lists.c.blob)
+    .where(t.revocation_lists.c.municipality_id == bindparam("municipality_id"))
+    .order_by(t.revocation_lists.c.version.desc())
+    .limit(1)
+)
+
+
+def _iso(at: datetime) -> str:
+    """An aware instant as pydantic writes it in JSON (UTC as "Z"), so the answer is unchanged."""
+    text = at.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _shift(request: Request, who: Principal, device_id: str) -> Response:
     p = portner(request)
     now = p.now()
     start, end = now - SHIFT_BEFORE, now + SHIFT_AFTER
-    with p.engine.connect() as conn:
-        device = Repository(conn).get_device(device_id)
-    if device is None or device.actor_id != who.actor_id:
-        # The same answer for someone else's phone and for no phone: ids are not confirmed.
-        raise not_found(f"no device {device_id} of yours")
-    if device.status is not DeviceStatus.ACTIVE:
-        raise Problem(403, "Device revoked", "this phone has been revoked; register it again",
-                      kind="device-revoked")
-    try:
-        fresh = issue_for_shift(p.engine, p.secrets.issuer, [device_id], window_start=start,
-                                window_end=end, now=now, ids=p.ids)
-    except IssuanceRefused as exc:
-        raise Problem(403, "Forbidden", str(exc), kind="issuance-refused") from None
-    blobs = {c.credential_id: c.blob for c in fresh}
-    with p.engine.connect() as conn:
-        rows = _live_credentials(conn, device_id, start, end, now)
-        visits = _visits(conn, {r.visit_id for r in rows if r.visit_id})
+    for attempt in range(2):
+        with p.engine.connect() as conn:
+            device = conn.execute(_DEVICE_AND_OWNER, {"device_id": device_id}).first()
+            if device is None or device.actor_id != who.actor_id:
+                # The same answer for someone else's phone and for no phone: ids are not confirmed.
+                raise not_found(f"no device {device_id} of yours")
+            if device.status != DeviceStatus.ACTIVE.value:
+                raise Problem(403, "Device revoked", "this phone has been revoked; register it again",
+                              kind="device-revoked")
+            if not device.active:
+                # What issue_for_shift refuses with: the owner is disabled.
+                raise Problem(403, "Forbidden", f"account {device.actor_id} is disabled",
+                              kind="issuance-refused")
+            rows = conn.execute(_GRANTS_WITH_CREDENTIALS, {
+                "device_id": device_id, "actor_id": device.actor_id, "start": start, "end": end,
+            }).all()
+            if attempt == 0 and any(r.id is None for r in rows):
+                pass  # a grant without this phone's credential: issue it (below), then read again
+            else:
+                live = [r for r in rows if r.id is not None and r.not_after > now]
+                visits = _visits(conn, {r.visit_id for r in live if r.visit_id})
+                latest = conn.execute(_LATEST_REVOCATION_LIST,
+                                      {"municipality_id": p.municipality.id}).first()
+                return _shift_response(p, device_id, bytes(device.public_key), live, visits,
+                                       latest, now, start, end)
+        # Outside the read: issuing is its own write transaction (credentials and their audit
+        # entries together), and SQLite's reader would not see its commit.
+        try:
+            issue_for_shift(p.engine, p.secrets.issuer, [device_id], window_start=start,
+                            window_end=end, now=now, ids=p.ids)
+        except IssuanceRefused as exc:
+            raise Problem(403, "Forbidden", str(exc), kind="issuance-refused") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _shift_response(p: Any, device_id: str, public_key: bytes, rows: list[Any],
+                    visits: dict[str, dict[str, Any]], latest: Any, now: datetime,
+                    start: datetime, end: datetime) -> Response:
+    """The ShiftOut document as JSON, built straight from the rows (no model round trip; the
+    tests check it against ShiftOut)."""
+    issuer = p.secrets.issuer
     items = []
     for r in rows:
-        blob = blobs.get(r.id)
-        if blob is None:
-            # Issued on an earlier call. Ed25519 signatures are deterministic, so signing the
-            # stored claims again gives the very same credential (same cti, same bytes).
-            blob = issue_credential(
-                p.secrets.issuer, credential_id=bytes.fromhex(r.id), subject=r.actor_id,
-                device_public_key=device.public_key, door_ids=list(r.door_ids),
-                not_before=r.not_before, not_after=r.not_after, issued_at=r.issued_at,
-            )
-        items.append(CredentialOnPhone(
-            credential=b64url(blob), credential_id=r.id, door_ids=list(r.door_ids),
-            not_before=r.not_before, not_after=r.not_after, visit=visits.get(r.visit_id),
-        ))
-    items.sort(key=lambda c: (c.visit.planned_start if c.visit else c.not_before, c.credential_id))
-    return ShiftOut(
-        device_id=device_id, server_time=now, window_start=start, window_end=end, credentials=items,
-        revocation_list=_revocation_out(p.engine, p.municipality.id), bridge_url=p.settings.bridge_url,
-    )
+        nbf, exp, iat = (read_instant(x) for x in (r.not_before, r.not_after, r.issued_at))
+        doors = id_tuple(r.door_ids)
+        # Issued on this or an earlier call: signing the stored claims gives the very same
+        # credential (same cti); it is signed once per process and kept.
+        blob = signed_credential(issuer, r.id, r.actor_id, public_key, doors, nbf, exp, iat)
+        visit = visits.get(r.visit_id) if r.visit_id else None
+        order = (visit["_start"] if visit else nbf, r.id)
+        items.append((order, {
+            "credential": b64url(blob), "credential_id": r.id, "door_ids": list(doors),
+            "not_before": _iso(nbf), "not_after": _iso(exp),
+            "visit": None if visit is None else visit["out"],
+        }))
+    items.sort(key=lambda item: item[0])
+    body = {
+        "device_id": device_id, "server_time": _iso(now), "window_start": _iso(start),
+        "window_end": _iso(end), "credentials": [item for _, item in items],
+        "revocation_list": {"version": int(latest.version), "list": b64url(bytes(latest.blob))}
+        if latest is not None else {"version": 0, "list": None},
+        "bridge_url": p.settings.bridge_url,
+    }
+    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+                    media_type="application/json")
 
 
-def _live_credentials(conn: Connection, device_id: str, start: datetime, end: datetime,
-                      now: datetime) -> list[Any]:
-    c, g = t.credentials, t.grants
-    return list(conn.execute(
-        select(c.c.id, c.c.issued_at, c.c.not_before, c.c.not_after, g.c.door_ids, g.c.actor_id,
-               g.c.visit_id)
-        .join(g, g.c.id == c.c.grant_id)
-        .where(and_(c.c.device_id == device_id, c.c.revoked_at.is_(None), c.c.not_after > now,
-                    g.c.status == GrantStatus.ACTIVE.value, g.c.not_before < end, g.c.not_after > start))
-    ))
-
-
-def _visits(conn: Connection, visit_ids: set[str]) -> dict[str, VisitOnPhone]:
+def _visits(conn: Connection, visit_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Each visit as VisitOnPhone's JSON ("out") and its planned start for ordering."""
     if not visit_ids:
         return {}
-    v, r, h = t.visits, t.residents, t.homes
-    rows = conn.execute(
-        select(v.c.id, v.c.planned_start, v.c.planned_end, v.c.status, v.c.resident_id,
-               r.c.display_name, h.c.id.label("home_id"), h.c.address)
-        .join(r, r.c.id == v.c.resident_id)
-        .outerjoin(h, h.c.resident_id == v.c.resident_id)
-        .where(v.c.id.in_(sorted(visit_ids)))
-    ).all()
-    homes = {row.home_id for row in rows if row.home_id}
-    doors: dict[str, list[DoorOnPath]] = {}
-    if homes:
-        d, lk = t.doors, t.locks
-        for door in conn.execute(
-            select(d.c.id, d.c.home_id, d.c.kind, d.c.position, d.c.lock_id, lk.c.synced_seq)
-            .outerjoin(lk, lk.c.id == d.c.lock_id)
-            .where(d.c.home_id.in_(sorted(homes)))
-            .order_by(d.c.home_id, d.c.position)
-        ):
-            doors.setdefault(door.home_id, []).append(DoorOnPath(
-                door_id=door.id, kind=door.kind, position=door.position, lock_id=door.lock_id,
-                synced_seq=int(door.synced_seq or 0)))
-    out: dict[str, VisitOnPhone] = {}
-    for row in rows:
-        if row.id in out:
+    out: dict[str, dict[str, Any]] = {}
+    home_of: dict[str, str | None] = {}
+    for row in conn.execute(_VISITS_WITH_DOORS, {"visit_ids": sorted(visit_ids)}):
+        visit = out.get(row.id)
+        if visit is None:
+            planned_start = read_instant(row.planned_start)
+            visit = out[row.id] = {"_start": planned_start, "out": {
+                "id": row.id, "resident": row.display_name or "", "address": row.address or "",
+                "planned_start": _iso(planned_start),  # type: ignore[arg-type]
+                "planned_end": _iso(read_instant(row.planned_end)),  # type: ignore[arg-type]
+                "status": row.status, "doors": [],
+            }}
+            home_of[row.id] = row.home_id
+        if row.home_id != home_of[row.id] or row.door_id is None:
             continue  # a resident with two homes: the visit shows the first
-        out[row.id] = VisitOnPhone(
-            id=row.id, resident=row.display_name or "", address=row.address or "",
-            planned_start=row.planned_start, planned_end=row.planned_end, status=row.status,
-            doors=doors.get(row.home_id, []),
-        )
+        visit["out"]["doors"].append({
+            "door_id": row.door_id, "kind": row.kind, "position": row.position,
+            "lock_id": row.lock_id, "synced_seq": int(row.synced_seq or 0),
+        })
     return out
 
 
@@ -320,7 +377,7 @@ async def my_credentials(
     request: Request,
     device_id: Annotated[str, Query(max_length=64, pattern=ID_PATTERN, description="The phone's device id")],
     who: Principal = Depends(require(AccountRole.NURSE)),
-) -> ShiftOut:
+) -> Response:
     return await run_in_threadpool(_shift, request, who, device_id)
 
 
@@ -420,28 +477,37 @@ def _hex(value: str, field: str) -> bytes:
         raise field_problem(field, "must be hex digits") from None
 
 
+_lk_, _dr, _hm, _rs = t.locks, t.doors, t.homes, t.residents
+# Who may upload for which lock (see the module docstring), built once: it runs per upload.
+_MUNICIPALITY_LOCKS = (
+    select(_lk_.c.id)
+    .join(_dr, _dr.c.id == _lk_.c.door_id)
+    .join(_hm, _hm.c.id == _dr.c.home_id)
+    .join(_rs, _rs.c.id == _hm.c.resident_id)
+    .where(_lk_.c.id.in_(bindparam("lock_ids", expanding=True)),
+           _rs.c.municipality_id == bindparam("municipality_id"))
+)
+# A nurse's: those of the homes her visit grants in the relay window lead her to.
+_NURSE_LOCKS = _MUNICIPALITY_LOCKS.where(
+    select(t.grants.c.id)
+    .join(t.visits, t.visits.c.id == t.grants.c.visit_id)
+    .where(t.visits.c.resident_id == _hm.c.resident_id,
+           t.grants.c.actor_id == bindparam("actor_id"),
+           t.grants.c.not_after >= bindparam("relay_since"),
+           t.grants.c.not_before <= bindparam("relay_until"))
+    .exists()
+)
+
+
 def _locks_for(conn: Connection, who: Principal, wanted: list[str], now: datetime) -> set[str]:
     """Which of `wanted` this uploader may upload for (see the module docstring)."""
-    lk, d, h, r = t.locks, t.doors, t.homes, t.residents
-    query = (
-        select(lk.c.id)
-        .join(d, d.c.id == lk.c.door_id)
-        .join(h, h.c.id == d.c.home_id)
-        .join(r, r.c.id == h.c.resident_id)
-        .where(lk.c.id.in_(wanted), r.c.municipality_id == who.municipality_id)
-    )
-    if who.role is AccountRole.NURSE:
-        if who.actor_id is None:
-            return set()
-        g, v = t.grants, t.visits
-        query = (
-            query.join(v, v.c.resident_id == h.c.resident_id)
-            .join(g, g.c.visit_id == v.c.id)
-            .where(g.c.actor_id == who.actor_id, g.c.not_after >= now - RELAY_BACK,
-                   g.c.not_before <= now + RELAY_AHEAD)
-            .distinct()
-        )
-    return set(conn.execute(query).scalars())
+    params: dict[str, Any] = {"lock_ids": wanted, "municipality_id": who.municipality_id}
+    if who.role is not AccountRole.NURSE:
+        return set(conn.execute(_MUNICIPALITY_LOCKS, params).scalars())
+    if who.actor_id is None:
+        return set()
+    params.update(actor_id=who.actor_id, relay_since=now - RELAY_BACK, relay_until=now + RELAY_AHEAD)
+    return set(conn.execute(_NURSE_LOCKS, params).scalars())
 
 
 def _decode_batch(conn: Connection, who: Principal | None, batch: DoorEventBatchIn, now: datetime,
@@ -490,16 +556,27 @@ def _ingest(request: Request, who: Principal | None, batch: DoorEventBatchIn,
             token: str | None = None) -> DoorEventBatchOut:
     p = portner(request)
     now = p.now()
-    with p.engine.connect() as conn:
+
+    def uploads_of(conn: Connection) -> list[LockUpload]:
         allowed = None
         if who is None:
             allowed = visitor_upload_locks(conn, token or "", now=now)
             if allowed is None:
                 raise not_found("no invitation for this link that may upload")
         decoded = _decode_batch(conn, who, batch, now, allowed)
-    uploads = [replace(u, lock_key=p.secrets.lock_key(u.lock_id)) for u in _merged(decoded)]
-    # One transaction for the whole batch: all of it is stored, or (on a failure) none of it.
-    reports = ingest_uploads(p.engine, uploads, now=now)
+        return [replace(u, lock_key=p.secrets.lock_key(u.lock_id)) for u in _merged(decoded)]
+
+    # The whole batch is stored in one transaction, or (on a failure) none of it.
+    if p.engine.dialect.name == "postgresql":
+        # Who may upload what is read in that transaction too: one connection, one commit.
+        with p.engine.begin() as conn:
+            reports = ingest_uploads_in(conn, uploads_of(conn), now=now)
+    else:
+        # SQLite cannot turn a read transaction into a write one once another writer has
+        # committed, so the reads go apart and the batch takes the write lock first.
+        with p.engine.connect() as conn:
+            uploads = uploads_of(conn)
+        reports = ingest_uploads(p.engine, uploads, now=now)
     return DoorEventBatchOut(results=[
         LockUploadResult(lock_id=r.lock_id, accepted=r.accepted, pending=r.pending, opened=r.opened,
                          denied=r.denied, arrivals=r.arrivals, departures=r.departures,
