@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -42,6 +43,10 @@ class Settings:
     # mqtt://127.0.0.1:1883), "matter" (a Matter server's ws:// URL), "nuki" or "webhook" (https).
     lock_backend: str = field(default_factory=lambda: os.environ.get("PORTNER_LOCKS", "simulated"))
     lock_backend_url: str | None = field(default_factory=lambda: os.environ.get("PORTNER_LOCKS_URL"))
+    # Each backend's own options, from PORTNER_LOCK_<BACKEND>_<OPTION> (for example
+    # PORTNER_LOCK_NUKI_TOKEN, PORTNER_LOCK_WEBHOOK_SECRET, PORTNER_LOCK_ZIGBEE2MQTT_BASE_TOPIC);
+    # PORTNER_LOCK_<BACKEND>_URL overrides PORTNER_LOCKS_URL for that backend.
+    lock_backend_options: dict[str, dict[str, str]] = field(default_factory=lambda: backend_options(os.environ))
 
     @property
     def development(self) -> bool:
@@ -53,3 +58,18 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'portner.sqlite').as_posix()}"
+
+
+BACKEND_OPTION_PREFIX = "PORTNER_LOCK_"
+
+
+def backend_options(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """PORTNER_LOCK_<BACKEND>_<OPTION>=value -> {backend: {option: value}}, names lower-cased."""
+    found: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(BACKEND_OPTION_PREFIX):
+            continue
+        backend, _, option = name[len(BACKEND_OPTION_PREFIX):].partition("_")
+        if backend and option:
+            found.setdefault(backend.lower(), {})[option.lower()] = value
+    return found

@@ -8,8 +8,11 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from portner.locks.port import Capabilities
+from portner.services import lock_alarms
 from portner.services.keypad.model import capabilities_from_json, capabilities_to_json
 from portner.storage import tables as t
+
+RECONCILER = "system:reconciler"
 
 
 def lock_municipality(conn: Connection, lock_id: str) -> tuple[str, str]:
@@ -59,37 +62,15 @@ def record_capabilities(conn: Connection, lock_id: str, caps: Capabilities, now:
 def raise_alarm(
     conn: Connection, lock_id: str, kind: str, subject: str, detail: str, now: datetime
 ) -> bool:
-    """Open an alarm unless the same (lock, kind, subject) is already open; True when new.
-    `detail` is for operators and never holds a code."""
-    open_row = conn.execute(
-        select(t.lock_alarms.c.id).where(
-            t.lock_alarms.c.lock_id == lock_id,
-            t.lock_alarms.c.kind == kind,
-            t.lock_alarms.c.subject == subject,
-            t.lock_alarms.c.cleared_at.is_(None),
-        )
-    ).first()
-    if open_row is not None:
-        return False
-    conn.execute(
-        insert(t.lock_alarms).values(
-            lock_id=lock_id, kind=kind, subject=subject, detail=detail[:400], raised_at=now
-        )
-    )
-    return True
+    """Open an alarm unless the same (lock, kind, subject) is already open; True when new. The
+    reconciler's alarms go through the same audited path as every other (services.lock_alarms)."""
+    return lock_alarms.raise_alarm(conn, lock_id, kind, at=now, subject=subject, detail=detail,
+                                   actor=RECONCILER)[1]
 
 
 def clear_alarm(conn: Connection, lock_id: str, kind: str, subject: str, now: datetime) -> None:
-    conn.execute(
-        update(t.lock_alarms)
-        .where(
-            t.lock_alarms.c.lock_id == lock_id,
-            t.lock_alarms.c.kind == kind,
-            t.lock_alarms.c.subject == subject,
-            t.lock_alarms.c.cleared_at.is_(None),
-        )
-        .values(cleared_at=now)
-    )
+    lock_alarms.clear_alarm(conn, lock_id, kind, at=now, subject=subject, reason="the lock confirmed it",
+                            actor=RECONCILER)
 
 
 def slot_row(conn: Connection, lock_id: str, slot: int) -> Any:

@@ -6,14 +6,17 @@ which lock, whether the lock confirmed it, and why not when it did not.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from portner.domain.access import AccountRole, Principal
 from portner.services import fleet
+from portner.services.fleet_runtime import FleetRuntime, backends_from_settings
 from portner.web.api.common import (
     NO_CONTROL,
     PROBLEM_RESPONSES,
@@ -24,7 +27,9 @@ from portner.web.api.common import (
 )
 from portner.web.deps import portner, require
 from portner.web.problems import Problem, not_found
+from portner.web.state import Portner
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["lock fleet"], responses=PROBLEM_RESPONSES)
 STAFF = require(AccountRole.OPERATOR, AccountRole.ADMIN)
 LockId = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROL)]
@@ -146,3 +151,34 @@ def list_codes(request: Request, lock_id: LockId, who: Principal = Depends(STAFF
     with p.engine.connect() as conn:
         rows = fleet.placements(conn, p.municipality.id, lock_id)
     return [PlacementOut(**{k: r[k] for k in PlacementOut.model_fields}) for r in rows]
+
+
+# --- the fleet at work (portner serve) -----------------------------------------------------------
+
+FLEET_STEP_S = 5.0
+
+
+def install(app: Any, p: Portner) -> None:
+    """The lock backends chosen by configuration (PORTNER_LOCKS), unless a test gave its own."""
+    if "lock_backends" not in p.adapters:
+        p.adapters["lock_backends"] = backends_from_settings(p.settings, now=p.now)
+
+
+async def run_lock_fleet(p: Portner) -> None:
+    backends = p.adapters.get("lock_backends") or {}
+    if not backends:
+        return
+    fleet = FleetRuntime(p.engine, p.municipality.id, p.secrets, backends, now=p.now, ids=p.ids)
+    await fleet.start()
+    try:
+        while True:
+            try:
+                await fleet.step()
+            except Exception:  # the next step tries again; a request never waits on this
+                log.exception("lock fleet step failed")
+            await asyncio.sleep(FLEET_STEP_S)
+    finally:
+        await fleet.stop()
+
+
+workers = [run_lock_fleet]

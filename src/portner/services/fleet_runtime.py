@@ -1,0 +1,135 @@
+"""The lock fleet at work: the configured lock backends, their events recorded, and the plan kept on
+the locks. `portner serve` runs one of these (web.api.fleet's worker); the demo drives its own.
+
+Each step, in order:
+1. onboard locks of a configured backend that Portner has not met yet (capabilities read, every
+   slot swept for codes Portner did not set);
+2. record what the backends reported since the last step (services.lock_activity);
+3. keypad codes for new grants and withdrawals for ended ones (services.keypad_grants);
+4. one reconciler pass (services.keypad.Reconciler): writes, removals, verifications;
+5. alarm upkeep: escalations, unconfirmed remote unlocks, locks that stopped saying who opened.
+
+Which backend serves a lock is the lock row's `backend`; its address there is `locks.address`
+(the lock's id when empty). A lock whose backend is not configured here is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine, select
+
+from portner.config import Settings
+from portner.locks.port import BackendConfig, HealthEvent, LockBackend, LockEvent, LockPort
+from portner.locks.registry import create_backend
+from portner.services.ids import IdSource
+from portner.services.keypad import Reconciler
+from portner.services.keypad.vault import KeypadKeys
+from portner.services.keypad_grants import sync_grant_codes
+from portner.services.keys import MunicipalitySecrets
+from portner.services.lock_activity import record_events
+from portner.services.lock_alarms import check_attribution, check_unconfirmed_remote, escalate_due
+from portner.storage import tables as t
+
+log = logging.getLogger(__name__)
+
+
+def backends_from_settings(settings: Settings, *, now: Callable[[], datetime]) -> dict[str, LockBackend]:
+    """The backends `PORTNER_LOCKS` names (comma-separated), each at `PORTNER_LOCKS_URL` (or its own
+    PORTNER_LOCK_<BACKEND>_URL) with its PORTNER_LOCK_<BACKEND>_<OPTION> options; none for the
+    default "simulated", whose demo locks verify phone keys on their own."""
+    names = [n.strip() for n in settings.lock_backend.split(",") if n.strip() and n.strip() != "simulated"]
+    backends = {}
+    for name in names:
+        options = dict(settings.lock_backend_options.get(name, {}))
+        url = options.pop("url", None) or settings.lock_backend_url
+        backends[name] = create_backend(BackendConfig(name, url=url, options=options), now=now)
+    return backends
+
+
+@dataclass(slots=True)
+class StepReport:
+    onboarded: list[str] = field(default_factory=list)
+    recorded: int = 0
+    codes_issued: int = 0
+    codes_withdrawn: int = 0
+    operations: int = 0
+
+
+class FleetRuntime:
+    def __init__(self, engine: Engine, municipality_id: str, secrets: MunicipalitySecrets,
+                 backends: dict[str, LockBackend], *, now: Callable[[], datetime], ids: IdSource) -> None:
+        self.engine, self.municipality_id, self.backends = engine, municipality_id, backends
+        self.now, self.ids = now, ids
+        self.keys = KeypadKeys.from_secrets(secrets, municipality_id)
+        self.reconciler = Reconciler(engine, self.port_for, secrets_key=self.keys, now=now, ids=ids)
+        self._pending: list[LockEvent | HealthEvent] = []
+        self._consumers: list[asyncio.Task[None]] = []
+
+    def port_for(self, lock_id: str) -> LockPort:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.locks.c.backend, t.locks.c.address).where(t.locks.c.id == lock_id)).first()
+        if row is None or row.backend not in self.backends:
+            raise LookupError(f"lock {lock_id} is not served by a configured backend")
+        return self.backends[row.backend].lock(row.address or lock_id)
+
+    async def start(self) -> None:
+        for backend in self.backends.values():
+            await backend.start()
+            self._consumers.append(asyncio.create_task(self._consume(backend)))
+
+    async def stop(self) -> None:
+        for task in self._consumers:
+            task.cancel()
+        for task in self._consumers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for backend in self.backends.values():
+            with contextlib.suppress(Exception):
+                await backend.stop()
+
+    async def _consume(self, backend: LockBackend) -> None:
+        async for event in backend.events():
+            self._pending.append(event)
+
+    def _new_locks(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(t.locks.c.id)
+                .outerjoin(t.lock_status, t.lock_status.c.lock_id == t.locks.c.id)
+                .where(t.locks.c.backend.in_(sorted(self.backends)), t.locks.c.removed_at.is_(None),
+                       t.lock_status.c.capabilities.is_(None))
+                .order_by(t.locks.c.id)
+            ).scalars())
+
+    async def step(self) -> StepReport:
+        report = StepReport()
+        now = self.now()
+        for lock_id in self._new_locks():
+            try:
+                await self.reconciler.onboard_lock(lock_id, now)
+                report.onboarded.append(lock_id)
+            except Exception:  # one lock that cannot be reached does not stop the others
+                log.warning("onboarding lock %s failed; trying again next step", lock_id, exc_info=True)
+        await asyncio.sleep(0)  # let the consumers take what the backends have queued
+        events, self._pending = self._pending, []
+        if events:
+            result = await asyncio.to_thread(record_events, self.engine, events, now=self.now())
+            report.recorded = result.recorded
+        synced = await asyncio.to_thread(sync_grant_codes, self.engine, self.municipality_id,
+                                         now=self.now(), ids=self.ids, key=self.keys)
+        report.codes_issued, report.codes_withdrawn = len(synced.issued), len(synced.revoked)
+        report.operations = (await self.reconciler.run_once(self.now())).operations
+        await asyncio.to_thread(self._alarm_upkeep, self.now())
+        return report
+
+    def _alarm_upkeep(self, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            escalate_due(conn, now)
+            check_unconfirmed_remote(conn, now)
+            check_attribution(conn, now)

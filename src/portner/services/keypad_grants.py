@@ -1,0 +1,107 @@
+"""Door grants become keypad codes on locks that cannot take a phone key.
+
+A visit grant names a door path. Doors whose lock verifies Portner's phone credentials need nothing
+more; a lock that only has a keypad (a Zigbee lock, say) needs a code for the grant's holder, valid
+in the grant's window. This pass keeps the two in step: every live grant that reaches a keypad-only
+lock has exactly one live code for those locks, and a grant that was revoked or has ended takes its
+code with it. The codes themselves are made, stored and withdrawn by portner.services.keypad; the
+reconciler puts them on the locks.
+
+Which locks count as keypad-only is what each lock told us about itself (lock_status.capabilities:
+a keypad and no phone credentials). A lock whose capabilities are unknown gets no code: nothing is
+guessed, and the lock's onboarding (which reads them) comes first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, select
+
+from portner.locks.port import Feature
+from portner.services.ids import IdSource
+from portner.services.keypad import issue_code, revoke_code
+from portner.services.keypad.model import capabilities_from_json
+from portner.services.keypad.vault import KeypadKeys
+from portner.storage import tables as t
+
+ACTOR = "system:keypad-grants"
+
+
+@dataclass(slots=True)
+class GrantCodeSync:
+    issued: list[str] = field(default_factory=list)  # code ids
+    revoked: list[str] = field(default_factory=list)
+
+
+def keypad_only_locks(conn: Connection, lock_ids: list[str]) -> set[str]:
+    """The locks among `lock_ids` that take codes and no phone credentials."""
+    if not lock_ids:
+        return set()
+    found: set[str] = set()
+    rows = conn.execute(
+        select(t.lock_status.c.lock_id, t.lock_status.c.capabilities)
+        .join(t.locks, t.locks.c.id == t.lock_status.c.lock_id)
+        .where(t.lock_status.c.lock_id.in_(sorted(set(lock_ids))), t.locks.c.removed_at.is_(None))
+    )
+    for lock_id, data in rows:
+        caps = capabilities_from_json(data)
+        if caps and Feature.KEYPAD in caps.features and Feature.PHONE_CREDENTIALS not in caps.features:
+            found.add(lock_id)
+    return found
+
+
+def _door_locks(conn: Connection, door_ids: list[str]) -> list[str]:
+    """The locks of a door path, in the path's order."""
+    by_door = dict(conn.execute(
+        select(t.doors.c.id, t.doors.c.lock_id).where(t.doors.c.id.in_(door_ids), t.doors.c.lock_id.is_not(None))
+    ).all())
+    return [by_door[d] for d in door_ids if d in by_door]
+
+
+def sync_grant_codes(engine: Engine, municipality_id: str, *, now: datetime, ids: IdSource,
+                     key: KeypadKeys) -> GrantCodeSync:
+    """One pass, one transaction per grant (a bad grant does not hold back the others)."""
+    result = GrantCodeSync()
+    g, k = t.grants.c, t.keypad_codes.c
+    with engine.connect() as conn:
+        live = conn.execute(
+            select(g.id, g.actor_id, g.door_ids, g.not_before, g.not_after)
+            .join(t.actors, t.actors.c.id == g.actor_id)
+            .where(t.actors.c.municipality_id == municipality_id, g.status == "active",
+                   g.revoked_at.is_(None), g.not_after > now)
+            .order_by(g.not_before, g.id)
+        ).all()
+        coded = set(conn.execute(
+            select(k.grant_id).where(k.municipality_id == municipality_id, k.grant_id.is_not(None),
+                                     k.revoked_at.is_(None))
+        ).scalars())
+        # Codes whose grant is no longer live: revoked, cancelled, or over.
+        stale = conn.execute(
+            select(k.id, g.status, g.not_after)
+            .join(t.grants, g.id == k.grant_id)
+            .where(k.municipality_id == municipality_id, k.revoked_at.is_(None),
+                   (g.status != "active") | g.revoked_at.is_not(None) | (g.not_after <= now))
+        ).all()
+    for grant in live:
+        if grant.id in coded:
+            continue
+        with engine.begin() as conn:
+            locks = _door_locks(conn, list(grant.door_ids))
+            keypad = keypad_only_locks(conn, locks)
+            if not keypad:
+                continue
+            code_id = issue_code(
+                conn, municipality_id=municipality_id, actor_id=grant.actor_id, grant_id=grant.id,
+                purpose="visit", lock_ids=[lock for lock in locks if lock in keypad],
+                not_before=grant.not_before, not_after=grant.not_after, max_uses=None, now=now,
+                ids=ids, actor=ACTOR, key=key,
+            )
+            result.issued.append(code_id)
+    for code in stale:
+        with engine.begin() as conn:
+            reason = "grant ended" if code.status == "active" and code.not_after <= now else "grant revoked"
+            revoke_code(conn, code.id, reason=reason, now=now, actor=ACTOR, ids=ids)
+            result.revoked.append(code.id)
+    return result
