@@ -344,6 +344,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         use_fixtures=not args.no_fixtures,
         json=args.json,
         day=args.day,
+        locks=args.locks,
+        broker=args.broker,
     )
     summary = run_demo(options, console=err if args.json else console)
     if args.json:
@@ -502,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixtures", help="HL7 Norway fixtures folder (default: ../shared/fixtures)")
     p.add_argument("--no-fixtures", action="store_true", help="do not import the HL7 examples")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--locks", choices=("simulated", "zigbee2mqtt"),
+                   default=os.environ.get("PORTNER_DEMO_LOCKS", "simulated"),
+                   help="simulated: phone keys checked offline by simulated locks (default); zigbee2mqtt: "
+                        "Zigbee keypad locks behind Zigbee2MQTT through the MQTT broker")
+    p.add_argument("--broker", default=os.environ.get("PORTNER_LOCKS_URL", "mqtt://127.0.0.1:1883"),
+                   help="the MQTT broker for --locks zigbee2mqtt (default mqtt://127.0.0.1:1883)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench-service", help="HTTP latency and door-event ingest, against baselines")

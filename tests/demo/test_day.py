@@ -13,7 +13,8 @@ from portner.demo.day import DemoOptions, run_demo
 
 
 def _day(folder: Path, seed: int = 11, **kw: Any) -> dict[str, Any]:
-    options = DemoOptions(seed=seed, data_dir=folder, residents=70, staff=10, use_fixtures=False, json=True, **kw)
+    kw = {"residents": 70, "staff": 10, **kw}
+    options = DemoOptions(seed=seed, data_dir=folder, use_fixtures=False, json=True, **kw)
     return run_demo(options, console=Console(quiet=True))
 
 
@@ -71,3 +72,24 @@ def test_the_demo_runs_on_postgresql(pg_url: str, tmp_path: Path) -> None:
     result = _day(tmp_path / "pg", db_url=pg_url)
     assert result["audit"]["ok"] is True
     assert result["visits"]["cancelled"] == 1
+
+
+def test_the_day_runs_with_its_locks_behind_zigbee2mqtt(mqtt_broker: tuple[str, int], tmp_path: Path) -> None:
+    """The same day with every lock a Zigbee keypad lock reached only through the broker: codes
+    for the visit grants, placed and removed by the reconciler, typed at the doors, reported back
+    and linked to their visits; none left on a lock after its window."""
+    host, port = mqtt_broker
+    s = _day(tmp_path / "zigbee", residents=30, staff=6, locks="zigbee2mqtt", broker=f"mqtt://{host}:{port}")
+    z, d = s["zigbee2mqtt"], s["doors"]
+    assert s["audit"]["ok"] is True
+    assert z["locks"] == s["locks"]["count"] > 0
+    assert z["codes"]["issued"] > 0 and z["codes"]["shown_once"] == z["codes"]["issued"]
+    assert z["codes"]["on_a_lock_after_their_window"] == 0
+    assert set(z["codes"]["placements"]) <= {"removed", "confirmed", "pending"}
+    assert z["keypad"]["opened"] > 0.8 * z["keypad"]["attempts"]
+    # Every opening typed at a door came back through the broker and was linked to its visit.
+    assert z["recorded"]["keypad_unlocks"] == z["keypad"]["opened"] == d["opened"]
+    assert z["recorded"]["linked_to_visits"] == z["recorded"]["keypad_unlocks"]
+    assert d["opened_while_platform_unreachable"] > 0
+    assert s["visits"]["opened"] > 0
+    assert z["radio_commands"] > 0

@@ -74,6 +74,10 @@ class DemoOptions:
     use_fixtures: bool = True
     json: bool = False
     day: date = DEFAULT_DAY
+    # "simulated": phone keys verified offline by the simulated locks. "zigbee2mqtt": every lock is
+    # a Zigbee keypad lock reached through the MQTT broker at `broker` (see demo.zigbee).
+    locks: str = "simulated"
+    broker: str = "mqtt://127.0.0.1:1883"
 
 
 class SimClock:
@@ -244,6 +248,29 @@ def _run_day(
         locks[row.id] = lock
         lock_by_door[row.door_id] = lock
 
+    # 3b. Or the same locks as Zigbee keypad locks through the broker.
+    fleet = None
+    if opts.locks == "zigbee2mqtt":
+        from portner.demo.zigbee import ZigbeeFleet
+
+        fleet = ZigbeeFleet(engine, clock, broker=opts.broker, seed=opts.seed, municipality_id=MUNICIPALITY,
+                            secrets=secrets, ids=ids, lock_ids=list(locks))
+        fleet.start()
+        console.print(f"Locks: {len(locks)} Zigbee keypad locks behind Zigbee2MQTT on {opts.broker} "
+                      f"(topic {fleet.base}/), onboarded and swept")
+    try:
+        return _day_and_close(opts, engine, folder, zone, rng, ids, day0, clock, console, municipality, secrets,
+                              site, report, fixtures, issued, phones, locks, lock_by_door, fleet)
+    finally:
+        if fleet is not None:
+            fleet.stop()
+
+
+def _day_and_close(opts: DemoOptions, engine: Engine, folder: Path, zone: ZoneInfo, rng: random.Random,
+                   ids: IdSource, day0: datetime, clock: SimClock, console: Console, municipality: Municipality,
+                   secrets: MunicipalitySecrets, site: Any, report: ImportReport, fixtures: Path | None,
+                   issued: list[IssuedCredential], phones: dict[str, Phone], locks: dict[str, SimulatedLock],
+                   lock_by_door: dict[str, SimulatedLock], fleet: Any) -> dict[str, Any]:
     # 4. The day itself.
     sim = _Day(
         engine=engine,
@@ -260,12 +287,17 @@ def _run_day(
         site_plans_dir=site.plans_dir,
         console=console,
         seed=opts.seed,
+        fleet=fleet,
     )
     sim.run(show_progress=not opts.json)
 
     # 5. Close the day: last sync, missed visits, write-back, audit.
     clock.now = day0 + timedelta(days=1, hours=5)
     sim.sync_all()
+    if fleet is not None:
+        for _ in range(3):  # the last removals after the last windows
+            clock.now += timedelta(minutes=10)
+            fleet.sync()
     missed = sim.close_day()
     delivery = deliver_outbox(
         engine, FolderSink(folder / "encounters"), municipality_id=MUNICIPALITY, now=clock()
@@ -286,6 +318,8 @@ def _run_day(
         # A password in the URL is not written to summary.json or the screen.
         database=make_url(opts.db_url).render_as_string(hide_password=True) if opts.db_url else None,
     )
+    if fleet is not None:
+        summary["zigbee2mqtt"] = fleet.summary()
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     if not opts.json:
         print_summary(summary, console)
@@ -318,7 +352,11 @@ class _Day:
         site_plans_dir: Path,
         console: Console,
         seed: int,
+        fleet: Any = None,
     ) -> None:
+        self.fleet = fleet  # the locks behind Zigbee2MQTT (demo.zigbee), or None for phone keys
+        if fleet is not None:
+            fleet.schedule, fleet.platform_up = self.at, self.platform_up
         self.engine, self.clock, self.rng, self.zone, self.day = engine, clock, rng, zone, day
         self.municipality, self.secrets, self.ids, self.seed = municipality, secrets, ids, seed
         self.phones, self.locks, self.lock_by_door = phones, locks, lock_by_door
@@ -398,6 +436,9 @@ class _Day:
         grant = next((g for g in self.grants_by_visit.get(visit.id, []) if g.actor_id == actor_id), None)
         if grant is None:
             return
+        if self.fleet is not None:
+            self._walk_keypad(grant, 0)
+            return
         cred = phone.credentials.get(grant.id)
         if cred is None:
             return
@@ -408,6 +449,20 @@ class _Day:
         if self.open_door(phone, credential, doors[index]) and index + 1 < len(doors):
             step = self.clock.now + self.WALK_BETWEEN_DOORS
             self.at(step, lambda: self._walk(phone, credential, doors, index + 1))
+
+    def _walk_keypad(self, grant: Any, index: int) -> None:
+        """The same walk at Zigbee keypad locks: the nurse types the code her phone showed her."""
+        lock = self.lock_by_door[grant.door_ids[index]]
+        opened = self.fleet.type_code(grant.id, lock.lock_id)
+        self.stats.attempts += 1
+        if not opened:
+            self.stats.denied["keypad_refused"] += 1
+            return
+        self.stats.opened += 1
+        if not self.platform_up():
+            self.stats.opened_offline += 1
+        if index + 1 < len(grant.door_ids):
+            self.at(self.clock.now + self.WALK_BETWEEN_DOORS, lambda: self._walk_keypad(grant, index + 1))
 
     def open_door(self, phone: Phone, credential: bytes, door_id: str) -> bool:
         lock = self.lock_by_door[door_id]
@@ -446,6 +501,9 @@ class _Day:
     def sync_all(self) -> None:
         """Locks reachable through their gateways upload what is new since the last sync."""
         if not self.platform_up():
+            return
+        if self.fleet is not None:
+            self.fleet.sync()
             return
         with self.engine.connect() as conn:
             synced = dict(conn.execute(select(t.locks.c.id, t.locks.c.synced_seq)).all())
@@ -552,7 +610,7 @@ class _Day:
              if g.actor_id == actor_id and g.not_before > self.clock.now and g.id in old.credentials),
             key=lambda g: g.not_before,
         )
-        if future:
+        if future and self.fleet is None:  # (keypad locks never see the phone: nothing to try)
             target = future[0]
             self.at(target.not_after - timedelta(minutes=5), lambda: self._finder_tries(old, target))
 

@@ -47,6 +47,8 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     )
     table.add_row("Audit chain", ("verified, " if s["audit"]["ok"] else "BROKEN, ") + f"{s['audit']['entries']} entries")
     console.print(table)
+    if s.get("zigbee2mqtt"):
+        _print_zigbee(s["zigbee2mqtt"], console)
     if s.get("example_resident"):
         flags = f"--data-dir {s['data_dir']} --municipality {s['municipality_id']}"
         if s.get("database"):
@@ -57,3 +59,27 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         console.print(f"  .venv/bin/portner residents {flags}", soft_wrap=True)
         console.print(f"  .venv/bin/portner quarantine {flags}", soft_wrap=True)
         console.print(f"  .venv/bin/portner physical-keys {flags} --date {s['day']}", soft_wrap=True)
+
+
+def _print_zigbee(z: dict[str, Any], console: Console) -> None:
+    """The keypad locks behind Zigbee2MQTT: codes, what the locks confirmed, what they reported."""
+    c, k, r = z["codes"], z["keypad"], z["recorded"]
+    table = Table(title=f"{z['locks']} locks behind Zigbee2MQTT ({z['broker']})", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("figure")
+    table.add_row("Keypad codes made for visit grants", f"{c['issued']} (each shown once to its nurse: {c['shown_once']})")
+    table.add_row("Codes withdrawn (grant ended or revoked)", str(c["withdrawn"]))
+    placements = ", ".join(f"{state} {n}" for state, n in c["placements"].items()) or "none"
+    table.add_row("Code placements on locks, as the locks confirmed", placements)
+    table.add_row("Codes still on a lock after their window", str(c["on_a_lock_after_their_window"]))
+    refused = ", ".join(f"{why} {n}" for why, n in k["refused"].items()) or "none"
+    table.add_row("Keypad openings", f"{k['opened']} of {k['attempts']} attempts (refused: {refused})")
+    table.add_row("Recorded from the locks' reports",
+                  f"{r['keypad_unlocks']} code openings, {r['linked_to_visits']} linked to their visit, "
+                  f"{r['failed_attempts']} failed attempts")
+    table.add_row("Radio commands to the locks", f"{z['radio_commands']} in {z['reconcile_passes']} reconciler passes")
+    alarms = ", ".join(f"{kind} {n}" for kind, n in z["alarms"].items()) or "none"
+    table.add_row("Lock alarms raised", alarms)
+    console.print(table)
+    console.print(f"Codes go on a lock {c['add_lead_minutes']} minutes before their window, so a platform "
+                  "outage does not lock nurses out; they come off at the window's end.")
