@@ -43,6 +43,7 @@ from portner.services.ids import IdSource
 from portner.services.keypad import delivery
 from portner.services.keypad.budget import Backoff, RadioBudget
 from portner.services.keypad.codes import new_command
+from portner.services.keypad.due import LockView, lock_needs_step, overdue_removals, read_fleet
 from portner.services.keypad.model import CommandKind, CommandState, State
 from portner.services.keypad.plan import (
     Timing,
@@ -155,34 +156,40 @@ class Reconciler(Upkeep):
             .order_by(p.c.id)
         ).all())
 
-    def _locks_with_work(self, conn: Connection, now: datetime) -> list[str]:
-        horizon = now - self.settings.timing.recently_removed
-        p = t.code_placements
-        rows = conn.execute(
-            select(p.c.lock_id).where(or_(p.c.state != State.REMOVED, p.c.removed_at >= horizon))
-            .distinct()
-        )
-        onboarded = conn.execute(select(t.lock_status.c.lock_id))  # heartbeats, clocks
-        return sorted({r.lock_id for r in rows} | {r.lock_id for r in onboarded})
-
     # --- one pass --------------------------------------------------------------------------------
 
     async def run_once(self, now: datetime | None = None) -> PassReport:
+        """One pass. The fleet is read in a few set-based queries (due.py) and only the locks with
+        something to do get reconcile_lock's own reads and writes: an idle lock costs nothing."""
         now = require_aware(now if now is not None else self._now(), "now")
         report = PassReport()
+        timing = self.settings.timing
         with self.engine.connect() as conn:
-            lock_ids = self._locks_with_work(conn, now)
-        for lock_id in lock_ids:
-            done = await self.reconcile_lock(lock_id, now)
+            snap = read_fleet(conn, now, timing)
+        late = overdue_removals((p for rows in snap.placements.values() for p in rows), now, timing)
+        if late:
+            with self.engine.begin() as conn:
+                for p in late:
+                    self._alarm_overdue(conn, p, now)
+        for lock_id in snap.lock_ids:
+            rt = self.runtime(lock_id)
+            view = LockView(rt.capabilities, rt.verified, rt.next_verify_at)
+            if not lock_needs_step(lock_id, snap, view, now, timing=timing, budget=self.settings.budget,
+                                   verify_every=self.settings.verify_every,
+                                   heartbeat_every=self.settings.heartbeat_every):
+                continue
+            done = await self.reconcile_lock(lock_id, now, check_overdue=False)
             if done:
                 report.operations += 1
                 report.by_lock[lock_id] = done
         return report
 
-    async def reconcile_lock(self, lock_id: str, now: datetime) -> str | None:
-        """Take the most urgent step for one lock; return what was done ("" or None: nothing)."""
-        with self.engine.begin() as conn:
-            self._check_overdue(conn, lock_id, now)
+    async def reconcile_lock(self, lock_id: str, now: datetime, *, check_overdue: bool = True) -> str | None:
+        """Take the most urgent step for one lock; return what was done ("" or None: nothing).
+        run_once has checked overdue removals for the whole fleet already (check_overdue=False)."""
+        if check_overdue:
+            with self.engine.begin() as conn:
+                self._check_overdue(conn, lock_id, now)
         caps = await self.capabilities(lock_id, now)
         if caps is None:
             return None
@@ -266,17 +273,15 @@ class Reconciler(Upkeep):
     # --- overdue removals ------------------------------------------------------------------------
 
     def _check_overdue(self, conn: Connection, lock_id: str, now: datetime) -> None:
-        margin = self.settings.timing.removal_margin
-        for p in self._placements(conn, lock_id, now):
-            if p.state == State.REMOVED or not may_be_on_lock(p):
-                continue
-            if wanted_on_lock(p, now, self.settings.timing):
-                continue
-            deadline = removal_deadline(p)
-            if deadline is not None and now > deadline + margin:
-                raise_alarm(conn, lock_id, "removal_overdue", p.code_id,
-                            f"keypad code {p.code_id} should have left slot {p.slot} by "
-                            f"{deadline.isoformat()} and the lock has not confirmed it", now)
+        for p in overdue_removals(self._placements(conn, lock_id, now), now, self.settings.timing):
+            self._alarm_overdue(conn, p, now)
+
+    def _alarm_overdue(self, conn: Connection, p: Any, now: datetime) -> None:
+        deadline = removal_deadline(p)  # never None for an overdue placement
+        raise_alarm(conn, p.lock_id, "removal_overdue", p.code_id,
+                    f"keypad code {p.code_id} should have left slot {p.slot} by "
+                    f"{deadline.isoformat() if deadline else 'its end'} and the lock has not confirmed it",
+                    now)
 
     # --- commands ---------------------------------------------------------------------------------
 
