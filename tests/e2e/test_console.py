@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import expect
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from portner.credentials import DeviceKey
 from portner.services.devices import register_device
@@ -205,3 +205,26 @@ def test_every_console_page_is_accessible(live, page, lang: str) -> None:
     page.goto(f"{live.url}/visit/not-a-real-link")
     expect(page.locator(".notice")).to_be_visible()
     axe_check(page)
+
+
+KEEP_CODE = {"nb": "Behold koden (den er kjent); Portner bruker ikke plassen",
+             "en": "Keep the code (it is known); Portner does not use the slot"}
+
+
+@pytest.mark.parametrize("lang", ["nb", "en"])
+def test_lock_fleet_pages_are_accessible(live, page, lang: str) -> None:
+    with live.engine.begin() as conn:
+        lock_id = conn.execute(select(t.locks.c.id).order_by(t.locks.c.id).limit(1)).scalar_one()
+        at = live.portner.now()
+        conn.execute(insert(t.lock_alarms).values(lock_id=lock_id, kind="removal_overdue", subject="slot 2",
+                                                  detail="", raised_at=at))
+        conn.execute(insert(t.lock_slots).values(lock_id=lock_id, slot=9, observed="masked", unreadable_reads=0,
+                                                 observed_at=at, quarantined_at=at, quarantine_reason="foreign"))
+    sign_in(page, live, "demo-operator", next_path="/console/locks")
+    for path in ["/console/locks", f"/console/locks/{lock_id}"]:
+        page.goto(f"{live.url}{path}?lang={lang}")
+        assert page.locator("html").get_attribute("lang") == lang
+        axe_check(page)
+    page.get_by_label(KEEP_CODE[lang]).check()
+    page.get_by_role("button", name="Lagre" if lang == "nb" else "Save").click()
+    expect(page.get_by_text("Ingen koder i karantene." if lang == "nb" else "No codes in quarantine.")).to_be_visible()
