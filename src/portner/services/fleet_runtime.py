@@ -2,6 +2,7 @@
 the locks. `portner serve` runs one of these (web.api.fleet's worker); the demo drives its own.
 
 Each step, in order:
+0. remote unlocks the response center asked for and that were not delivered at once;
 1. onboard locks of a configured backend that Portner has not met yet (capabilities read, every
    slot swept for codes Portner did not set);
 2. record what the backends reported since the last step (services.lock_activity);
@@ -34,6 +35,7 @@ from portner.services.keypad_grants import sync_grant_codes
 from portner.services.keys import MunicipalitySecrets
 from portner.services.lock_activity import record_events
 from portner.services.lock_alarms import check_attribution, check_unconfirmed_remote, escalate_due
+from portner.services.remote_operation import deliver_remote_commands
 from portner.storage import tables as t
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,15 @@ def backends_from_settings(settings: Settings, *, now: Callable[[], datetime]) -
         url = options.pop("url", None) or settings.lock_backend_url
         backends[name] = create_backend(BackendConfig(name, url=url, options=options), now=now)
     return backends
+
+
+def port_for(engine: Engine, backends: dict[str, LockBackend], lock_id: str) -> LockPort:
+    """The port of `lock_id` through the backend its row names (LookupError when not configured)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(t.locks.c.backend, t.locks.c.address).where(t.locks.c.id == lock_id)).first()
+    if row is None or row.backend not in backends:
+        raise LookupError(f"lock {lock_id} is not served by a configured backend")
+    return backends[row.backend].lock(row.address or lock_id)
 
 
 @dataclass(slots=True)
@@ -72,11 +83,7 @@ class FleetRuntime:
         self._consumers: list[asyncio.Task[None]] = []
 
     def port_for(self, lock_id: str) -> LockPort:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(t.locks.c.backend, t.locks.c.address).where(t.locks.c.id == lock_id)).first()
-        if row is None or row.backend not in self.backends:
-            raise LookupError(f"lock {lock_id} is not served by a configured backend")
-        return self.backends[row.backend].lock(row.address or lock_id)
+        return port_for(self.engine, self.backends, lock_id)
 
     async def start(self) -> None:
         for backend in self.backends.values():
@@ -117,6 +124,7 @@ class FleetRuntime:
             except Exception:  # one lock that cannot be reached does not stop the others
                 log.warning("onboarding lock %s failed; trying again next step", lock_id, exc_info=True)
         await asyncio.sleep(0)  # let the consumers take what the backends have queued
+        await deliver_remote_commands(self.engine, self.port_for, now=self.now())
         events, self._pending = self._pending, []
         if events:
             result = await asyncio.to_thread(record_events, self.engine, events, now=self.now())

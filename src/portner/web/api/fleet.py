@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from portner.domain.access import AccountRole, Principal
 from portner.services import fleet
-from portner.services.fleet_runtime import FleetRuntime, backends_from_settings
+from portner.services.fleet_runtime import FleetRuntime, backends_from_settings, port_for
+from portner.services.remote_operation import (
+    Reason,
+    RemoteOutcome,
+    RemoteRefused,
+    command_outcome,
+    deliver_remote_commands,
+    request_remote_unlock,
+)
 from portner.web.api.common import (
     NO_CONTROL,
     PROBLEM_RESPONSES,
@@ -151,6 +159,49 @@ def list_codes(request: Request, lock_id: LockId, who: Principal = Depends(STAFF
     with p.engine.connect() as conn:
         rows = fleet.placements(conn, p.municipality.id, lock_id)
     return [PlacementOut(**{k: r[k] for k in PlacementOut.model_fields}) for r in rows]
+
+
+class RemoteUnlockIn(_Out):
+    reason: Reason = Field(description="Why (a category, never free text): resident_asked, staff_locked_out, "
+                                       "emergency_services or safety_alarm")
+
+
+class RemoteUnlockOut(_Out):
+    command_id: str
+    state: str = Field(description="confirmed (the lock reports it opened), refused, timed_out, or requested "
+                                   "(no backend here could send it yet; the fleet worker will, within a minute)")
+    refusal: str | None = None
+    detail: str = ""
+
+
+async def remote_unlock(p: Portner, who: Principal, lock_id: str, reason: Reason) -> RemoteOutcome:
+    """Ask, then deliver at once through the configured backends (the same path for API and console)."""
+    with p.engine.begin() as conn:
+        command_id = request_remote_unlock(conn, p.municipality.id, lock_id, reason=reason,
+                                           actor=who.audit_actor, now=p.now(), ids=p.ids)
+    backends = p.adapters.get("lock_backends") or {}
+    delivered = await deliver_remote_commands(p.engine, lambda lock: port_for(p.engine, backends, lock),
+                                              now=p.now(), command_id=command_id)
+    if delivered:
+        return delivered[0]
+    with p.engine.connect() as conn:
+        return command_outcome(conn, command_id) or RemoteOutcome(command_id, "requested")
+
+
+@router.post("/locks/{lock_id}/remote-unlock", response_model=RemoteUnlockOut,
+             responses={409: {"description": "The lock cannot be opened remotely."}},
+             summary="Open a door remotely (response center); the answer is what the lock confirmed")
+async def remote_unlock_api(request: Request, lock_id: LockId, body: RemoteUnlockIn,
+                            who: Principal = Depends(STAFF)) -> RemoteUnlockOut:
+    p = portner(request)
+    try:
+        outcome = await remote_unlock(p, who, lock_id, body.reason)
+    except RemoteRefused as exc:
+        if str(exc).startswith("no lock"):
+            raise not_found(str(exc)) from None
+        raise Problem(409, "Cannot open remotely", str(exc)) from None
+    return RemoteUnlockOut(command_id=outcome.command_id, state=outcome.state, refusal=outcome.refusal,
+                           detail=outcome.detail)
 
 
 # --- the fleet at work (portner serve) -----------------------------------------------------------

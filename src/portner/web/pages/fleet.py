@@ -14,6 +14,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from portner.domain.access import AccountRole, Principal
 from portner.services import fleet
+from portner.services.remote_operation import Reason, RemoteRefused
+from portner.web.api.fleet import remote_unlock
 from portner.web.deps import check_form_csrf, portner, require_page
 from portner.web.i18n import pick_language, translate
 from portner.web.templating import render
@@ -41,15 +43,8 @@ def fleet_page(request: Request, who: Principal = Depends(operator)) -> Response
 
 
 @router.get("/console/locks/{lock_id}")
-def lock_page(request: Request, lock_id: str, who: Principal = Depends(operator)) -> Response:
-    p = portner(request)
-    with p.engine.connect() as conn:
-        if not fleet.lock_ids_of(conn, p.municipality.id, [lock_id]):
-            return _not_found(request)
-        codes = fleet.placements(conn, p.municipality.id, lock_id)
-        alarms = fleet.open_alarms(conn, p.municipality.id, lock_id=lock_id)
-        quarantine = fleet.quarantined_slots(conn, p.municipality.id, lock_id=lock_id)
-    return _page(request, "lock.html", lock_id=lock_id, codes=codes, alarms=alarms, quarantine=quarantine)
+async def lock_page(request: Request, lock_id: str, who: Principal = Depends(operator)) -> Response:
+    return await _lock_page(request, portner(request), lock_id)
 
 
 @router.post("/console/locks/alarms/{alarm_id}/acknowledge", dependencies=[Depends(check_form_csrf)])
@@ -78,3 +73,29 @@ async def resolve_page(request: Request, lock_id: str, slot: int, who: Principal
     except fleet.FleetError:
         return _not_found(request)
     return RedirectResponse(f"/console/locks/{lock_id}", status_code=303)
+
+
+@router.post("/console/locks/{lock_id}/remote-unlock", dependencies=[Depends(check_form_csrf)])
+async def remote_unlock_page(request: Request, lock_id: str, who: Principal = Depends(operator)) -> Response:
+    form = await request.form()
+    p = portner(request)
+    try:
+        reason = Reason(str(form.get("reason", "")))
+    except ValueError:
+        return await _lock_page(request, p, lock_id, status_code=400, remote_error="fleet.remote.choose_reason")
+    try:
+        outcome = await remote_unlock(p, who, lock_id, reason)
+    except RemoteRefused:
+        return await _lock_page(request, p, lock_id, status_code=409, remote_error="fleet.remote.cannot")
+    return await _lock_page(request, p, lock_id, remote=outcome)
+
+
+async def _lock_page(request: Request, p: Any, lock_id: str, status_code: int = 200, **extra: Any) -> Response:
+    with p.engine.connect() as conn:
+        if not fleet.lock_ids_of(conn, p.municipality.id, [lock_id]):
+            return _not_found(request)
+        codes = fleet.placements(conn, p.municipality.id, lock_id)
+        alarms = fleet.open_alarms(conn, p.municipality.id, lock_id=lock_id)
+        quarantine = fleet.quarantined_slots(conn, p.municipality.id, lock_id=lock_id)
+    return _page(request, "lock.html", status_code, lock_id=lock_id, codes=codes, alarms=alarms,
+                 quarantine=quarantine, reasons=[r.value for r in Reason], **extra)

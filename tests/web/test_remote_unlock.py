@@ -1,0 +1,109 @@
+"""The response center opens a door remotely: honest outcomes, never late, always audited."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from portner.locks.keypad_sim import create_backend
+from portner.locks.port import BackendConfig
+from portner.services.keypad.store import record_capabilities
+from portner.services.remote_operation import deliver_remote_commands
+from portner.storage import tables as t
+from tests.web.conftest import CSRF_META
+
+BACKEND = "keypad"
+
+
+@pytest.fixture
+def backend(clock: Any) -> Any:
+    return create_backend(BackendConfig("simulated"), now=clock)
+
+
+@pytest.fixture
+def app_adapters(backend: Any) -> dict[str, Any]:
+    return {"lock_backends": {BACKEND: backend}}
+
+
+def _keypad_lock(app: FastAPI, backend: Any) -> str:
+    """One demo lock served by the keypad backend, its capabilities known (as after onboarding)."""
+    p = app.state.portner
+    with p.engine.begin() as conn:
+        lock_id = conn.execute(select(t.locks.c.id).order_by(t.locks.c.id).limit(1)).scalar_one()
+        conn.execute(update(t.locks).where(t.locks.c.id == lock_id).values(backend=BACKEND, address="door-1"))
+        caps = asyncio.run(backend.lock("door-1").capabilities())
+        record_capabilities(conn, lock_id, caps, p.now())
+    return lock_id
+
+
+def _audit(app: FastAPI) -> list[tuple[str, dict]]:
+    with app.state.portner.engine.connect() as conn:
+        return [(r.action, r.details) for r in conn.execute(
+            select(t.audit_events.c.action, t.audit_events.c.details).where(t.audit_events.c.action.like("lock:remote%"))
+            .order_by(t.audit_events.c.seq))]
+
+
+def test_an_operator_opens_a_door_and_the_lock_confirms(portner_app: FastAPI, backend: Any,
+                                                       client_for: Callable[[str | None], TestClient]) -> None:
+    lock_id = _keypad_lock(portner_app, backend)
+    op = client_for("demo-operator")
+    answer = op.post(f"/api/v1/locks/{lock_id}/remote-unlock", json={"reason": "staff_locked_out"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "confirmed"
+    assert backend.device("door-1").bolt == "unlocked"
+    assert [a for a, _ in _audit(portner_app)] == ["lock:remote_unlock_requested", "lock:remote_unlock_confirmed"]
+    assert _audit(portner_app)[0][1]["reason"] == "staff_locked_out"
+
+
+def test_an_offline_lock_is_an_honest_no(portner_app: FastAPI, backend: Any,
+                                         client_for: Callable[[str | None], TestClient]) -> None:
+    lock_id = _keypad_lock(portner_app, backend)
+    backend.device("door-1").go_offline()
+    answer = client_for("demo-operator").post(f"/api/v1/locks/{lock_id}/remote-unlock",
+                                               json={"reason": "resident_asked"})
+    assert answer.json()["state"] in ("timed_out", "refused")
+    assert backend.device("door-1").bolt == "locked"
+
+
+def test_a_request_is_dropped_not_carried_out_late(portner_app: FastAPI, backend: Any, clock: Any) -> None:
+    from portner.services.remote_operation import Reason, request_remote_unlock
+
+    lock_id = _keypad_lock(portner_app, backend)
+    p = portner_app.state.portner
+    with p.engine.begin() as conn:
+        command = request_remote_unlock(conn, p.municipality.id, lock_id, reason=Reason.SAFETY_ALARM,
+                                        actor="account:test", now=p.now(), ids=p.ids)
+    later = p.now() + timedelta(minutes=2)
+    outcomes = asyncio.run(deliver_remote_commands(p.engine, lambda _: backend.lock("door-1"), now=later))
+    assert [(o.command_id, o.state, o.refusal) for o in outcomes] == [(command, "refused", "expired")]
+    assert backend.device("door-1").bolt == "locked"
+    # Delivered once: a second deliverer finds nothing to send.
+    assert asyncio.run(deliver_remote_commands(p.engine, lambda _: backend.lock("door-1"), now=later)) == []
+
+
+def test_only_operators_and_only_locks_that_can(portner_app: FastAPI, backend: Any,
+                                                client_for: Callable[[str | None], TestClient]) -> None:
+    lock_id = _keypad_lock(portner_app, backend)
+    assert client_for("demo-nurse-1").post(f"/api/v1/locks/{lock_id}/remote-unlock",
+                                           json={"reason": "resident_asked"}).status_code == 403
+    op = client_for("demo-operator")
+    assert op.post(f"/api/v1/locks/{lock_id}/remote-unlock", json={"reason": "because"}).status_code == 422
+    assert op.post("/api/v1/locks/nope/remote-unlock", json={"reason": "resident_asked"}).status_code == 404
+    with portner_app.state.portner.engine.connect() as conn:
+        other = conn.execute(select(t.locks.c.id).where(t.locks.c.id != lock_id).limit(1)).scalar_one()
+    refused = op.post(f"/api/v1/locks/{other}/remote-unlock", json={"reason": "resident_asked"})
+    assert refused.status_code == 409 and "remote" in refused.json()["detail"]
+    # The console form: CSRF checked, a reason required, the outcome shown in words.
+    page = op.get(f"/console/locks/{lock_id}")
+    csrf = CSRF_META.search(page.text).group(1)  # type: ignore[union-attr]
+    assert op.post(f"/console/locks/{lock_id}/remote-unlock", data={"csrf": "x", "reason": "resident_asked"}).status_code == 403
+    assert op.post(f"/console/locks/{lock_id}/remote-unlock", data={"csrf": csrf}).status_code == 400
+    done = op.post(f"/console/locks/{lock_id}/remote-unlock", data={"csrf": csrf, "reason": "resident_asked"})
+    assert done.status_code == 200 and "Låsen melder at den er åpnet." in done.text
