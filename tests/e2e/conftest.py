@@ -122,7 +122,7 @@ def live(live_server: Callable[..., LiveServer]) -> LiveServer:
     return live_server()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # closed after tests/e2e: its running event loop would break later async tests
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         _unavailable("Debian's chromium is not installed (/usr/bin/chromium); dev.sh installs it as root")

@@ -340,3 +340,19 @@ def test_allocation_never_lands_on_a_blocked_slot(
         return
     assert 1 <= slot <= count and slot not in blocked
     assert all(s in blocked for s in range(1, slot))
+
+
+def test_codes_are_digits_even_on_a_keypad_with_star_and_hash() -> None:
+    rules = CodeRules(lengths=frozenset({6}), alphabet="0123456789*#")
+    rng = random.Random(3)
+    codes = [generate_code(rules, rng).reveal() for _ in range(300)]
+    assert all(code.isdigit() and len(code) == 6 for code in codes)
+    with pytest.raises(NoCommonRule):
+        generate_code(CodeRules(alphabet="*#"), rng)
+
+
+def test_a_use_limit_has_an_upper_bound() -> None:
+    assert normalise_max_uses(10_000) == 10_000
+    for value in (10_001, 10**30, "99999999999999999999999"):
+        with pytest.raises(InvalidMaxUses, match="at most 10000"):
+            normalise_max_uses(value)

@@ -121,3 +121,71 @@ def test_backend_options_come_from_their_own_variables(tmp_path: Any) -> None:
     with pytest.raises(Exception, match="token"):
         backends_from_settings(Settings(data_dir=tmp_path, lock_backend="nuki", lock_backend_options={}),
                                now=datetime.now)
+
+
+@pytest.mark.anyio
+async def test_a_door_path_no_code_fits_is_an_alarm_and_holds_back_nothing(demo_settings: Settings) -> None:
+    """Two keypad locks on one path that share no code length (4 and 6 digits): that grant gets an
+    alarm for an operator; every other grant still gets its code, and withdrawals still happen."""
+    from portner.locks.port import Capabilities, CodeRules, Feature, SlotRange
+    from portner.services.keypad.store import record_capabilities
+    from portner.services.keypad.vault import KeypadKeys
+    from portner.services.keypad_grants import sync_grant_codes
+
+    app = open_app(demo_settings)
+    engine = app.engine
+    now = datetime(2026, 12, 3, 6, 0).astimezone()
+
+    def keypad(length: int) -> Capabilities:
+        return Capabilities(frozenset({Feature.KEYPAD}), CodeRules(lengths=frozenset({length})), SlotRange(10, 0))
+
+    with engine.begin() as conn:
+        secrets = load_or_create_secrets(conn, demo_settings.data_dir, app.municipality.id, now=now)
+        grants = conn.execute(select(t.grants.c.id, t.grants.c.door_ids).where(t.grants.c.status == "active")
+                              .order_by(t.grants.c.not_before, t.grants.c.id)).all()
+        two = next(g for g in grants if len(g.door_ids) == 2)
+        one = next(g for g in grants if len(g.door_ids) == 1 and not set(g.door_ids) & set(two.door_ids))
+        locks = dict(conn.execute(select(t.doors.c.id, t.doors.c.lock_id)).all())
+        record_capabilities(conn, locks[two.door_ids[0]], keypad(4), now)
+        record_capabilities(conn, locks[two.door_ids[1]], keypad(6), now)
+        record_capabilities(conn, locks[one.door_ids[0]], keypad(6), now)
+    result = sync_grant_codes(engine, app.municipality.id, now=now, ids=IdSource(3),
+                              key=KeypadKeys.from_secrets(secrets, app.municipality.id))
+    assert two.id in result.failed
+    with engine.connect() as conn:
+        coded = set(conn.execute(select(t.keypad_codes.c.grant_id)).scalars())
+        alarms = conn.execute(select(t.lock_alarms.c.kind, t.lock_alarms.c.subject)).all()
+    assert one.id in coded and two.id not in coded
+    assert ("code_not_possible", f"grant:{two.id}") in [(a.kind, a.subject) for a in alarms]
+    engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_backend_speaks_only_for_its_own_locks(demo_settings: Settings) -> None:
+    """An event naming another backend's lock (by id or address) is not recorded; an invalid event
+    is dropped alone, not with the batch."""
+    from portner.locks.port import LockEvent, Operation, Source
+
+    app = open_app(demo_settings)
+    engine = app.engine
+    with engine.begin() as conn:
+        ours, theirs = conn.execute(select(t.locks.c.id).order_by(t.locks.c.id).limit(2)).scalars().all()
+        conn.execute(update(t.locks).where(t.locks.c.id == ours).values(backend="simulated", address="ours"))
+        conn.execute(update(t.locks).where(t.locks.c.id == theirs).values(backend="nuki", address="theirs"))
+        secrets = load_or_create_secrets(conn, demo_settings.data_dir, app.municipality.id,
+                                         now=datetime.now().astimezone())
+    clock = Clock(datetime(2026, 12, 3, 9, 0).astimezone())
+    backend = create_backend(BackendConfig("simulated"), now=clock)
+    fleet = FleetRuntime(engine, app.municipality.id, secrets, {"simulated": backend}, now=clock, ids=IdSource(1))
+
+    def unlock(lock: str, key: str, slot: int | None = None) -> LockEvent:
+        return LockEvent(lock, Operation.UNLOCK, Source.MANUAL, True, clock(), key, slot, clock())
+
+    fleet._pending = [("simulated", unlock("ours", "k1")), ("simulated", unlock("theirs", "k2")),
+                      ("simulated", unlock(theirs, "k3")), ("simulated", unlock("ours", "k4", slot=0))]
+    report = await fleet.step()
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.lock_activity.c.lock_id, t.lock_activity.c.key)).all()
+    assert [(r.lock_id, r.key) for r in rows] == [(ours, "k1")]
+    assert report.recorded == 1
+    engine.dispose()

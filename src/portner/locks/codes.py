@@ -15,6 +15,7 @@ import math
 import random
 import re
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 
 from portner.domain.errors import PortnerError
@@ -262,6 +263,10 @@ PREFERRED_LENGTH = 6
 _MAX_TRIES = 20_000
 
 
+MAX_USES_LIMIT = 10_000
+DIGITS = "0123456789"
+
+
 def choose_length(rules: CodeRules) -> int:
     """The length the generator uses: PREFERRED_LENGTH when allowed (or when the lock did not
     say); else the shortest allowed length above it; else the longest allowed below it. Lengths
@@ -301,9 +306,13 @@ def generate_code(
 
     Uniform because it is rejection sampling over uniform draws. Use secrets.SystemRandom() in
     production (it is a random.Random); a seeded random.Random only in tests and demos."""
-    alphabet = "".join(dict.fromkeys(rules.alphabet))
+    # Codes are digits: keys such as * and # (or letters) may be on a keypad, but a code made of
+    # them is not one every phone, SMS and nurse can type and read back.
+    alphabet = "".join(dict.fromkeys(c for c in rules.alphabet if c in DIGITS))
     if not alphabet:
         raise NoCommonRule("these rules allow no digit at all")
+    if alphabet != rules.alphabet:
+        rules = replace(rules, alphabet=alphabet)
     length = choose_length(rules)
     taken = [a.reveal() if isinstance(a, KeypadCode) else a for a in avoid]
     space = len(alphabet) ** length
@@ -351,6 +360,8 @@ def normalise_max_uses(value: object, field: str = "max_uses") -> int | None:
         raise InvalidMaxUses(
             f"{field} must be at least 1 (got {number}); leave it out for no limit"
         )
+    if number > MAX_USES_LIMIT:
+        raise InvalidMaxUses(f"{field} must be at most {MAX_USES_LIMIT} (leave it out for no limit)")
     return number
 
 

@@ -22,12 +22,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, select
 
 from portner.config import Settings
+from portner.domain.errors import PortnerError
+from portner.locks.attribution import check_event, check_health_event
 from portner.locks.port import BackendConfig, HealthEvent, LockBackend, LockEvent, LockPort
-from portner.locks.registry import create_backend
+from portner.locks.registry import UnknownBackend, create_backend
 from portner.services.ids import IdSource
 from portner.services.keypad import Reconciler
 from portner.services.keypad.vault import KeypadKeys
@@ -50,8 +53,21 @@ def backends_from_settings(settings: Settings, *, now: Callable[[], datetime]) -
     for name in names:
         options = dict(settings.lock_backend_options.get(name, {}))
         url = options.pop("url", None) or settings.lock_backend_url
-        backends[name] = create_backend(BackendConfig(name, url=url, options=options), now=now)
+        try:
+            backends[name] = create_backend(BackendConfig(name, url=url, options=options), now=now)
+        except UnknownBackend:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            # The adapter names its own option; say which variable sets it.
+            raise BackendSettingError(
+                f"PORTNER_LOCKS={name}: {exc} (set the URL with PORTNER_LOCKS_URL or "
+                f"PORTNER_LOCK_{name.upper()}_URL, and an option X with PORTNER_LOCK_{name.upper()}_X)"
+            ) from None
     return backends
+
+
+class BackendSettingError(PortnerError):
+    """A lock backend's settings are missing or wrong (the message names the variable)."""
 
 
 def port_for(engine: Engine, backends: dict[str, LockBackend], lock_id: str) -> LockPort:
@@ -79,7 +95,7 @@ class FleetRuntime:
         self.now, self.ids = now, ids
         self.keys = KeypadKeys.from_secrets(secrets, municipality_id)
         self.reconciler = Reconciler(engine, self.port_for, secrets_key=self.keys, now=now, ids=ids)
-        self._pending: list[LockEvent | HealthEvent] = []
+        self._pending: list[tuple[str, LockEvent | HealthEvent]] = []  # (backend, event)
         self._consumers: list[asyncio.Task[None]] = []
 
     def port_for(self, lock_id: str) -> LockPort:
@@ -102,7 +118,7 @@ class FleetRuntime:
 
     async def _consume(self, backend: LockBackend) -> None:
         async for event in backend.events():
-            self._pending.append(event)
+            self._pending.append((backend.name, event))
 
     def _new_locks(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -115,26 +131,56 @@ class FleetRuntime:
             ).scalars())
 
     async def step(self) -> StepReport:
+        """One round of every stage; a stage that fails is logged and the others still run (a
+        recording failure must not stop removals, nor a bad grant the reconciler)."""
         report = StepReport()
-        now = self.now()
+        await self._stage("onboarding", self._onboard(report))
+        await asyncio.sleep(0)  # let the consumers take what the backends have queued
+        await self._stage("remote unlocks", deliver_remote_commands(self.engine, self.port_for, now=self.now()))
+        await self._stage("recording events", self._record(report))
+        await self._stage("keypad codes for grants", self._sync_grants(report))
+        await self._stage("reconciling", self._reconcile(report))
+        await self._stage("alarm upkeep", asyncio.to_thread(self._alarm_upkeep, self.now()))
+        return report
+
+    async def _stage(self, name: str, work: Any) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("lock fleet: %s failed; the next step tries again", name)
+
+    async def _onboard(self, report: StepReport) -> None:
         for lock_id in self._new_locks():
             try:
-                await self.reconciler.onboard_lock(lock_id, now)
+                await self.reconciler.onboard_lock(lock_id, self.now())
                 report.onboarded.append(lock_id)
             except Exception:  # one lock that cannot be reached does not stop the others
                 log.warning("onboarding lock %s failed; trying again next step", lock_id, exc_info=True)
-        await asyncio.sleep(0)  # let the consumers take what the backends have queued
-        await deliver_remote_commands(self.engine, self.port_for, now=self.now())
-        events, self._pending = self._pending, []
-        if events:
-            result = await asyncio.to_thread(record_events, self.engine, events, now=self.now())
-            report.recorded = result.recorded
+
+    async def _record(self, report: StepReport) -> None:
+        """Record per backend (a backend speaks only for its own locks), dropping, with a log
+        line, any event that does not validate instead of losing the whole batch with it."""
+        taken, self._pending = self._pending, []
+        by_backend: dict[str, list[LockEvent | HealthEvent]] = {}
+        for name, event in taken:
+            try:
+                (check_event if isinstance(event, LockEvent) else check_health_event)(event, "event")
+            except (ValueError, TypeError) as exc:
+                log.warning("lock fleet: dropped an invalid event from %s: %s", name, exc)
+                continue
+            by_backend.setdefault(name, []).append(event)
+        for name, events in by_backend.items():
+            result = await asyncio.to_thread(record_events, self.engine, events, now=self.now(), backend=name,
+                                             municipality_id=self.municipality_id)
+            report.recorded += result.recorded
+
+    async def _sync_grants(self, report: StepReport) -> None:
         synced = await asyncio.to_thread(sync_grant_codes, self.engine, self.municipality_id,
                                          now=self.now(), ids=self.ids, key=self.keys)
         report.codes_issued, report.codes_withdrawn = len(synced.issued), len(synced.revoked)
+
+    async def _reconcile(self, report: StepReport) -> None:
         report.operations = (await self.reconciler.run_once(self.now())).operations
-        await asyncio.to_thread(self._alarm_upkeep, self.now())
-        return report
 
     def _alarm_upkeep(self, now: datetime) -> None:
         with self.engine.begin() as conn:

@@ -19,11 +19,13 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, select
 
+from portner.domain.errors import PortnerError
 from portner.locks.port import Feature
 from portner.services.ids import IdSource
 from portner.services.keypad import issue_code, revoke_code
 from portner.services.keypad.model import capabilities_from_json
 from portner.services.keypad.vault import KeypadKeys
+from portner.services.lock_alarms import raise_alarm
 from portner.storage import tables as t
 
 ACTOR = "system:keypad-grants"
@@ -33,6 +35,7 @@ ACTOR = "system:keypad-grants"
 class GrantCodeSync:
     issued: list[str] = field(default_factory=list)  # code ids
     revoked: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # grants no code could be made for (alarmed)
 
 
 def keypad_only_locks(conn: Connection, lock_ids: list[str]) -> set[str]:
@@ -62,7 +65,8 @@ def _door_locks(conn: Connection, door_ids: list[str]) -> list[str]:
 
 def sync_grant_codes(engine: Engine, municipality_id: str, *, now: datetime, ids: IdSource,
                      key: KeypadKeys) -> GrantCodeSync:
-    """One pass, one transaction per grant (a bad grant does not hold back the others)."""
+    """One pass, one transaction per grant or code: withdrawals first, then new codes; a grant no code
+    can be made for raises an alarm and holds back nothing else."""
     result = GrantCodeSync()
     g, k = t.grants.c, t.keypad_codes.c
     with engine.connect() as conn:
@@ -84,24 +88,33 @@ def sync_grant_codes(engine: Engine, municipality_id: str, *, now: datetime, ids
             .where(k.municipality_id == municipality_id, k.revoked_at.is_(None),
                    (g.status != "active") | g.revoked_at.is_not(None) | (g.not_after <= now))
         ).all()
-    for grant in live:
-        if grant.id in coded:
-            continue
-        with engine.begin() as conn:
-            locks = _door_locks(conn, list(grant.door_ids))
-            keypad = keypad_only_locks(conn, locks)
-            if not keypad:
-                continue
-            code_id = issue_code(
-                conn, municipality_id=municipality_id, actor_id=grant.actor_id, grant_id=grant.id,
-                purpose="visit", lock_ids=[lock for lock in locks if lock in keypad],
-                not_before=grant.not_before, not_after=grant.not_after, max_uses=None, now=now,
-                ids=ids, actor=ACTOR, key=key,
-            )
-            result.issued.append(code_id)
+    # Withdrawals first: a grant that cannot get a code must never keep an ended one on a lock.
     for code in stale:
         with engine.begin() as conn:
             reason = "grant ended" if code.status == "active" and code.not_after <= now else "grant revoked"
             revoke_code(conn, code.id, reason=reason, now=now, actor=ACTOR, ids=ids)
             result.revoked.append(code.id)
+    for grant in live:
+        if grant.id in coded:
+            continue
+        try:
+            with engine.begin() as conn:
+                locks = _door_locks(conn, list(grant.door_ids))
+                keypad = keypad_only_locks(conn, locks)
+                if not keypad:
+                    continue
+                code_id = issue_code(
+                    conn, municipality_id=municipality_id, actor_id=grant.actor_id, grant_id=grant.id,
+                    purpose="visit", lock_ids=[lock for lock in locks if lock in keypad],
+                    not_before=grant.not_before, not_after=grant.not_after, max_uses=None, now=now,
+                    ids=ids, actor=ACTOR, key=key,
+                )
+            result.issued.append(code_id)
+        except PortnerError as exc:
+            # One door path whose locks share no code rule (a 4-digit and a 6-digit keypad, say) is
+            # an operator's problem, not the fleet's: alarm on its first lock and go on.
+            result.failed.append(grant.id)
+            with engine.begin() as conn:
+                raise_alarm(conn, sorted(keypad)[0], "code_not_possible", at=now, subject=f"grant:{grant.id}",
+                            detail=f"no keypad code fits every lock of this door path: {exc}"[:400], actor=ACTOR)
     return result

@@ -65,14 +65,18 @@ class RecordResult:
 
 
 def record_events(engine: Engine, events: Iterable[LockEvent | HealthEvent], *,
-                  now: datetime) -> RecordResult:
-    """Record a batch of adapter events in one transaction (see the module docstring)."""
+                  now: datetime, backend: str | None = None, municipality_id: str | None = None) -> RecordResult:
+    """Record a batch of adapter events in one transaction (see the module docstring).
+
+    `backend` and `municipality_id`, when given, are who may speak for a lock: an event whose lock
+    is not served by that backend in that municipality is counted as unknown, never recorded (a
+    vendor cloud or an MQTT device must not write onto another vendor's or municipality's lock)."""
     with engine.begin() as conn:
-        return record_events_in(conn, events, now=now)
+        return record_events_in(conn, events, now=now, backend=backend, municipality_id=municipality_id)
 
 
 def record_events_in(conn: Connection, events: Iterable[LockEvent | HealthEvent], *,
-                     now: datetime) -> RecordResult:
+                     now: datetime, backend: str | None = None, municipality_id: str | None = None) -> RecordResult:
     """`record_events` inside the caller's transaction."""
     if now.utcoffset() is None:
         raise ValueError("now must be an aware datetime")
@@ -93,7 +97,7 @@ def record_events_in(conn: Connection, events: Iterable[LockEvent | HealthEvent]
             raise TypeError(f"events[{index}] must be a LockEvent or HealthEvent, not {type(ev).__name__}")
     if not lock_events and not health:
         return result
-    ids = _resolve_locks(conn, {ev.lock for ev in [*lock_events, *health]})
+    ids = _resolve_locks(conn, {ev.lock for ev in [*lock_events, *health]}, backend, municipality_id)
     result.unknown_locks = sorted({ev.lock for ev in [*lock_events, *health]} - ids.keys())
     merged = rules.merge_legacy([ev for ev in lock_events if ev.lock in ids])
     result.merged += len([ev for ev in lock_events if ev.lock in ids]) - len(merged)
@@ -118,15 +122,25 @@ def _order(ev: LockEvent | HealthEvent) -> tuple[datetime, int, str]:
     return (ev.lock_time or ev.received_at, -1, ev.key)
 
 
-def _resolve_locks(conn: Connection, addresses: set[str]) -> dict[str, str]:
+def _resolve_locks(conn: Connection, addresses: set[str], backend: str | None = None,
+                   municipality_id: str | None = None) -> dict[str, str]:
     """Adapter address -> lock id: by locks.address, else by id (the simulated lock has none).
-    A lock taken off its door still resolves (late events), but a mounted one wins."""
+    A lock taken off its door still resolves (late events), but a mounted one wins. Only locks of
+    `backend` and `municipality_id` when given."""
     wanted = sorted(addresses)
-    rows = conn.execute(
+    query = (
         select(t.locks.c.id, t.locks.c.address, t.locks.c.removed_at)
         .where(or_(t.locks.c.address.in_(wanted), and_(t.locks.c.address.is_(None), t.locks.c.id.in_(wanted))))
         .order_by(t.locks.c.removed_at.is_(None), t.locks.c.id)  # mounted last, so they win
-    ).all()
+    )
+    if backend is not None:
+        query = query.where(t.locks.c.backend == backend)
+    if municipality_id is not None:
+        query = query.where(t.locks.c.id.in_(
+            select(t.doors.c.lock_id).join(t.homes, t.homes.c.id == t.doors.c.home_id)
+            .join(t.residents, t.residents.c.id == t.homes.c.resident_id)
+            .where(t.residents.c.municipality_id == municipality_id, t.doors.c.lock_id.is_not(None))))
+    rows = conn.execute(query).all()
     out: dict[str, str] = {}
     for r in rows:
         out[r.address if r.address is not None else r.id] = r.id

@@ -138,9 +138,12 @@ WORKER_SETTINGS = "PORTNER_SERVE_WORKER_SETTINGS"
 
 
 def settings_to_text(settings: Settings) -> str:
-    """The settings as JSON text, for worker processes (every field is text, a path or None)."""
-    return json.dumps({f.name: None if (v := getattr(settings, f.name)) is None else str(v)
-                       for f in fields(settings)})
+    """The settings as JSON text, for worker processes (every field is text, a path, a mapping of
+    text, or None)."""
+    def plain(value: object) -> object:
+        return value if value is None or isinstance(value, dict) else str(value)
+
+    return json.dumps({f.name: plain(getattr(settings, f.name)) for f in fields(settings)})
 
 
 def settings_from_text(text: str) -> Settings:

@@ -220,7 +220,18 @@ async def run_lock_fleet(p: Portner) -> None:
     if not backends:
         return
     fleet = FleetRuntime(p.engine, p.municipality.id, p.secrets, backends, now=p.now, ids=p.ids)
-    await fleet.start()
+    delay = FLEET_STEP_S
+    while True:  # a broker or vendor cloud that is down at start is tried again, and said so
+        try:
+            await fleet.start()
+            break
+        except Exception as exc:
+            await fleet.stop()
+            log.error("lock fleet: cannot start the lock backends (%s: %s); trying again in %.0f s",
+                      ", ".join(sorted(backends)), exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 300.0)
+    log.info("lock fleet: started %s", ", ".join(sorted(backends)))
     try:
         while True:
             try:

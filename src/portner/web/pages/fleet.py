@@ -7,9 +7,9 @@ the session's hidden CSRF field.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import RedirectResponse, Response
 
 from portner.domain.access import AccountRole, Principal
@@ -48,7 +48,7 @@ async def lock_page(request: Request, lock_id: str, who: Principal = Depends(ope
 
 
 @router.post("/console/locks/alarms/{alarm_id}/acknowledge", dependencies=[Depends(check_form_csrf)])
-def acknowledge_page(request: Request, alarm_id: int, who: Principal = Depends(operator)) -> Response:
+def acknowledge_page(request: Request, alarm_id: Annotated[int, Path(ge=1, le=2**62)], who: Principal = Depends(operator)) -> Response:
     p = portner(request)
     try:
         with p.engine.begin() as conn:
@@ -59,7 +59,7 @@ def acknowledge_page(request: Request, alarm_id: int, who: Principal = Depends(o
 
 
 @router.post("/console/locks/{lock_id}/quarantine/{slot}", dependencies=[Depends(check_form_csrf)])
-async def resolve_page(request: Request, lock_id: str, slot: int, who: Principal = Depends(operator)) -> Response:
+async def resolve_page(request: Request, lock_id: str, slot: Annotated[int, Path(ge=1, le=100_000)], who: Principal = Depends(operator)) -> Response:
     form = await request.form()
     try:
         resolution = fleet.Resolution(str(form.get("resolution", "")))
