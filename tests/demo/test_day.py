@@ -85,6 +85,12 @@ def test_the_day_runs_with_its_locks_behind_zigbee2mqtt(mqtt_broker: tuple[str, 
     assert z["locks"] == s["locks"]["count"] > 0
     assert z["codes"]["issued"] > 0 and z["codes"]["shown_once"] == z["codes"]["issued"]
     assert z["codes"]["on_a_lock_after_their_window"] == 0
+    assert 0 < z["codes"]["confirmed_by_locks"] <= sum(z["codes"]["placements"].values())
+    # A code removed late (the platform was unreachable at its window's end) has its alarm.
+    assert z["alarms"].get("removal_overdue", 0) >= z["codes"]["removed_late"]
+    # Visits that got in through the keypad were closed by the lock key on leaving, and written back.
+    assert s["visits"]["completed"] > 0.8 * z["recorded"]["linked_to_visits"] / 1.5
+    assert s["write_back"]["encounters_delivered"] == s["visits"]["completed"]
     assert set(z["codes"]["placements"]) <= {"removed", "confirmed", "pending"}
     assert z["keypad"]["opened"] > 0.8 * z["keypad"]["attempts"]
     # Every opening typed at a door came back through the broker and was linked to its visit.

@@ -528,3 +528,17 @@ def test_failed_attempts_are_counted_in_the_log_but_never_visits(world: World) -
         visit = conn.execute(select(t.visits.c.status, t.visits.c.arrived_at)).one()
         assert tuple(visit) == ("planned", None)
         assert conn.execute(select(func.count()).select_from(t.lock_alarms)).scalar() == 0
+
+
+def test_locking_the_flat_door_on_leaving_completes_the_visit_and_queues_its_encounter(world: World) -> None:
+    record_events(world.engine, [unlock("seq:20", at(62), slot=2)], now=at(63))
+    record_events(world.engine, [lock_op("seq:21", at(88), source=Source.KEYPAD)], now=at(89))
+    with world.engine.connect() as conn:
+        visit = conn.execute(select(t.visits.c.status, t.visits.c.departed_at).where(t.visits.c.id == "v-1")).one()
+        queued = conn.execute(select(t.outbox.c.idempotency_key)).scalars().all()
+    assert (visit.status, visit.departed_at) == ("completed", at(88))
+    assert queued == ["encounter:v-1"]
+    # An auto-lock, or a lock with nobody in the home, ends nothing.
+    record_events(world.engine, [lock_op("seq:22", at(95), source=Source.KEYPAD)], now=at(96))
+    with world.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.outbox)).scalar() == 1

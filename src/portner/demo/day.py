@@ -371,6 +371,7 @@ class _Day:
         )
         self.day0 = day0
         self.cancelled_visit: str | None = None
+        self.inside: set[str] = set()  # visits whose nurse got through the whole door path (keypad)
         self.lost_phone: Phone | None = None
 
     # -- scheduling ---------------------------------------------------------------------------
@@ -463,6 +464,8 @@ class _Day:
             self.stats.opened_offline += 1
         if index + 1 < len(grant.door_ids):
             self.at(self.clock.now + self.WALK_BETWEEN_DOORS, lambda: self._walk_keypad(grant, index + 1))
+        else:
+            self.inside.add(grant.visit_id)
 
     def open_door(self, phone: Phone, credential: bytes, door_id: str) -> bool:
         lock = self.lock_by_door[door_id]
@@ -485,6 +488,11 @@ class _Day:
     def depart(self, visit: Visit) -> None:
         grants = self.grants_by_visit.get(visit.id, [])
         if not grants or visit.id == self.cancelled_visit:
+            return
+        if self.fleet is not None:
+            # At a keypad lock the nurse who got in locks the flat door from outside as she leaves.
+            if visit.id in self.inside:
+                self.fleet.press_lock(self.lock_by_door[grants[0].door_ids[-1]].lock_id)
             return
         inner = grants[0].door_ids[-1]
         lock = self.lock_by_door[inner]

@@ -24,21 +24,24 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     table.add_row("Nurses late", f"{v['late_arrivals']} within the grace time (doors opened)")
     table.add_row("Door openings", f"{d['opened']} of {d['attempts']} attempts")
     reasons = ", ".join(f"{k} {n}" for k, n in d["denied_reasons"].items()) or "none"
-    table.add_row("Refused at the door", f"{d['denied']} ({reasons}; too late or revoked keys)")
+    why = "too late at the keypad" if s.get("zigbee2mqtt") else "too late or revoked keys"
+    table.add_row("Refused at the door", f"{d['denied']} ({reasons}; {why})")
     table.add_row(
         "Platform unreachable",
         f"{s['outage']['from']}-{s['outage']['to']}: {d['opened_while_platform_unreachable']} doors still opened",
     )
-    table.add_row(
-        "Lost phone",
-        "revoked; finder refused at the door" if r["lost_phone_denied_at_door"] else ("revoked" if r["lost_phone_revoked"] else "-"),
-    )
-    anomalies = ", ".join(f"{k} {n}" for k, n in s["locks"]["log_anomalies_detected"].items()) or "none"
-    table.add_row(
-        "Lock logs",
-        f"{s['locks']['uploads']} uploads; relay faults injected and detected: {anomalies}",
-    )
-    table.add_row("Low-battery alarms", str(s["locks"]["low_battery_alarms"]))
+    if not s.get("zigbee2mqtt"):  # (phone keys and their locks' own logs; keypad locks have their table below)
+        table.add_row(
+            "Lost phone",
+            "revoked; finder refused at the door" if r["lost_phone_denied_at_door"]
+            else ("revoked" if r["lost_phone_revoked"] else "-"),
+        )
+        anomalies = ", ".join(f"{k} {n}" for k, n in s["locks"]["log_anomalies_detected"].items()) or "none"
+        table.add_row(
+            "Lock logs",
+            f"{s['locks']['uploads']} uploads; relay faults injected and detected: {anomalies}",
+        )
+        table.add_row("Low-battery alarms", str(s["locks"]["low_battery_alarms"]))
     table.add_row("Import problems quarantined", str(s["import"]["quarantined"]))
     table.add_row(
         "Staff time saved",
@@ -61,6 +64,28 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         console.print(f"  .venv/bin/portner physical-keys {flags} --date {s['day']}", soft_wrap=True)
 
 
+REFUSED_WORDS = {
+    "wrong_code": "code no longer on the lock (nurse too late, code already removed)",
+    "outside_schedule": "outside the code's hours",
+    "lockout": "keypad locked itself after wrong codes",
+    "no_code_on_phone": "no code on the nurse's phone",
+}
+ALARM_WORDS = {
+    "removal_overdue": "a code came off late",
+    "code_rejected": "a lock refused a code",
+    "write_unconfirmed": "a code did not reach a lock",
+    "battery_low": "low battery",
+    "jammed": "lock jammed",
+    "wrong_code": "many wrong codes",
+    "slot_foreign": "a code set outside Portner",
+    "code_not_possible": "no code fits a door path",
+}
+
+
+def _words(counts: dict[str, int], words: dict[str, str]) -> str:
+    return ", ".join(f"{n} {words.get(kind, kind.replace('_', ' '))}" for kind, n in counts.items()) or "none"
+
+
 def _print_zigbee(z: dict[str, Any], console: Console) -> None:
     """The keypad locks behind Zigbee2MQTT: codes, what the locks confirmed, what they reported."""
     c, k, r = z["codes"], z["keypad"], z["recorded"]
@@ -68,18 +93,20 @@ def _print_zigbee(z: dict[str, Any], console: Console) -> None:
     table.add_column("what", style="bold")
     table.add_column("figure")
     table.add_row("Keypad codes made for visit grants", f"{c['issued']} (each shown once to its nurse: {c['shown_once']})")
-    table.add_row("Codes withdrawn (grant ended or revoked)", str(c["withdrawn"]))
-    placements = ", ".join(f"{state} {n}" for state, n in c["placements"].items()) or "none"
-    table.add_row("Code placements on locks, as the locks confirmed", placements)
-    table.add_row("Codes still on a lock after their window", str(c["on_a_lock_after_their_window"]))
-    refused = ", ".join(f"{why} {n}" for why, n in k["refused"].items()) or "none"
-    table.add_row("Keypad openings", f"{k['opened']} of {k['attempts']} attempts (refused: {refused})")
-    table.add_row("Recorded from the locks' reports",
+    table.add_row("Codes the locks confirmed", f"{c['confirmed_by_locks']} placements (a code per lock of the door path)")
+    table.add_row("Codes taken back (visit over or cancelled)", str(c["withdrawn"]))
+    late = (f"{c['removed_late']} removed more than {c['removal_margin_minutes']} min late (at most "
+            f"{c['latest_removal_minutes']} min: the platform was unreachable), each with an alarm"
+            if c["removed_late"] else "none removed late")
+    table.add_row("Codes on a lock after their window", f"{c['on_a_lock_after_their_window']} now; {late}")
+    table.add_row("Keypad openings", f"{k['opened']} of {k['attempts']} attempts")
+    table.add_row("Refused at the keypad", _words(k["refused"], REFUSED_WORDS))
+    table.add_row("Recorded from the locks' own reports",
                   f"{r['keypad_unlocks']} code openings, {r['linked_to_visits']} linked to their visit, "
                   f"{r['failed_attempts']} failed attempts")
     table.add_row("Radio commands to the locks", f"{z['radio_commands']} in {z['reconcile_passes']} reconciler passes")
-    alarms = ", ".join(f"{kind} {n}" for kind, n in z["alarms"].items()) or "none"
-    table.add_row("Lock alarms raised", alarms)
+    table.add_row("Lock alarms raised", _words(z["alarms"], ALARM_WORDS))
     console.print(table)
     console.print(f"Codes go on a lock {c['add_lead_minutes']} minutes before their window, so a platform "
-                  "outage does not lock nurses out; they come off at the window's end.")
+                  "outage does not lock nurses out, and come off when the window ends (late only when "
+                  "the platform was unreachable then).")

@@ -53,6 +53,7 @@ from portner.storage import tables as t
 T = TypeVar("T")
 
 ADD_LEAD = timedelta(hours=3)  # longer than the demo's two-hour outage
+REMOVAL_MARGIN = Timing().removal_margin  # a removal later than this after the window is overdue
 SLOTS = 10
 PASSES_PER_SYNC = 1  # one reconciler pass per sync (each does at most one radio operation per lock)
 PASS_SPACING = timedelta(seconds=5)
@@ -247,6 +248,18 @@ class ZigbeeFleet:
         self.stats.keypad_refused[event.failure or "refused"] += 1
         return False
 
+    def press_lock(self, lock_id: str) -> None:
+        """The nurse leaving presses the lock key outside; the lock reports it (names nobody)."""
+        self._run(self._lock_key(lock_id))
+
+    async def _lock_key(self, lock_id: str) -> None:
+        seen = len(self._pending)
+        self.devices[lock_id].press_lock()
+        for _ in range(200):
+            if len(self._pending) > seen:
+                return
+            await asyncio.sleep(0.005)
+
     async def _press(self, lock_id: str, code: KeypadCode) -> Any:
         device = self.devices[lock_id]
         seen = len(self._pending)
@@ -266,12 +279,20 @@ class ZigbeeFleet:
         p, a, al = t.code_placements.c, t.lock_activity.c, t.lock_alarms.c
         with self.engine.connect() as conn:
             states = dict(conn.execute(select(p.state, func.count()).group_by(p.state)).all())
-            overdue = conn.execute(select(func.count()).select_from(t.code_placements).join(
-                t.keypad_codes, t.keypad_codes.c.id == p.code_id).where(
-                p.state.in_(("confirmed", "writing", "removing", "unverified", "write_unconfirmed")),
-                t.keypad_codes.c.not_after < now)).scalar_one()
+            k = t.keypad_codes.c
+            ended = select(p.state, p.removed_at, p.confirmed_at, k.not_after).join(
+                t.keypad_codes, k.id == p.code_id)
+            rows = conn.execute(ended).all()
+            margin = REMOVAL_MARGIN
+            # Codes that outlived their window by more than the margin at any time of the day: still
+            # on a lock now, or removed late (the platform was unreachable at the window's end).
+            still_on = sum(1 for r in rows if r.not_after is not None and r.not_after < now
+                           and r.state in ("confirmed", "writing", "removing", "unverified", "write_unconfirmed"))
+            late = [(r.removed_at - r.not_after) for r in rows if r.removed_at is not None and r.not_after is not None
+                    and r.confirmed_at is not None and r.removed_at > r.not_after + margin]
+            confirmed = sum(1 for r in rows if r.confirmed_at is not None)
             activity = conn.execute(select(
-                func.count().filter(a.success.is_(True), a.source == "keypad"),
+                func.count().filter(a.success.is_(True), a.source == "keypad", a.operation == "unlock"),
                 func.count().filter(a.visit_id.is_not(None)),
                 func.count().filter(a.success.is_(False)),
             )).one()
@@ -284,7 +305,12 @@ class ZigbeeFleet:
             "codes": {
                 "issued": self.stats.codes_issued, "shown_once": self.stats.codes_shown,
                 "withdrawn": self.stats.codes_revoked, "placements": dict(sorted(states.items())),
-                "on_a_lock_after_their_window": overdue, "add_lead_minutes": int(ADD_LEAD.total_seconds() // 60),
+                "confirmed_by_locks": confirmed,
+                "on_a_lock_after_their_window": still_on,
+                "removed_late": len(late),
+                "latest_removal_minutes": int(max(late).total_seconds() // 60) if late else 0,
+                "removal_margin_minutes": int(margin.total_seconds() // 60),
+                "add_lead_minutes": int(ADD_LEAD.total_seconds() // 60),
             },
             "keypad": {
                 "attempts": self.stats.keypad_attempts, "opened": self.stats.keypad_opened,

@@ -43,8 +43,10 @@ from portner.services.lock_alarms import (  # the periodic checks live with the 
     clear_alarm,
     raise_alarm,
 )
+from portner.services.writeback import queue_encounter
 from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
+from portner.storage.repository import Repository
 
 __all__ = ["RecordResult", "check_attribution", "check_unconfirmed_remote", "record_events",
            "record_events_in"]
@@ -301,10 +303,40 @@ class _Batch:
             self.audit.append(AuditEntry(self.now, SYSTEM_ACTOR, "visit:arrived", visit_id,
                                          {"at": at.isoformat(), "by": "keypad"}))
 
+    def _departed(self, lock_id: str, at: datetime) -> None:
+        """Locking the home's own (innermost) door by hand or at the keypad ends the visit in
+        progress there that began most recently before it, as a phone lock's "locked from inside"
+        does (services.door_events); the Encounter goes to the care record's outbox. A building or
+        stairwell door is shared by many homes and ends nothing."""
+        d, h, v = t.doors.c, t.homes.c, t.visits.c
+        door = self.conn.execute(select(d.home_id, d.position, h.resident_id)
+                                 .join(t.homes, h.id == d.home_id).where(d.lock_id == lock_id)).first()
+        if door is None:
+            return
+        innermost = self.conn.execute(select(func.max(d.position)).where(d.home_id == door.home_id)).scalar()
+        if door.position != innermost:
+            return
+        visit_id = self.conn.execute(
+            select(v.id).where(v.resident_id == door.resident_id, v.status == VisitStatus.IN_PROGRESS.value,
+                               v.arrived_at <= at)
+            .order_by(v.arrived_at.desc(), v.id.desc()).limit(1)
+        ).scalar()
+        if visit_id is None:
+            return
+        self.conn.execute(update(t.visits).where(v.id == visit_id)
+                          .values(status=VisitStatus.COMPLETED.value, departed_at=at))
+        visit = Repository(self.conn).get_visit(visit_id)
+        if visit is not None:
+            queue_encounter(self.conn, visit, now=self.now)
+        self.audit.append(AuditEntry(self.now, SYSTEM_ACTOR, "visit:completed", visit_id,
+                                     {"departed": at.isoformat(), "by": "lock"}))
+
     def _after_entry(self, lock_id: str, ev: LockEvent, who: rules.Attribution, extra: dict[str, Any]) -> None:
         at = event_time(ev)
         if self._is_code_unlock(ev, who) and extra.get("visit_id"):
             self._arrived(str(extra["visit_id"]), at)
+        elif ev.success and ev.operation is Operation.LOCK and ev.source in (Source.KEYPAD, Source.MANUAL):
+            self._departed(lock_id, at)
         if who.alarm:
             detail = f"slot {ev.slot}: {ev.source.value} {ev.operation.value}"
             self._raise(lock_id, who.alarm, at, subject=f"slot:{ev.slot}", detail=detail)

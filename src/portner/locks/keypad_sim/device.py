@@ -306,6 +306,13 @@ class KeypadLockDevice:
                                 failure="jammed")
         return self._record("unlock", source="keypad", native=native)
 
+    def press_lock(self) -> DeviceEvent:
+        """Someone leaving presses the keypad's lock key outside: the bolt locks; no code, so the
+        lock names nobody."""
+        self.tick()
+        self._move_bolt("locked", source="keypad")
+        return self.events[-1]
+
     def turn_thumb(self) -> DeviceEvent:
         """The inside thumb-turn (or a mechanical key): toggles the bolt."""
         self.tick()

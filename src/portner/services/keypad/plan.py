@@ -57,10 +57,11 @@ def removal_reason(p: Any, now: datetime) -> str:
 
 
 def removal_deadline(p: Any) -> datetime | None:
-    """When the code should have left the lock: the revocation, or the window's end."""
-    if p.removal_requested_at is not None:
-        return p.removal_requested_at
-    return p.not_after
+    """When the code should have left the lock: the revocation or the window's end, whichever
+    came first (a code withdrawn after its window had already ended was due at that end: the
+    withdrawal must not make a late removal look punctual)."""
+    ends = [at for at in (p.removal_requested_at, p.not_after) if at is not None]
+    return min(ends) if ends else None
 
 
 def lock_window(p: Any, zone: str) -> LockWindow | None:

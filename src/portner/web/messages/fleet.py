@@ -67,6 +67,7 @@ MESSAGES = {
     "fleet.alarm.slot_unverifiable": {"nb": "Plass som ikke svarer (svak forbindelse?)",
                                       "en": "Slot that does not answer (weak link?)"},
     "fleet.alarm.revoked_code_used": {"nb": "Åpnet med en tilbakekalt kode", "en": "Opened with a revoked code"},
+    "fleet.alarm.code_not_possible": {"nb": "Ingen kode passer alle låsene på døren", "en": "No code fits every lock of the door path"},
     "fleet.alarm.codes_changed": {"nb": "Koder endret på låsen utenom Portner", "en": "Codes changed at the lock outside Portner"},
     # placement states
     "fleet.state.pending": {"nb": "venter", "en": "waiting"},
