@@ -331,8 +331,29 @@ def _fhir_url(target: str) -> Any:
 
 
 # -- demo and bench --------------------------------------------------------------------------
+def _reachable_broker(url: str) -> None:
+    """Refuse a bad or unreachable --broker before the demo wipes its folder and imports."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        port = -1
+    if parts.scheme != "mqtt" or not parts.hostname or not 0 < port < 65536:
+        raise PortnerError(f"--broker must be mqtt://HOST[:PORT], not {url!r}")
+    try:
+        socket.create_connection((parts.hostname, port), timeout=5).close()
+    except OSError as exc:
+        raise PortnerError(f"--broker: cannot reach an MQTT broker at {parts.hostname}:{port} ({exc})") from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from portner.demo.day import DemoOptions, run_demo
+
+    if args.locks == "zigbee2mqtt":
+        _reachable_broker(args.broker)
 
     options = DemoOptions(
         seed=args.seed,
@@ -365,6 +386,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
     if "PORTNER_BRIDGE_URL" not in os.environ:
         settings = replace(settings, bridge_url=f"http://{args.host}:{args.bridge_port}")
+    from portner.bootstrap import utcnow
+    from portner.services.fleet_runtime import backends_from_settings
+
+    lock_backends = backends_from_settings(settings, now=utcnow)  # a bad lock setting stops us here
     demo = settings.development and not settings.database_url and not args.no_demo
     if demo:
         prepared = serve.prepare_demo(settings)
@@ -378,6 +403,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     console.print(f"API: {settings.public_url}/api/v1, OpenAPI: {settings.public_url}/openapi.json")
     if settings.development:
         console.print(f"Lock radio bridge (simulated locks, stands in for Bluetooth): {settings.bridge_url}")
+    if lock_backends:
+        console.print("Lock backends: " + ", ".join(sorted(lock_backends)) + " (PORTNER_LOCKS); the lock fleet "
+                      "worker onboards their locks and keeps their codes in step")
     serve.run(settings, host=args.host, port=args.port,
               bridge_port=args.bridge_port if settings.development else None)
     return 0

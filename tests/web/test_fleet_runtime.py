@@ -118,7 +118,7 @@ def test_backend_options_come_from_their_own_variables(tmp_path: Any) -> None:
     (nuki,) = backends_from_settings(settings, now=datetime.now).values()
     assert nuki.name == "nuki"
     # A backend without its required option is refused by name at start-up.
-    with pytest.raises(Exception, match="token"):
+    with pytest.raises(Exception, match="PORTNER_LOCK_NUKI_TOKEN"):
         backends_from_settings(Settings(data_dir=tmp_path, lock_backend="nuki", lock_backend_options={}),
                                now=datetime.now)
 

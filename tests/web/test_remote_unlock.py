@@ -100,6 +100,8 @@ def test_only_operators_and_only_locks_that_can(portner_app: FastAPI, backend: A
         other = conn.execute(select(t.locks.c.id).where(t.locks.c.id != lock_id).limit(1)).scalar_one()
     refused = op.post(f"/api/v1/locks/{other}/remote-unlock", json={"reason": "resident_asked"})
     assert refused.status_code == 409 and "remote" in refused.json()["detail"]
+    # The fleet page lists the lock an adapter serves, linking to its page.
+    assert f'href="/console/locks/{lock_id}">door-1<' in op.get("/console/locks").text
     # The console form: CSRF checked, a reason required, the outcome shown in words.
     page = op.get(f"/console/locks/{lock_id}")
     csrf = CSRF_META.search(page.text).group(1)  # type: ignore[union-attr]

@@ -30,11 +30,13 @@ import contextlib
 import json
 import multiprocessing
 import random
+import socket
 import statistics
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 TARGET_RATIO = 3.0
 BENCH_CODE = "258046"
@@ -240,8 +242,10 @@ def run_mqtt_bench(host: str = "127.0.0.1", port: int = 1883, *, locks: int = 10
     sim = context.Process(target=_serve, args=(host, port, base, locks, qos, ready, stop), daemon=True)
     sim.start()
     try:
-        if not ready.wait(120):
-            raise RuntimeError("the simulated Zigbee2MQTT bridge did not start")
+        deadline = time.monotonic() + 120
+        while not ready.wait(0.5):  # a simulator that died (a broker that went away) is not waited for
+            if not sim.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the simulated Zigbee2MQTT bridge did not start (is the broker up?)")
         result = asyncio.run(_measure(host, port, base, locks=locks, commands=commands, samples=samples,
                                       events=events, concurrency=concurrency, qos=qos, seed=seed))
     finally:
@@ -273,7 +277,8 @@ def report_lines(r: dict[str, Any]) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", default="127.0.0.1:1883", help="MQTT broker HOST:PORT")
+    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883",
+                        help="the MQTT broker, mqtt://HOST[:PORT] (as for portner demo; HOST:PORT also works)")
     parser.add_argument("--locks", type=int, default=1000, help="simulated Zigbee2MQTT locks (default 1000)")
     parser.add_argument("--commands", type=int, default=5000, help="commands for the throughput run")
     parser.add_argument("--samples", type=int, default=1000, help="unlock and echo latency samples")
@@ -284,13 +289,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    host, _, port = args.broker.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--broker must be HOST:PORT, not {args.broker!r}")
+    broker = args.broker if "://" in args.broker else f"mqtt://{args.broker}"
+    url = urlsplit(broker)
+    try:
+        port = url.port or 1883
+    except ValueError:
+        port = -1
+    if url.scheme != "mqtt" or not url.hostname or not 0 < port < 65536:
+        raise ValueError(f"--broker must be mqtt://HOST[:PORT], not {args.broker!r}")
+    host = url.hostname
+    try:  # fail at once, not from the simulator's process, when nothing listens there
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise ValueError(f"--broker: cannot reach an MQTT broker at {host}:{port} ({exc})") from None
     for name in ("locks", "commands", "samples", "events", "concurrency"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1")
-    return run_mqtt_bench(host, int(port), locks=args.locks, commands=args.commands,
+    return run_mqtt_bench(host, port, locks=args.locks, commands=args.commands,
                           samples=args.samples, events=args.events, concurrency=args.concurrency,
                           qos=args.qos)
 

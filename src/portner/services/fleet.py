@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, select, update
+from sqlalchemy import Connection, Select, and_, func, select, update
 
 from portner.domain.errors import PortnerError
 from portner.storage import tables as t
@@ -44,6 +44,23 @@ def _municipality_locks(municipality_id: str) -> Select[Any]:
 
 def _where_lock(municipality_id: str) -> Any:
     return t.locks.c.id.in_(_municipality_locks(municipality_id).scalar_subquery())
+
+
+def served_locks(conn: Connection, municipality_id: str) -> list[dict[str, Any]]:
+    """Locks an adapter has met (they have a status row): backend, address, whether online, the
+    battery, and how many codes the plan wants on each."""
+    s, p = t.lock_status.c, t.code_placements.c
+    wanted = (select(p.lock_id, func.count().label("codes")).where(p.intent == "present", p.state != "removed")
+              .group_by(p.lock_id).subquery("wanted"))
+    rows = conn.execute(
+        select(t.locks.c.id, t.locks.c.backend, t.locks.c.address, s.online, t.locks.c.battery_percent,
+               func.coalesce(wanted.c.codes, 0).label("codes"))
+        .join(t.lock_status, s.lock_id == t.locks.c.id)
+        .outerjoin(wanted, wanted.c.lock_id == t.locks.c.id)
+        .where(_where_lock(municipality_id), t.locks.c.removed_at.is_(None))
+        .order_by(t.locks.c.id)
+    )
+    return [dict(r._mapping) for r in rows]
 
 
 def open_alarms(conn: Connection, municipality_id: str, *, lock_id: str | None = None) -> list[dict[str, Any]]:

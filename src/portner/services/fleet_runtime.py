@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,9 +60,12 @@ def backends_from_settings(settings: Settings, *, now: Callable[[], datetime]) -
             raise
         except (ValueError, TypeError, KeyError) as exc:
             # The adapter names its own option; say which variable sets it.
+            prefix = f"PORTNER_LOCK_{name.upper()}_"
+            said = re.sub(r"options\[['\"](\w+)['\"]\]|\boption (\w+)",
+                          lambda m: prefix + (m.group(1) or m.group(2)).upper(), str(exc))
             raise BackendSettingError(
-                f"PORTNER_LOCKS={name}: {exc} (set the URL with PORTNER_LOCKS_URL or "
-                f"PORTNER_LOCK_{name.upper()}_URL, and an option X with PORTNER_LOCK_{name.upper()}_X)"
+                f"PORTNER_LOCKS={name}: {said} (the URL comes from PORTNER_LOCKS_URL or {prefix}URL, "
+                f"an option X from {prefix}X)"
             ) from None
     return backends
 

@@ -93,6 +93,18 @@ MESSAGES = {
     "fleet.refusal.jammed": {"nb": "låsen står fast", "en": "the lock is jammed"},
     "fleet.refusal.write_unconfirmed": {"nb": "koden vises ikke på låsen", "en": "the code does not show on the lock"},
     "fleet.refusal.temporary": {"nb": "midlertidig feil hos leverandøren", "en": "a temporary error at the vendor"},
+    # locks the adapters serve
+    "fleet.served": {"nb": "Låser med kodetastatur eller fjernåpning", "en": "Locks with a keypad or remote opening"},
+    "fleet.served.lock": {"nb": "Lås", "en": "Lock"},
+    "fleet.served.backend": {"nb": "Tilkoblet via", "en": "Connected through"},
+    "fleet.served.online": {"nb": "Svarer", "en": "Answering"},
+    "fleet.served.codes": {"nb": "Koder planen vil ha på låsen", "en": "Codes the plan wants on it"},
+    "fleet.served.yes": {"nb": "ja", "en": "yes"},
+    "fleet.served.no": {"nb": "nei", "en": "no"},
+    "fleet.served.none": {
+        "nb": "Ingen slike låser ennå. Demoens låser kontrollerer telefonnøkler selv; låser via Zigbee2MQTT, Matter, Nuki eller en leverandørsky vises her når Portner har møtt dem.",
+        "en": "No such locks yet. The demo's locks check phone keys themselves; locks through Zigbee2MQTT, Matter, Nuki or a vendor cloud show here once Portner has met them.",
+    },
     # remote unlock
     "fleet.remote.title": {"nb": "Åpne døren nå", "en": "Open the door now"},
     "fleet.remote.why": {"nb": "Hvorfor?", "en": "Why?"},

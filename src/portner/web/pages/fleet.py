@@ -39,7 +39,8 @@ def fleet_page(request: Request, who: Principal = Depends(operator)) -> Response
     with p.engine.connect() as conn:
         alarms = fleet.open_alarms(conn, p.municipality.id)
         quarantine = fleet.quarantined_slots(conn, p.municipality.id)
-    return _page(request, "locks.html", alarms=alarms, quarantine=quarantine)
+        served = fleet.served_locks(conn, p.municipality.id)
+    return _page(request, "locks.html", alarms=alarms, quarantine=quarantine, served=served)
 
 
 @router.get("/console/locks/{lock_id}")
