@@ -7,8 +7,8 @@ never do.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 

@@ -8,14 +8,14 @@ the lock's SlotRange exactly as the adapter maps it.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, select
 
 from portner.locks import attribution as rules
 from portner.locks.attribution import EventKind, Notification, notifications
-from portner.locks.port import Condition, LockEvent, Operation, SlotRange, Source
+from portner.locks.port import Condition, HealthEvent, LockEvent, Operation, SlotRange, Source
 from portner.services.lock_activity import (
     check_attribution,
     check_unconfirmed_remote,
@@ -570,3 +570,53 @@ def test_apply_jam_never_clears_by_time() -> None:
     assert rules.escalation_due("jammed", at(0), at(5)) and not rules.escalation_due(
         "tamper", at(0), at(500)
     )
+
+
+# --- bounds of what a lock may report (the callback route and the activity log refuse the rest) -----
+
+_AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _event(**over: object) -> LockEvent:
+    fields: dict[str, object] = {"lock": "door", "operation": Operation.UNLOCK, "source": Source.KEYPAD,
+                                 "success": True, "received_at": _AT, "key": "k-1", "slot": 3}
+    return LockEvent(**{**fields, **over})  # type: ignore[arg-type]
+
+
+def _health(**over: object) -> HealthEvent:
+    fields: dict[str, object] = {"lock": "door", "condition": Condition.BATTERY, "received_at": _AT,
+                                 "key": "h-1", "percent": 50.0}
+    return HealthEvent(**{**fields, **over})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("over", "field"), [
+    ({"slot": 0}, "event.slot"), ({"slot": 65536}, "event.slot"),
+    ({"slot": 2147483648}, "event.slot"), ({"slot": 2**63}, "event.slot"),
+    ({"key": "k" * 201}, "event.key"),
+    ({"lock_time": _AT + timedelta(hours=24, seconds=1)}, "event.lock_time"),
+])
+def test_an_event_outside_the_bounds_is_refused_naming_the_field(over: dict[str, object],
+                                                                 field: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}\b"):
+        rules.check_event(_event(**over))
+
+
+def test_events_at_the_bounds_are_taken() -> None:
+    rules.check_event(_event(slot=1, key="k" * 200, lock_time=_AT + timedelta(hours=24)))
+    rules.check_event(_event(slot=65535, lock_time=_AT - timedelta(days=400)))  # a late report
+    rules.check_health_event(_health(percent=0, slot=65535))
+    rules.check_health_event(_health(percent=100.0, lock_time=_AT + timedelta(hours=23)))
+
+
+@pytest.mark.parametrize(("over", "field"), [
+    ({"percent": float("nan")}, "event.percent"), ({"percent": float("inf")}, "event.percent"),
+    ({"percent": -0.5}, "event.percent"), ({"percent": 100.5}, "event.percent"),
+    ({"percent": True}, "event.percent"),
+    ({"slot": 0}, "event.slot"), ({"slot": 65536}, "event.slot"),
+    ({"key": "h" * 201}, "event.key"), ({"key": ""}, "event.key"),
+    ({"lock_time": _AT + timedelta(days=2)}, "event.lock_time"),
+])
+def test_a_health_event_outside_the_bounds_is_refused_naming_the_field(over: dict[str, object],
+                                                                       field: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}\b"):
+        rules.check_health_event(_health(**over))

@@ -38,6 +38,8 @@ from portner.locks.webhook import (
     to_command_result,
     verify,
 )
+from portner.locks.webhook.callbacks import parse_callback
+from portner.locks.webhook.contract import CONTRACT, parse_manifest
 from tests.locks.contract import EventPump, LockContract
 from tests.support.webhook_server import VendorLock, VendorServer
 
@@ -350,3 +352,74 @@ def test_the_registry_builds_the_webhook_backend_and_config_errors_name_the_fiel
         create_backend(BackendConfig("webhook", "http://x", {"secret": "hunter2"}), now=Clock())
     with pytest.raises(ValueError, match="url"):
         create_backend(BackendConfig("webhook", None, {"secret": SECRET}), now=Clock())
+
+
+# --- bounds of the manifest and of callbacks ---------------------------------------------------------
+
+
+def _manifest(**lock: object) -> dict[str, object]:
+    return {"contract": CONTRACT, "vendor": "v", "locks": [{"address": "door", **lock}]}
+
+
+@pytest.mark.parametrize(("lock", "field"), [
+    ({"code_rules": {"lengths": [0]}}, "code_rules.lengths"),
+    ({"code_rules": {"lengths": [17]}}, "code_rules.lengths"),
+    ({"code_rules": {"lengths": [10**7]}}, "code_rules.lengths"),
+    ({"code_rules": {"lengths": [True]}}, "code_rules.lengths"),
+    ({"code_rules": {"lengths": "6"}}, "code_rules.lengths"),
+    ({"code_rules": {"alphabet": "\u0661\u0662\u0663"}}, "code_rules.alphabet"),
+    ({"code_rules": {"alphabet": " *#0123"}}, "code_rules.alphabet"),
+    ({"code_rules": {"alphabet": ""}}, "code_rules.alphabet"),
+    ({"code_rules": {"alphabet": "0011"}}, "code_rules.alphabet"),
+    ({"code_rules": {"forbidden_prefixes": ["a"]}}, "code_rules.forbidden_prefixes"),
+    ({"code_rules": {"reject_weak": "no"}}, "code_rules.reject_weak"),
+    ({"slots": {"count": 0}}, "slots.count"),
+    ({"slots": {"count": 65536}}, "slots.count"),
+    ({"slots": {"count": 1e30}}, "slots.count"),
+    ({"slots": {"count": "8"}}, "slots.count"),
+    ({"slots": {"count": 8, "first_native": -1}}, "slots.first_native"),
+    ({"min_command_interval_s": float("nan")}, "min_command_interval_s"),
+    ({"min_command_interval_s": 1e30}, "min_command_interval_s"),
+])
+def test_a_manifest_out_of_bounds_is_refused_naming_the_field(lock: dict[str, object],
+                                                             field: str) -> None:
+    with pytest.raises(ManifestError, match=rf"manifest\.locks\[0\]\.{field}"):
+        parse_manifest(_manifest(**lock))
+
+
+def test_a_manifest_at_the_bounds_is_taken() -> None:
+    _, found = parse_manifest(_manifest(
+        code_rules={"lengths": [1, 16], "alphabet": "13579", "forbidden_prefixes": ["0"]},
+        slots={"count": 65535, "first_native": 0}, min_command_interval_s=0))
+    caps = found["door"]
+    assert caps.code_rules is not None and caps.code_rules.lengths == frozenset({1, 16})
+    assert caps.code_rules.alphabet == "13579" and caps.code_rules.forbidden_prefixes == ("0",)
+    assert caps.slots is not None and (caps.slots.count, caps.slots.first_native) == (65535, 0)
+
+
+@pytest.mark.parametrize("timestamp", ["99999999999999999999", "\u00b2", "1" * 13])
+def test_an_impossible_webhook_timestamp_is_stale_naming_the_header(timestamp: str) -> None:
+    key = b"k" * 32
+    with pytest.raises(StaleTimestamp) as refused:
+        verify({"webhook-id": "m", "webhook-timestamp": timestamp, "webhook-signature": "v1,x"},
+               b"{}", [key], now=datetime(2026, 3, 2, tzinfo=UTC))
+    assert refused.value.field == "header/webhook-timestamp"
+
+
+_EVENT_BODY = (b'{"type":"lock.event","data":{"lock":"d","id":"e","operation":"unlock",'
+               b'"source":"keypad","success":true,')
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (b"[" * 30000 + b"]" * 30000, "body"),
+    (b'{"type":"lock.health","data":{"lock":"d","id":"h","condition":"battery","percent":NaN}}',
+     "body/data/percent"),
+    (b'{"type":"lock.health","data":{"lock":"d","id":"h","condition":"battery","percent":1e400}}',
+     "body/data/percent"),
+    (_EVENT_BODY + b'"slot":9223372036854775808}}', "body/data/slot"),
+    (_EVENT_BODY + b'"occurred_at":"9999-12-31T23:59:59-14:00"}}', "body/data/occurred_at"),
+])
+def test_a_hostile_callback_body_is_malformed_naming_the_field(body: bytes, field: str) -> None:
+    with pytest.raises(MalformedCallback) as refused:
+        parse_callback(body, received_at=datetime(2026, 3, 2, tzinfo=UTC))
+    assert refused.value.field == field

@@ -170,3 +170,52 @@ def test_event_keys_follow_the_message_identity() -> None:
     bare = raw({"action": "keypad_unlock", "action_user": 5})
     assert p.event_key("door", p.parse_state(bare), bare, "rx-a") != p.event_key(
         "door", p.parse_state(bare), bare, "rx-b")
+
+
+# --- bounds: what a Zigbee lock can say, and keys that fit lock_activity.key -------------------------
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (0, 0), (65534, 65534), ("65534", 65534), (12.0, 12),
+    (65535, None), (10**30, None), (1e300, None), ("1" * 5000, None), ("99999999", None),
+    (float("nan"), None), (float("inf"), None), ("\u0663", None),
+])
+def test_user_ids_are_zigbee_users_0_to_65534(raw: object, expected: int | None) -> None:
+    assert p.as_user_id(raw) == expected
+
+
+def test_max_pin_users_and_pin_lengths_are_bounded() -> None:
+    huge = p.parse_state(json.dumps({"max_pin_users": 1e30, "min_pin_length": 0,
+                                     "max_pin_length": 10**6}))
+    assert (huge.max_pin_users, huge.min_pin_length, huge.max_pin_length) == (None, None, None)
+    fine = p.parse_state(json.dumps({"max_pin_users": 65534, "min_pin_length": 1,
+                                     "max_pin_length": 16}))
+    assert (fine.max_pin_users, fine.min_pin_length, fine.max_pin_length) == (65534, 1, 16)
+    assert p.parse_state(json.dumps({"max_pin_length": 17})).max_pin_length is None
+
+
+def test_a_deeply_nested_state_is_not_a_state() -> None:
+    assert p.parse_state(b"[" * 200_000).valid is False
+    assert p.parse_availability(b"[" * 200_000) is None
+    assert p.parse_bridge_devices(b"[" * 200_000) == {}
+
+
+@pytest.mark.parametrize("last_seen", ["x" * 400, 1e400, float("nan"), 10**40])
+def test_an_odd_last_seen_still_gives_a_key_within_200_characters(last_seen: object) -> None:
+    raw = json.dumps({"action": "keypad_unlock", "action_user": 1, "last_seen": last_seen})
+    parsed = p.parse_state(raw)
+    key = p.event_key("front-door", parsed, raw, "rx2026-03-02T09:00:00+00:00")
+    assert len(key) <= 200
+    assert key == p.event_key("front-door", p.parse_state(raw), raw, "rx2026-03-02T09:00:00+00:00")
+
+
+def test_an_over_long_key_becomes_a_stable_digest() -> None:
+    name = "hall/" + "d" * 300  # a friendly name is a topic: it can be long
+    raw = json.dumps({"action": "keypad_unlock", "action_user": 1,
+                      "last_seen": "2026-03-02T09:00:00.000Z"})
+    key = p.event_key(name, p.parse_state(raw), raw, "rx")
+    assert len(key) <= 200 and key == p.event_key(name, p.parse_state(raw), raw, "rx")
+    other = json.dumps({"action": "keypad_unlock", "action_user": 1,
+                        "last_seen": "2026-03-02T09:05:00.000Z"})
+    assert p.event_key(name, p.parse_state(other), other, "rx") != key
+    assert p.bounded_key("z2m:short") == "z2m:short"

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from portner.config import Settings
 from portner.locks.port import BackendConfig
-from portner.locks.webhook import WebhookBackend, create_backend, decode_secret
+from portner.locks.webhook import WebhookBackend, create_backend, decode_secret, signature_headers
 from portner.storage import tables as t
 from portner.web.app import create_app
 from tests.support.clock import RunningClock
@@ -223,3 +223,62 @@ def test_without_lock_backends_every_name_is_404(demo_settings: Settings,
 def test_a_body_over_the_limit_is_413(client: TestClient) -> None:
     answer = client.post(URL, content=b"x" * 64_001, headers={"content-type": "application/json"})
     assert answer.status_code == 413
+
+
+def _raw(vendor: VendorCloud, body: bytes, **headers: str) -> tuple[dict[str, str], bytes]:
+    return {**signature_headers(vendor.callback_key, body, now=vendor.now()), **headers}, body
+
+
+_EVENT = {"lock": ADDRESS, "id": "ev-h", "operation": "unlock", "source": "keypad",
+          "success": True, "slot": 3}
+
+
+@pytest.mark.parametrize(("kind", "over", "field"), [
+    ("lock.event", {"slot": 2**63}, "body/data/slot"),  # overflowed the database driver (500)
+    ("lock.event", {"slot": 2147483648}, "body/data/slot"),
+    ("lock.event", {"slot": 65536}, "body/data/slot"),
+    ("lock.event", {"occurred_at": "9999-12-31T23:59:59-14:00"}, "body/data/occurred_at"),
+    ("lock.event", {"occurred_at": "0001-01-01T00:00:00+14:00"}, "body/data/occurred_at"),
+    ("lock.event", {"occurred_at": "2199-01-01T00:00:00+00:00"}, "body/data/occurred_at"),
+    ("lock.health", {"percent": float("nan")}, "body/data/percent"),
+    ("lock.health", {"percent": float("inf")}, "body/data/percent"),
+    ("lock.health", {"percent": 101}, "body/data/percent"),
+    ("lock.health", {"slot": 2**63}, "body/data/slot"),
+])
+def test_out_of_range_values_are_400_naming_the_field(
+        client: TestClient, vendor: VendorCloud, portner_app: FastAPI, lock_id: str,
+        backend: WebhookBackend, kind: str, over: dict[str, Any], field: str) -> None:
+    base = _EVENT if kind == "lock.event" else {"lock": ADDRESS, "id": "h-x",
+                                                 "condition": "battery", "percent": 50}
+    answer = post(client, vendor.callback(kind, {**base, **over}))
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert answer.json()["errors"][0]["field"] == field
+    assert activity(portner_app, lock_id) == []
+    assert backend._queue.qsize() == 0  # nothing refused reaches the runtime's event stream
+
+
+def test_a_percent_of_1e400_is_400_naming_percent(
+        client: TestClient, vendor: VendorCloud) -> None:
+    body = (b'{"type":"lock.health","timestamp":"2026-01-01T00:00:00Z","data":{"lock":"'
+            + ADDRESS.encode() + b'","id":"h-big","condition":"battery","percent":1e400}}')
+    answer = post(client, _raw(vendor, body))
+    assert answer.status_code == 400
+    assert answer.json()["errors"][0]["field"] == "body/data/percent"
+
+
+def test_a_deeply_nested_body_is_400_naming_the_body(client: TestClient, vendor: VendorCloud) -> None:
+    body = b"[" * 30000 + b"]" * 30000  # under 64 kB; json.loads raises RecursionError
+    answer = post(client, _raw(vendor, body))
+    assert answer.status_code == 400
+    assert answer.json()["errors"][0]["field"] == "body"
+
+
+@pytest.mark.parametrize("timestamp", ["99999999999999999999", "-5", " 1"])
+def test_an_impossible_timestamp_is_400_naming_the_header(
+        client: TestClient, vendor: VendorCloud, timestamp: str) -> None:
+    # 99999999999999999999 overflowed datetime.fromtimestamp (500 before).
+    body = json.dumps({"type": "lock.event", "data": _EVENT}).encode()
+    answer = post(client, _raw(vendor, body, **{"webhook-timestamp": timestamp}))
+    assert answer.status_code == 400
+    assert answer.json()["errors"][0]["field"] == "header/webhook-timestamp"

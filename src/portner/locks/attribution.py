@@ -48,6 +48,7 @@ notifications (they are alarms: WRONG_CODE_COUNT wrong codes within WRONG_CODE_W
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -124,6 +125,15 @@ def operation_missing(ev: LockEvent) -> bool:
     return not isinstance(ev.operation, str) or not ev.operation
 
 
+# Bounds of what a lock may report (and what lock_activity's columns hold): Portner's slots are
+# 1..65535 (Zigbee users 0..65534, Matter/Z-Wave user indexes fit in 16 bits), an event key is at
+# most lock_activity.key's 200 characters, and a lock's clock may run ahead of ours, but a day
+# ahead is not a clock, it is a wrong (or hostile) time that would sort before every real event.
+MAX_SLOT: Final = 65_535
+MAX_KEY_LENGTH: Final = 200
+MAX_LOCK_TIME_AHEAD: Final = timedelta(hours=24)
+
+
 def _require_text(value: Any, name: str) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be a non-empty string")
@@ -134,31 +144,56 @@ def _require_aware(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be an aware datetime")
 
 
+def _require_key(value: Any, name: str) -> None:
+    _require_text(value, name)
+    if len(value) > MAX_KEY_LENGTH:
+        raise ValueError(f"{name} is longer than {MAX_KEY_LENGTH} characters")
+
+
+def _require_slot(value: Any, name: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SLOT:
+        raise ValueError(f"{name} must be a slot number 1..{MAX_SLOT} (Portner's numbering) or None")
+
+
+def _require_times(received_at: Any, lock_time: Any, where: str) -> None:
+    _require_aware(received_at, f"{where}.received_at")
+    if lock_time is None:
+        return
+    _require_aware(lock_time, f"{where}.lock_time")
+    try:
+        ahead = lock_time - received_at
+    except OverflowError:  # an offset that takes the time out of datetime's range in UTC
+        raise ValueError(f"{where}.lock_time is out of range") from None
+    if ahead > MAX_LOCK_TIME_AHEAD:
+        raise ValueError(f"{where}.lock_time is more than {MAX_LOCK_TIME_AHEAD} after it was received")
+
+
 def check_event(ev: LockEvent, where: str = "event") -> None:
     """Refuse a malformed LockEvent with an error naming the field (`where` prefixes it)."""
     _require_text(ev.lock, f"{where}.lock")
-    _require_text(ev.key, f"{where}.key")
-    if len(ev.key) > 200:
-        raise ValueError(f"{where}.key is longer than 200 characters")
+    _require_key(ev.key, f"{where}.key")
     if ev.operation not in _OPERATIONS:
         raise ValueError(f"{where}.operation must be one of {sorted(_OPERATIONS)}, got {ev.operation!r}")
     if ev.source not in _SOURCES:
         raise ValueError(f"{where}.source must be one of {sorted(_SOURCES)}, got {ev.source!r}")
     if not isinstance(ev.success, bool):
         raise TypeError(f"{where}.success must be a bool")
-    _require_aware(ev.received_at, f"{where}.received_at")
-    if ev.lock_time is not None:
-        _require_aware(ev.lock_time, f"{where}.lock_time")
-    if ev.slot is not None and (isinstance(ev.slot, bool) or not isinstance(ev.slot, int) or ev.slot < 1):
-        raise ValueError(f"{where}.slot must be a positive int (Portner's slot number) or None")
+    _require_times(ev.received_at, ev.lock_time, where)
+    _require_slot(ev.slot, f"{where}.slot")
 
 
 def check_health_event(ev: HealthEvent, where: str = "event") -> None:
     """Refuse a malformed HealthEvent with an error naming the field."""
     _require_text(ev.lock, f"{where}.lock")
-    _require_aware(ev.received_at, f"{where}.received_at")
-    if ev.lock_time is not None:
-        _require_aware(ev.lock_time, f"{where}.lock_time")
+    _require_key(ev.key, f"{where}.key")
+    _require_times(ev.received_at, ev.lock_time, where)
+    _require_slot(ev.slot, f"{where}.slot")
+    percent = ev.percent
+    if percent is not None and (isinstance(percent, bool) or not isinstance(percent, int | float)
+                                or not math.isfinite(percent) or not 0 <= percent <= 100):
+        raise ValueError(f"{where}.percent must be a number 0..100 or None")
 
 
 def event_time(event: LockEvent) -> datetime:

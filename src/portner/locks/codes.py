@@ -146,7 +146,9 @@ def _known_lengths(rules: CodeRules) -> frozenset[int] | None:
     locks say "I did not tell you" (F8), so it counts as unknown rather than as "no length"."""
     if not rules.lengths:
         return None
-    lengths = frozenset(n for n in rules.lengths if isinstance(n, int) and n > 0)
+    # No keypad takes codes longer than MAX_CODE_LENGTH; a larger figure is a lock's nonsense, and
+    # must not make the generator count through astronomically many codes.
+    lengths = frozenset(n for n in rules.lengths if isinstance(n, int) and 0 < n <= MAX_CODE_LENGTH)
     return lengths or None
 
 
@@ -264,6 +266,7 @@ _MAX_TRIES = 20_000
 
 
 MAX_USES_LIMIT = 10_000
+MAX_CODE_LENGTH = 16
 DIGITS = "0123456789"
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,7 @@ _SOURCE: Final = {"keypad": (0, "keypad"), "remote": (1, "rf"), "manual": (2, "m
 _LOCK_STATE: Final = {"locked": ("LOCK", "locked"), "unlocked": ("UNLOCK", "unlocked"),
                       "jammed": ("UNLOCK", "not_fully_locked")}
 CONTROL: Final = "portner-sim"
+_log = logging.getLogger(__name__)
 
 
 def _exposes() -> list[dict[str, Any]]:
@@ -272,15 +274,22 @@ class Z2MBridgeSimulator:
             rest = topic[len(prefix):]
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             try:
-                body = json.loads(payload) if payload else None
-            except ValueError:
-                continue  # Zigbee2MQTT logs "Invalid JSON" and does nothing
-            name, _, verb = rest.rpartition("/")
-            if rest.startswith(CONTROL + "/"):
-                self._control(rest[len(CONTROL) + 1:], body)
-            elif verb in ("set", "get") and name in self.served and isinstance(body, dict):
-                self.handled += 1
-                (self._on_set if verb == "set" else self._on_get)(self.served[name], body)
+                self._handle(rest, payload)
+            except Exception as exc:  # noqa: BLE001 - one hostile message must not stop the bridge
+                # The payload may hold a PIN: say where and what kind of failure, never the body.
+                _log.warning("simulated bridge ignored a message on %s: %s", topic, type(exc).__name__)
+
+    def _handle(self, rest: str, payload: bytes) -> None:
+        try:
+            body = json.loads(payload) if payload else None
+        except (ValueError, RecursionError):
+            return  # Zigbee2MQTT logs "Invalid JSON" and does nothing
+        name, _, verb = rest.rpartition("/")
+        if rest.startswith(CONTROL + "/"):
+            self._control(rest[len(CONTROL) + 1:], body)
+        elif verb in ("set", "get") and name in self.served and isinstance(body, dict):
+            self.handled += 1
+            (self._on_set if verb == "set" else self._on_get)(self.served[name], body)
 
     def _on_set(self, served: _Served, body: dict[str, Any]) -> None:
         device = served.device
@@ -333,7 +342,9 @@ class Z2MBridgeSimulator:
 
     def _control(self, verb: str, body: object) -> None:
         if verb == "keypad_burst" and isinstance(body, dict):
-            count, code = int(body.get("events", 0)), str(body.get("code", ""))
+            count, code = as_user_id(body.get("events", 0)), body.get("code", "")
+            if count is None or not isinstance(code, str):
+                return
             names = list(self.served)
             for i in range(count):
                 self.served[names[i % len(names)]].device.enter_code(code)

@@ -97,29 +97,80 @@ class ManifestError(PortnerError, ValueError):
     """The vendor's manifest does not follow the contract; the message names the field."""
 
 
+# What a keypad lock can be: PINs of 1..16 digits (no lock we know takes more), slots 1..65535
+# (Portner's slot numbers, see attribution.MAX_SLOT), and an interval that is not a day.
+MAX_CODE_LENGTH = 16
+MAX_SLOTS = 65_535
+MAX_COMMAND_INTERVAL_S = 3600
+_DIGITS = frozenset("0123456789")
+
+
+def _whole(value: object, low: int, high: int) -> int | None:
+    """An integer low..high (5 and 5.0; not True, "5", 5.5 or 10**30), else None."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
+    return value
+
+
+def _code_rules(rules: object, where: str) -> CodeRules | None:
+    if rules is None:
+        return None
+    if not isinstance(rules, Mapping):
+        raise ManifestError(f"{where}.code_rules is not a code-rules object")
+    lengths = rules.get("lengths")
+    if lengths:
+        if not isinstance(lengths, list):
+            raise ManifestError(f"{where}.code_rules.lengths must be a list of whole numbers")
+        parsed = [_whole(n, 1, MAX_CODE_LENGTH) for n in lengths]
+        if any(n is None for n in parsed):
+            raise ManifestError(f"{where}.code_rules.lengths must hold whole numbers "
+                                f"1..{MAX_CODE_LENGTH}")
+    alphabet = rules.get("alphabet", "0123456789")
+    # Keypads and the Zigbee/Matter PIN fields take ASCII digits; "١٢٣" or "*#" would make codes
+    # that no keypad can type (or that the code generator cannot judge as weak).
+    if (not isinstance(alphabet, str) or not alphabet or not set(alphabet) <= _DIGITS
+            or len(set(alphabet)) != len(alphabet)):
+        raise ManifestError(f"{where}.code_rules.alphabet must be distinct ASCII digits 0-9")
+    prefixes = rules.get("forbidden_prefixes", ())
+    if not isinstance(prefixes, list | tuple) or not all(
+            isinstance(x, str) and x and set(x) <= _DIGITS and len(x) <= MAX_CODE_LENGTH
+            for x in prefixes):
+        raise ManifestError(f"{where}.code_rules.forbidden_prefixes must be a list of digit strings")
+    weak = rules.get("reject_weak", True)
+    if not isinstance(weak, bool):
+        raise ManifestError(f"{where}.code_rules.reject_weak must be true or false")
+    return CodeRules(lengths=frozenset(parsed) if lengths else None,  # type: ignore[arg-type]
+                     alphabet=alphabet, forbidden_prefixes=tuple(prefixes), reject_weak=weak)
+
+
+def _slot_range(slots: object, where: str) -> SlotRange | None:
+    if not slots:
+        return None
+    if not isinstance(slots, Mapping):
+        raise ManifestError(f"{where}.slots must be an object with an integer 'count'")
+    count = _whole(slots.get("count"), 1, MAX_SLOTS)
+    if count is None:
+        raise ManifestError(f"{where}.slots.count must be a whole number 1..{MAX_SLOTS}")
+    first = _whole(slots.get("first_native", 1), 0, MAX_SLOTS)
+    if first is None:
+        raise ManifestError(f"{where}.slots.first_native must be a whole number 0..{MAX_SLOTS}")
+    return SlotRange(count, first)
+
+
 def _capabilities(entry: Mapping[str, Any], where: str) -> Capabilities:
     try:
         features = frozenset(Feature(f) for f in entry.get("features") or [])
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ManifestError(f"{where}.features: {exc}") from None
-    rules = entry.get("code_rules")
-    slots = entry.get("slots")
-    try:
-        code_rules = None if rules is None else CodeRules(
-            lengths=frozenset(int(n) for n in rules["lengths"]) if rules.get("lengths") else None,
-            alphabet=str(rules.get("alphabet", "0123456789")),
-            forbidden_prefixes=tuple(str(p) for p in rules.get("forbidden_prefixes", ())),
-            reject_weak=bool(rules.get("reject_weak", True)))
-    except (TypeError, ValueError, KeyError, AttributeError):
-        raise ManifestError(f"{where}.code_rules is not a code-rules object") from None
-    try:
-        slot_range = None if not slots else SlotRange(int(slots["count"]),
-                                                       int(slots.get("first_native", 1)))
-    except (TypeError, ValueError, KeyError, AttributeError):
-        raise ManifestError(f"{where}.slots needs an integer 'count'") from None
+    code_rules = _code_rules(entry.get("code_rules"), where)
+    slot_range = _slot_range(entry.get("slots"), where)
     interval = entry.get("min_command_interval_s", 2)
-    if not isinstance(interval, int | float) or interval < 0:
-        raise ManifestError(f"{where}.min_command_interval_s must be a non-negative number")
+    if (isinstance(interval, bool) or not isinstance(interval, int | float)
+            or not 0 <= interval <= MAX_COMMAND_INTERVAL_S):  # NaN fails this too
+        raise ManifestError(f"{where}.min_command_interval_s must be a number "
+                            f"0..{MAX_COMMAND_INTERVAL_S}")
     return Capabilities(features=features, code_rules=code_rules, slots=slot_range,
                         masked_reads=bool(entry.get("masked_reads", False)),
                         min_command_interval=timedelta(seconds=interval),

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from portner.domain.errors import PortnerError
 
 TOLERANCE = timedelta(minutes=5)
+MAX_TIMESTAMP_DIGITS = 12  # Unix seconds stay below 10**12 until the year 33658
 
 
 class CallbackRejected(PortnerError):
@@ -94,11 +95,17 @@ def verify(headers: Mapping[str, str], body: bytes, keys: Sequence[bytes], *, no
         raise BadSignature(f"missing header(s): {', '.join(missing)}",
                            field=f"header/{missing[0]}")
     msg_id, raw_ts = lowered["webhook-id"], lowered["webhook-timestamp"]
-    if not raw_ts.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit), and few enough of them to be a time:
+    # 99999999999999999999 overflows datetime, and no honest clock is more than 12 digits.
+    if not (raw_ts.isascii() and raw_ts.isdigit()) or len(raw_ts) > MAX_TIMESTAMP_DIGITS:
         raise StaleTimestamp("webhook-timestamp must be integer Unix seconds",
                              field="header/webhook-timestamp")
-    sent = datetime.fromtimestamp(int(raw_ts), tz=now.tzinfo)
-    if abs(now - sent) > tolerance:
+    try:
+        sent = datetime.fromtimestamp(int(raw_ts), tz=now.tzinfo)
+        stale = abs(now - sent) > tolerance
+    except (OverflowError, OSError, ValueError):
+        stale, sent = True, now
+    if stale:
         raise StaleTimestamp(f"webhook-timestamp is more than {tolerance} away from our clock",
                              field="header/webhook-timestamp")
     offered = [part.split(",", 1)[1] for part in lowered["webhook-signature"].split()

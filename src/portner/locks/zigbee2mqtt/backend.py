@@ -18,6 +18,11 @@ Honesty rules this backend keeps:
 A read-back is the next state publish that carries the user and no `action`: the bridge also
 republishes its cached `users` with every event and battery report, and an event publish right
 after a set still shows the old entry.
+
+Security: PINs cross the broker in `/set` payloads, so a production broker requires a login and
+an ACL (see docs/locks.md). Options `username` and `password` log in; `mqtts://HOST[:PORT]` (port
+8883 by default) speaks TLS with the system's trusted CAs and hostname check, or with option
+`ca_file` (a PEM file) for a private CA. There is no option to skip verification.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from portner.locks.port import (
     timed_out,
 )
 from portner.locks.zigbee2mqtt import payloads as p
+from portner.locks.zigbee2mqtt.security import DEFAULT_PORTS, login, tls_context
 
 # Commands and their answers are small packets sent back to back; without TCP_NODELAY, Nagle's
 # algorithm holds the second until the first is acknowledged (a delayed ACK: ~40 ms each way).
@@ -117,10 +123,19 @@ class Zigbee2MqttBackend:
 
     def __init__(self, config: BackendConfig, *, now: Callable[[], datetime]) -> None:
         url = urlsplit(config.url or "mqtt://127.0.0.1:1883")
-        if url.scheme != "mqtt" or not url.hostname:
-            raise ValueError(f"url must be mqtt://HOST[:PORT], not {config.url!r}")
-        self.host, self.port = url.hostname, url.port or 1883
+        try:
+            port = url.port
+        except ValueError:
+            port = -1
+        if url.scheme not in DEFAULT_PORTS or not url.hostname or port == -1:
+            raise ValueError(f"url must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], not {config.url!r}")
+        if url.username is not None or url.password is not None:
+            # Credentials in a URL end up in logs and settings dumps; options are kept apart.
+            raise ValueError("url must not carry a login: use options username and password")
+        self.host, self.port = url.hostname, port or DEFAULT_PORTS[url.scheme]
         options = dict(config.options)
+        self.username, self.password = login(options)
+        self.tls_context = tls_context(url.scheme, options.get("ca_file"))
         self.base = options.get("base_topic", "zigbee2mqtt").strip("/")
         if not self.base or any(ch in self.base for ch in "+#"):
             raise ValueError("option base_topic must be a plain MQTT topic such as zigbee2mqtt")
@@ -149,7 +164,9 @@ class Zigbee2MqttBackend:
         if self._client is not None:
             return
         client = aiomqtt.Client(self.host, self.port, protocol=aiomqtt.ProtocolVersion.V5, socket_options=NO_DELAY,
-                                identifier=f"portner-z2m-{uuid.uuid4().hex[:12]}")
+                                identifier=f"portner-z2m-{uuid.uuid4().hex[:12]}",
+                                username=self.username, password=self.password,
+                                tls_context=self.tls_context)
         client.pending_calls_threshold = PENDING_PUBLISHES
         await client.__aenter__()
         self._client = client
@@ -231,7 +248,8 @@ class Zigbee2MqttBackend:
         record.online = online
         now = self._now()
         condition = Condition.ONLINE if online else Condition.OFFLINE
-        self._events.put_nowait(HealthEvent(name, condition, now, f"z2m:{name}:{condition}:{now.isoformat()}"))
+        key = p.bounded_key(f"z2m:{name}:{condition}:{now.isoformat()}")
+        self._events.put_nowait(HealthEvent(name, condition, now, key))
 
     def _fallback_stamp(self, record: _Record, raw: bytes, now: datetime) -> str:
         digest = p.message_digest(raw)
@@ -261,11 +279,11 @@ class Zigbee2MqttBackend:
         if parsed.jammed is not None and parsed.jammed != record.jammed:
             if parsed.jammed or record.jammed:  # the first clean report is not an "unjam"
                 condition = Condition.JAMMED if parsed.jammed else Condition.UNJAMMED
-                self._events.put_nowait(HealthEvent(name, condition, now, f"{key}:{condition}"))
+                self._events.put_nowait(HealthEvent(name, condition, now, p.bounded_key(f"{key}:{condition}")))
             record.jammed = parsed.jammed
         if parsed.battery is not None and parsed.battery != record.battery:
             record.battery = parsed.battery
-            self._events.put_nowait(HealthEvent(name, Condition.BATTERY, now, f"{key}:battery:{parsed.battery}",
+            self._events.put_nowait(HealthEvent(name, Condition.BATTERY, now, p.bounded_key(f"{key}:battery:{parsed.battery}"),
                                                 percent=parsed.battery))
         if not p.has_action_key(raw):
             for user, read in parsed.users.items():

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -53,17 +54,55 @@ from portner.locks.port import (
 # --- numbers the bridge may send as strings (F9) ---------------------------------------------------
 
 
-def as_user_id(value: object) -> int | None:
-    """A Zigbee user id from a payload: 5, "5" and 5.0 are 5; anything else (null, "five",
-    True, -1, 5.5) is None, never a guess."""
+# Zigbee's Door Lock cluster numbers users with a uint16 whose 0xFFFF means "none": users are
+# 0..65534, so a lock has at most 65534 of them. A PIN is at most 16 digits on every lock we know
+# (ZCL allows longer octet strings; a keypad does not); anything beyond is not a lock's answer.
+MAX_USER: Final = 65_534
+MAX_PIN_LENGTH: Final = 16
+MAX_LAST_SEEN: Final = 64  # an ISO 8601 time or epoch milliseconds is far shorter
+MAX_KEY: Final = 200  # lock_activity.key
+
+
+def _bounded_int(value: object, low: int, high: int) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
     if isinstance(value, float):
-        return int(value) if value.is_integer() and value >= 0 else None
-    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
-        return int(value.strip())
+        value = int(value) if value.is_integer() else None
+    elif isinstance(value, str):
+        text = value.strip()
+        # Short ASCII digits only: int() of 5,000 digits raises, and "٣" is a digit to isdigit().
+        value = int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
+    if isinstance(value, int) and low <= value <= high:
+        return value
+    return None
+
+
+def as_user_id(value: object) -> int | None:
+    """A Zigbee user id from a payload: 5, "5" and 5.0 are 5; anything else (null, "five",
+    True, -1, 5.5, 65535, 10**30) is None, never a guess."""
+    return _bounded_int(value, 0, MAX_USER)
+
+
+def as_user_count(value: object) -> int | None:
+    """A lock's number of users (`max_pin_users`): 1..65534, else unknown."""
+    return _bounded_int(value, 1, MAX_USER)
+
+
+def as_pin_length(value: object) -> int | None:
+    """A PIN length bound (`min_pin_length`, `max_pin_length`): 1..16, else unknown."""
+    return _bounded_int(value, 1, MAX_PIN_LENGTH)
+
+
+def _last_seen(value: object) -> str | None:
+    """`last_seen` as the event's identity, when it can be one: a short string or a finite number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (int, float)) and abs(value) < 10**15:
+        return str(value)
+    if isinstance(value, str) and value and len(value) <= MAX_LAST_SEEN and value.isprintable():
+        return value
     return None
 
 
@@ -126,7 +165,7 @@ def decode(raw: bytes | bytearray | str | None) -> object:
         return None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # "[" * 200000 nests too deep
         return None
 
 
@@ -332,7 +371,6 @@ def parse_state(raw: bytes | bytearray | str | None) -> LockState:
     low = message.get("battery_low")
     state = message.get("state")
     lock_state = message.get("lock_state")
-    last_seen = message.get("last_seen")
     return LockState(
         state=state if state in ("LOCK", "UNLOCK") else None,
         lock_state=lock_state if isinstance(lock_state, str) and lock_state else None,
@@ -341,10 +379,10 @@ def parse_state(raw: bytes | bytearray | str | None) -> LockState:
         battery_low=low if isinstance(low, bool) else None,
         users=parse_users(message.get("users")),
         event=parse_action(message),
-        last_seen=str(last_seen) if isinstance(last_seen, (str, int, float)) and last_seen != "" else None,
-        max_pin_users=as_user_id(message.get("max_pin_users")) or None,
-        min_pin_length=as_user_id(message.get("min_pin_length")) or None,
-        max_pin_length=as_user_id(message.get("max_pin_length")) or None,
+        last_seen=_last_seen(message.get("last_seen")),
+        max_pin_users=as_user_count(message.get("max_pin_users")),
+        min_pin_length=as_pin_length(message.get("min_pin_length")),
+        max_pin_length=as_pin_length(message.get("max_pin_length")),
     )
 
 
@@ -446,5 +484,13 @@ def event_key(lock: str, parsed: LockState, raw: bytes | bytearray | str, fallba
     elif isinstance(event, Programming):
         what = f"{event.action}:{event.user}"
     if parsed.last_seen is not None:
-        return f"z2m:{lock}:{parsed.last_seen}:{what}"
-    return f"z2m:{lock}:{fallback}:{message_digest(raw)}"
+        return bounded_key(f"z2m:{lock}:{parsed.last_seen}:{what}")
+    return bounded_key(f"z2m:{lock}:{fallback}:{message_digest(raw)}")
+
+
+def bounded_key(key: str) -> str:
+    """`key` itself when it fits lock_activity.key (200 characters), else a digest of it: still
+    the same for every delivery of the event, and still different from every other event's."""
+    if len(key) <= MAX_KEY:
+        return key
+    return "z2m:h:" + hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=24).hexdigest()

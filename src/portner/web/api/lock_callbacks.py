@@ -16,7 +16,6 @@ released again so that the vendor's retry of the same message is taken.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Protocol, runtime_checkable
 
@@ -27,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from portner.locks.attribution import check_event, check_health_event
 from portner.locks.port import HealthEvent, LockEvent
 from portner.locks.webhook import CallbackRejected
+from portner.locks.webhook.callbacks import checked_field
 from portner.services import lock_activity
 from portner.web.api.common import NO_CONTROL, bounded_body, problem_response
 from portner.web.deps import portner
@@ -102,8 +102,9 @@ async def receive_lock_callback(request: Request, backend_name: BackendName) -> 
         raise _problem(exc) from None
     try:
         _check_events(events)
-        result = await run_in_threadpool(lock_activity.record_events, p.engine, events,
-                                         now=p.now())
+        # The vendor speaks only for its own locks in this municipality (by backend and address).
+        result = await run_in_threadpool(lock_activity.record_events, p.engine, events, now=p.now(),
+                                         backend=backend_name, municipality_id=p.municipality.id)
     except BaseException:
         release = getattr(backend, "release_callback", None)
         if release is not None:
@@ -125,12 +126,10 @@ def _problem(exc: CallbackRejected) -> Problem:
     return Problem(status, title, str(exc), kind=kind, errors=errors)
 
 
-_FIELD = re.compile(r"^data\.(\w+)")
-
-
 def _check_events(events: Sequence[LockEvent | HealthEvent]) -> None:
-    """What the activity log would refuse (a slot below 1, an over-long key...), as a 400 naming
-    the field, before anything is written."""
+    """What the activity log would refuse (a slot outside 1..65535, an over-long key...), as a
+    400 naming the field, before anything is written. The webhook backend already refuses these
+    while parsing; this covers any other backend that takes callbacks."""
     for event in events:
         try:
             if isinstance(event, LockEvent):
@@ -138,9 +137,6 @@ def _check_events(events: Sequence[LockEvent | HealthEvent]) -> None:
             else:
                 check_health_event(event, "data")
         except (TypeError, ValueError) as exc:
-            match = _FIELD.match(str(exc))
-            # The event's key is made of the callback's lock and id; the vendor knows the id.
-            name = {"key": "id"}.get(match.group(1), match.group(1)) if match else ""
-            field = f"body/data/{name}" if name else "body/data"
+            field = checked_field(str(exc))
             raise Problem(400, "Invalid callback", str(exc), kind="invalid-callback",
                           errors=[{"field": field, "message": str(exc)}]) from None
