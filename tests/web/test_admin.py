@@ -115,6 +115,50 @@ def test_door_path_and_lock_through_the_resident_page(admin: TestClient) -> None
     assert _post(admin, "/admin/doors/d-nowhere/remove", {"form": "remove-x"}).status_code == 404  # type: ignore[attr-defined]
 
 
+def test_the_resident_page_installs_a_real_lock_by_its_address(admin: TestClient, demo_settings: Settings) -> None:
+    resident = _first(r'href="/admin/residents/(res-[0-9a-f]+)"', admin.get("/admin/locks").text)
+    url = f"/admin/residents/{resident}"
+    home = _first(r'action="/admin/homes/(hom-[0-9a-f]+)/doors"', admin.get(url).text)
+    for _ in range(2):
+        assert _post(admin, f"/admin/homes/{home}/doors", {"form": f"add-{home}", "kind": "other",  # type: ignore[attr-defined]
+                                                            "position": "1"}).status_code == 303
+    page = admin.get(url).text
+    door, other = re.findall(r'action="/admin/doors/(d-[0-9a-f]+)/lock"', page)[:2]
+    backend = _first(rf'(<select id="lock-{door}-backend"[^>]*>)', page)  # labelled, and the choice is there
+    assert f'<label for="lock-{door}-backend">Låssystem for dør 1</label>' in page and 'name="backend"' in backend
+    assert '<option value="zigbee2mqtt">Zigbee (Zigbee2MQTT)</option>' in page
+    address = _first(rf'(<input id="lock-{door}-address"[^>]*>)', page)
+    assert f'<label for="lock-{door}-address">Låsens adresse for dør 1</label>' in page
+    assert f'aria-describedby="lock-{door}-address-hint"' in address
+
+    form = {"form": f"lock-{door}", "backend": "zigbee2mqtt", "address": "", "model": "Keypad K1"}
+    missing = _post(admin, f"/admin/doors/{door}/lock", form)
+    assert missing.status_code == 422  # type: ignore[attr-defined]
+    html = missing.text  # type: ignore[attr-defined]
+    assert f'id="lock-{door}-address-error"' in html and "trenger adressen sin" in html
+    assert 'aria-invalid="true"' in _first(rf'(<input id="lock-{door}-address"[^>]*>)', html)
+    assert '<option value="zigbee2mqtt" selected>' in html  # the choice is kept
+
+    installed = _post(admin, f"/admin/doors/{door}/lock", {**form, "address": "front-door-12"})
+    assert installed.headers["location"].endswith("done=lock_installed")  # type: ignore[attr-defined]
+    engine = _db(demo_settings)
+    with engine.connect() as conn:
+        row = conn.execute(select(t.locks.c.backend, t.locks.c.address).join(
+            t.doors, t.doors.c.lock_id == t.locks.c.id).where(t.doors.c.id == door)).one()
+    engine.dispose()
+    assert (row.backend, row.address) == ("zigbee2mqtt", "front-door-12")
+    assert "<code>front-door-12</code>" in admin.get(url).text and "<code>front-door-12</code>" in admin.get("/admin/locks").text
+
+    taken = _post(admin, f"/admin/doors/{other}/lock", {**form, "form": f"lock-{other}", "address": "front-door-12"})
+    assert taken.status_code == 409  # type: ignore[attr-defined]
+    html = taken.text  # type: ignore[attr-defined]
+    assert f'id="lock-{other}-address-error"' in html and 'value="front-door-12"' in _first(
+        rf'(<input id="lock-{other}-address"[^>]*>)', html)
+    english = _post(admin, f"/admin/doors/{other}/lock?lang=en", {**form, "form": f"lock-{other}",
+                                                                  "address": "front-door-12"})
+    assert "Another mounted lock of the same lock system already has this address." in english.text  # type: ignore[attr-defined]
+
+
 def test_staff_phone_revoked_and_account_disabled(admin: TestClient, demo_settings: Settings) -> None:
     added = _post(admin, "/admin/staff", {"form": "staff", "display_name": "Kari Nordmann", "role": "home_nursing",
                                           "organisation": "Hjemmetjenesten", "hpr_number": "91x"})

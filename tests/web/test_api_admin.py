@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,57 @@ def test_doors_and_locks_with_idempotent_posts(admin: TestClient) -> None:
     assert moved.headers["ETag"] == _etag(admin, door_url)
     assert admin.delete(door_url, headers={"If-Match": _etag(admin, door_url)}).status_code == 204
     assert len(admin.get(f"/api/v1/homes/{home['id']}").json()["doors"]) == doors_before
+
+
+def _new_doors(admin: TestClient, count: int) -> list[str]:
+    resident = admin.get("/api/v1/residents", params={"limit": 1}).json()["items"][0]
+    home = admin.get(f"/api/v1/residents/{resident['id']}/homes").json()["items"][0]
+    made = [admin.post(f"/api/v1/homes/{home['id']}/doors", json={"kind": "other"}) for _ in range(count)]
+    assert all(m.status_code == 201 for m in made), [m.text for m in made]
+    return [m.json()["id"] for m in made]
+
+
+def test_a_real_lock_is_installed_by_its_backend_address(admin: TestClient, demo_settings: Settings) -> None:
+    first, second, third = _new_doors(admin, 3)
+    lock = admin.post(f"/api/v1/doors/{first}/lock",
+                      json={"backend": "zigbee2mqtt", "address": " front-door-12 ", "enforcement": "server"})
+    assert lock.status_code == 201, lock.text
+    body = lock.json()
+    assert (body["backend"], body["address"], body["enforcement"]) == ("zigbee2mqtt", "front-door-12", "server")
+    lock_url = f"/api/v1/locks/{body['id']}"
+    assert admin.get(lock_url).json() == body  # the read model shows them too
+    assert {"address", "enforcement"} <= set(admin.get("/api/v1/locks").json()["items"][0])
+
+    missing = admin.post(f"/api/v1/doors/{second}/lock", json={"backend": "zigbee2mqtt"})
+    assert missing.status_code == 422 and _field(missing) == ["body/address"]
+    blank = admin.post(f"/api/v1/doors/{second}/lock", json={"backend": "nuki", "address": "   "})
+    assert blank.status_code == 422 and _field(blank) == ["body/address"]
+    control = admin.post(f"/api/v1/doors/{second}/lock", json={"backend": "matter", "address": "12\n1"})
+    assert control.status_code == 422 and _field(control) == ["body/address"]
+    unknown = admin.post(f"/api/v1/doors/{second}/lock", json={"backend": "acme-cloud", "address": "x"})
+    assert unknown.status_code == 422 and _field(unknown) == ["body/backend"]
+    bad_mode = admin.post(f"/api/v1/doors/{second}/lock", json={"backend": "matter", "address": "12/1",
+                                                               "enforcement": "door"})
+    assert bad_mode.status_code == 422 and _field(bad_mode) == ["body/enforcement"]
+
+    taken = admin.post(f"/api/v1/doors/{second}/lock", json={"backend": "zigbee2mqtt", "address": "front-door-12"})
+    assert taken.status_code == 409 and _field(taken) == ["body/address"], taken.text
+    assert taken.headers["content-type"] == "application/problem+json"
+    other_backend = admin.post(f"/api/v1/doors/{second}/lock", json={"backend": "matter", "address": "front-door-12"})
+    assert other_backend.status_code == 201 and other_backend.json()["enforcement"] is None  # unique per backend
+
+    # A removed lock with history keeps its row, marked removed; its address is free again.
+    engine = open_database(demo_settings.db_url)
+    with engine.begin() as conn:
+        conn.execute(t.lock_log_anomalies.insert().values(lock_id=body["id"], kind="gap", first_seq=1, last_seq=2,
+                                                          detected_at=datetime(2026, 1, 1, tzinfo=UTC)))
+    assert admin.delete(lock_url, headers={"If-Match": _etag(admin, lock_url)}).status_code == 204
+    with engine.connect() as conn:
+        row = conn.execute(select(t.locks.c.removed_at, t.locks.c.address).where(t.locks.c.id == body["id"])).one()
+    engine.dispose()
+    assert row.removed_at is not None and row.address == "front-door-12"
+    moved = admin.post(f"/api/v1/doors/{third}/lock", json={"backend": "zigbee2mqtt", "address": "front-door-12"})
+    assert moved.status_code == 201, moved.text
 
 
 def test_staff_and_accounts_take_effect(admin: TestClient, client_for: Client) -> None:

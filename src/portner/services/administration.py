@@ -26,10 +26,12 @@ from portner.domain.errors import PortnerError
 from portner.domain.model import DoorKind, GrantOrigin, GrantStatus, Role, ServiceModel, Visit
 from portner.domain.national_id import redact_national_ids
 from portner.domain.windows import visit_window
+from portner.locks.registry import ADAPTERS
 from portner.services import accounts as account_service
 from portner.services import revocation
 from portner.services.ids import IdSource
 from portner.services.importing import ImportReport, import_sources
+from portner.services.keypad.model import Enforcement
 from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
 from portner.storage.bulk import instant_writer, json_id_list
@@ -39,7 +41,10 @@ from portner.storage.repository import Repository
 LEAD_MINUTES = (0, 120)
 GRACE_MINUTES = (0, 240)
 BASELINE_MINUTES = (0.0, 600.0)
-LOCK_BACKENDS = frozenset({"simulated"})
+LOCK_BACKENDS = frozenset(ADAPTERS)  # the registry's adapter names, nowhere else
+# The simulated lock is found by its id; every real backend needs the lock's own address there.
+ADDRESS_OPTIONAL = frozenset({"simulated"})
+MAX_ADDRESS = 200
 STAFF_ROLES = frozenset(r for r in Role if r is not Role.RELATIVE)
 MAX_REASON = 400
 
@@ -65,6 +70,14 @@ class Refused(PortnerError):
     def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+
+class Taken(Refused):
+    """A value another record already holds (a 409 naming `field`, not a malformed field)."""
+
+    def __init__(self, field: str, message: str, code: str = "") -> None:
+        super().__init__(message, code)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +135,23 @@ def _text(changes: Mapping[str, Any], name: str, limit: int, *, required: bool =
         raise InvalidChange(name, "must not be empty", "required")
     if len(value) > limit:
         raise InvalidChange(name, f"at most {limit} characters", "too_long", limit=limit)
+    return value
+
+
+def _lock_address(value: Any, backend: str) -> str | None:
+    """A lock's address as stored (trimmed), or None for a simulated lock given none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if backend in ADDRESS_OPTIONAL:
+            return None
+        raise InvalidChange("address", f"a {backend} lock needs its address (how the backend finds it)",
+                            "address_required", backend=backend)
+    if not isinstance(value, str):
+        raise InvalidChange("address", "must be text", "text")
+    value = value.strip()
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):  # the backend's topic or URL, one line
+        raise InvalidChange("address", "must not contain control characters", "control")
+    if len(value) > MAX_ADDRESS:
+        raise InvalidChange("address", f"at most {MAX_ADDRESS} characters", "too_long", limit=MAX_ADDRESS)
     return value
 
 
@@ -324,24 +354,49 @@ class Administration:
             self._audit(conn, "door:removed", door_id, home=door.home_id)
 
     # -- locks ----------------------------------------------------------------------------
-    def install_lock(self, door_id: str, backend: str = "simulated", model: str = "") -> str:
+    def install_lock(self, door_id: str, backend: str = "simulated", model: str = "", *,
+                     address: str | None = None, enforcement: str | None = None) -> str:
+        """Mount a lock on a door. `address` is how the backend finds it (a Zigbee2MQTT friendly
+        name, a Matter "node" or "node/endpoint", a Nuki smartlock id), required for every backend
+        but the simulated one and unique among the backend's mounted locks; `enforcement` "lock"
+        or "server" fixes where keypad windows are kept (None: chosen from the capabilities)."""
         if backend not in LOCK_BACKENDS:
             raise InvalidChange("backend", "must be one of " + ", ".join(sorted(LOCK_BACKENDS)), "choice")
         model = _text({"model": model}, "model", 200, required=False)
+        address = _lock_address(address, backend)
+        chosen = None if enforcement is None or enforcement == "" else _enum(Enforcement, enforcement, "enforcement").value
         with self.engine.begin() as conn:
             door = self._door_row(conn, door_id)
             if door.lock_id is not None:
                 raise Refused("the door already has a lock; remove it first", "has_lock")
+            if address is not None:
+                self._address_free(conn, backend, address)
             lock_id = self.ids.new("l")
             conn.execute(insert(t.locks).values(id=lock_id, door_id=door_id, backend=backend, model=model,
-                                                synced_seq=0))
+                                                address=address, enforcement=chosen, synced_seq=0))
             conn.execute(update(t.doors).where(t.doors.c.id == door_id).values(lock_id=lock_id))
             self._audit(conn, "lock:installed", lock_id, door=door_id, home=door.home_id,
-                        position=door.position)
+                        position=door.position, backend=backend, enforcement=chosen,
+                        # Whether, not what: integrators sometimes name devices after the resident.
+                        addressed=address is not None)
             self._refresh_grants(conn, door.home_id, "lock installed")
         return lock_id
 
+    def _address_free(self, conn: Connection, backend: str, address: str) -> None:
+        # Across every municipality: one backend (one Zigbee2MQTT broker, one Matter fabric)
+        # serves the deployment, and its events name the address only. A removed lock's address
+        # may be used again (the lock was moved); its old events keep its own id.
+        mounted = conn.execute(
+            select(t.locks.c.id).join(t.doors, t.doors.c.lock_id == t.locks.c.id)
+            .where(t.locks.c.backend == backend, t.locks.c.address == address, t.locks.c.removed_at.is_(None))
+        ).first()
+        if mounted is not None:
+            raise Taken("address", f"another mounted {backend} lock already has this address", "address_taken")
+
     def remove_lock(self, lock_id: str) -> None:
+        """Take the lock off its door. A lock with history (events, anomalies, uploads waiting)
+        keeps its row, marked removed, so that the log stays readable; one without any is
+        deleted, so that its door can still be removed (the row names the door)."""
         with self.engine.begin() as conn:
             door = conn.execute(select(t.doors).where(t.doors.c.lock_id == lock_id)).first()
             if door is None:
@@ -352,7 +407,9 @@ class Administration:
                 conn.execute(select(table.c.lock_id).where(table.c.lock_id == lock_id).limit(1)).first()
                 for table in (t.door_events, t.lock_log_anomalies, t.door_event_pending)
             )
-            if not history:  # nothing to keep: the lock row goes too
+            if history:
+                conn.execute(update(t.locks).where(t.locks.c.id == lock_id).values(removed_at=self.now))
+            else:
                 conn.execute(delete(t.locks).where(t.locks.c.id == lock_id))
             self._audit(conn, "lock:removed", lock_id, door=door.id, home=door.home_id, log_kept=history)
 

@@ -32,6 +32,8 @@ LOCK_COLUMNS = (
     t.locks.c.synced_seq,
     t.locks.c.clock_offset_s,
     func.coalesce(_anomalies.c.n, 0).label("open_anomalies"),
+    t.locks.c.address,
+    t.locks.c.enforcement,
 )
 
 
@@ -79,6 +81,7 @@ def _lock_dict(row: Any) -> dict[str, Any] | None:
         "battery_percent": row.battery_percent, "last_sync_at": row.last_sync_at,
         "synced_seq": int(row.synced_seq or 0), "clock_offset_s": row.clock_offset_s,
         "open_anomalies": int(row.open_anomalies or 0),
+        "address": row.lock_address, "enforcement": row.enforcement,
     }
 
 
@@ -90,6 +93,7 @@ def _doors_of(conn: Connection, home_ids: list[str]) -> dict[str, list[dict[str,
         select(t.doors.c.id, t.doors.c.home_id, t.doors.c.position, t.doors.c.kind, t.doors.c.lock_id,
                t.locks.c.id.label("lock_row_id"), t.locks.c.backend, t.locks.c.model, t.locks.c.battery_percent,
                t.locks.c.last_sync_at, t.locks.c.synced_seq, t.locks.c.clock_offset_s,
+               t.locks.c.address.label("lock_address"), t.locks.c.enforcement,
                func.coalesce(_anomalies.c.n, 0).label("open_anomalies"))
         .outerjoin(t.locks, t.locks.c.id == t.doors.c.lock_id)
         .outerjoin(_anomalies, _anomalies.c.lock_id == t.locks.c.id)

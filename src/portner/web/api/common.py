@@ -603,6 +603,10 @@ class LockOut(_Out):
     synced_seq: int = 0
     clock_offset_s: float | None = None
     open_anomalies: int = Field(0, description="Gaps or forks in the lock's own event log.")
+    address: str | None = Field(None, description="How the backend finds the lock; null for a simulated "
+                                                  "lock found by its id.")
+    enforcement: str | None = Field(None, description="lock or server: where keypad code windows are kept; "
+                                                      "null: chosen from the lock's capabilities.")
 
 
 class DoorOut(_Out):

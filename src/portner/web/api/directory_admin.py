@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 
 from portner.domain.access import AccountRole, Principal
 from portner.domain.model import DoorKind, Role, ServiceModel
+from portner.locks.registry import ADAPTERS
 from portner.services import directory_queries as dq
 from portner.services.accounts import get_account
 from portner.services.administration import (
@@ -30,6 +31,7 @@ from portner.services.administration import (
     NotFound,
     QuarantineEntry,
     Refused,
+    Taken,
 )
 from portner.storage.repository import Repository
 from portner.web.api.common import (
@@ -97,9 +99,21 @@ class DoorPatch(_Body):
     position: int | None = Field(None, ge=1, le=16, description="Move to this place (1 = street).")
 
 
+# The registry's adapter names, so that the document lists what a deployment can serve.
+LockBackendName = Literal[tuple(sorted(ADAPTERS))]  # type: ignore[valid-type]
+LockAddress = Annotated[Text, Field(min_length=1, max_length=200)]
+
+
 class LockIn(_Body):
-    backend: Text = Field("simulated", max_length=64, description="Lock backend: simulated.")
+    backend: LockBackendName = Field("simulated", description="The adapter that serves the lock.")
     model: Text = Field("", max_length=200)
+    address: LockAddress | None = Field(
+        None, description="How the backend finds the lock: a Zigbee2MQTT friendly name, a Matter \"node\" or "
+                    "\"node/endpoint\", a Nuki smartlock id. Required for every backend but simulated; "
+                    "unique among the backend's mounted locks (409 otherwise).")
+    enforcement: Literal["lock", "server"] | None = Field(
+        None, description="Where keypad code windows are kept: the lock's own schedules, or the server "
+                          "adding and removing codes. Null: chosen from the lock's capabilities.")
 
 
 class StaffIn(_Body):
@@ -187,6 +201,8 @@ def _refusals() -> Iterator[None]:
         raise field_problem(f"body/{exc.field}", exc.message) from None
     except NotFound as exc:
         raise not_found(str(exc)) from None
+    except Taken as exc:
+        raise field_problem(f"body/{exc.field}", str(exc), status=409) from None
     except Refused as exc:
         raise Problem(409, "Refused", str(exc), kind="refused") from None
 
@@ -300,6 +316,8 @@ def delete_door(request: Request, door_id: Id, who: AdminOnly, if_match: IfMatch
 
 
 @router.post("/doors/{door_id}/lock", response_model=LockOut, status_code=201,
+             responses={409: {"description": "The door has a lock, or another mounted lock of the backend "
+                                             "has this address (errors name body/address)."}},
              summary="Install a lock on a door (admin); coming visits get keys for it")
 async def install_lock(request: Request, door_id: Id, body: LockIn, who: AdminOnly,
                        idempotency_key: IdempotencyKeyHeader = None) -> Response:
@@ -307,14 +325,17 @@ async def install_lock(request: Request, door_id: Id, body: LockIn, who: AdminOn
 
     def handler(conn: Connection) -> LockOut:
         with _refusals():
-            lock_id = _admin(request, who, conn).install_lock(door_id, body.backend, body.model)
+            lock_id = _admin(request, who, conn).install_lock(door_id, body.backend, body.model,
+                                                              address=body.address, enforcement=body.enforcement)
         return LockOut(**dq.lock(conn, mid, lock_id))  # type: ignore[arg-type]
 
     return await idempotent(request, who, handler, status_code=201)
 
 
 @router.delete("/locks/{lock_id}", status_code=204, responses={412: {}, 428: {}},
-               summary="Remove a lock; the door stays, and so does the lock's event log (admin)")
+               summary="Remove a lock; the door stays, and so does the lock's event log (admin)",
+               description="A lock with history keeps its row, marked removed (removed_at); its address "
+                           "may then be given to a lock installed elsewhere.")
 def delete_lock(request: Request, lock_id: Id, who: AdminOnly, if_match: IfMatchHeader = None) -> Response:
     mid = portner(request).municipality.id
     with portner(request).engine.begin() as conn:

@@ -74,6 +74,20 @@ MESSAGES = {
     "admin.position_hint": {"nb": "1 er døren mot gaten.", "en": "1 is the door to the street."},
     "admin.install_lock": {"nb": "Monter lås", "en": "Install a lock"},
     "admin.lock_model": {"nb": "Låsmodell for dør {n}", "en": "Lock model for door {n}"},
+    "admin.lock_backend": {"nb": "Låssystem for dør {n}", "en": "Lock system for door {n}"},
+    "admin.lock_address": {"nb": "Låsens adresse for dør {n}", "en": "The lock's address for door {n}"},
+    "admin.lock_address_hint": {
+        "nb": "Slik finner låssystemet låsen: navnet i Zigbee2MQTT, Matter-noden («12» eller «12/1»), "
+              "Nuki-låsens id. Må fylles ut for alle unntatt simulert lås.",
+        "en": "How the lock system finds the lock: its Zigbee2MQTT friendly name, the Matter node (\"12\" or "
+              "\"12/1\"), the Nuki smartlock id. Required for all but the simulated lock.",
+    },
+    "admin.lock_system": {"nb": "Låssystem og adresse", "en": "Lock system and address"},
+    "admin.backend.simulated": {"nb": "Simulert lås", "en": "Simulated lock"},
+    "admin.backend.zigbee2mqtt": {"nb": "Zigbee (Zigbee2MQTT)", "en": "Zigbee (Zigbee2MQTT)"},
+    "admin.backend.matter": {"nb": "Matter", "en": "Matter"},
+    "admin.backend.nuki": {"nb": "Nuki (Nuki Web)", "en": "Nuki (Nuki Web)"},
+    "admin.backend.webhook": {"nb": "Webhook (leverandørens sky)", "en": "Webhook (the vendor's cloud)"},
     "admin.remove_lock": {"nb": "Fjern låsen", "en": "Remove the lock"},
     "admin.door_label": {"nb": "Dør {n}: {kind}", "en": "Door {n}: {kind}"},
     # locks
@@ -251,6 +265,13 @@ MESSAGES = {
     "admin.err.door_history": {
         "nb": "Loggen til en tidligere lås viser til denne døren, så døren blir stående.",
         "en": "A former lock's log refers to this door, so the door stays.",
+    },
+    "admin.err.address_required": {
+        "nb": "En lås i dette låssystemet trenger adressen sin.", "en": "A lock of this lock system needs its address.",
+    },
+    "admin.err.address_taken": {
+        "nb": "En annen montert lås i samme låssystem har allerede denne adressen.",
+        "en": "Another mounted lock of the same lock system already has this address.",
     },
     "admin.err.has_lock": {"nb": "Døren har allerede en lås.", "en": "The door already has a lock."},
     "admin.err.own_account": {"nb": "Du kan ikke deaktivere din egen konto.", "en": "You cannot disable your own account."},

@@ -22,6 +22,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from portner.domain.access import INTEGRATION_SCOPES, AccountRole, Principal
 from portner.domain.model import DoorKind, ServiceModel
+from portner.locks.registry import ADAPTERS
 from portner.services import directory_queries as dq
 from portner.services.accounts import DEV_ISSUER, list_accounts
 from portner.services.administration import (
@@ -30,6 +31,7 @@ from portner.services.administration import (
     InvalidChange,
     NotFound,
     Refused,
+    Taken,
 )
 from portner.services.revocation import publish_revocation_list
 from portner.storage import tables as t
@@ -100,6 +102,9 @@ async def _submit(request: Request, who: Principal, change: Callable[[Administra
             return await run_in_threadpool(again, page_error=_error_text(request, exc), status_code=422)
         errors = {exc.field: _error_text(request, exc)}
         return await run_in_threadpool(again, errors=errors, values=dict(form), status_code=422)
+    except Taken as exc:  # a value another record holds: said next to its field
+        return await run_in_threadpool(again, errors={exc.field: _error_text(request, exc)}, values=dict(form),
+                                       status_code=409)
     except Refused as exc:
         return await run_in_threadpool(again, page_error=_error_text(request, exc), values=dict(form),
                                        status_code=409)
@@ -175,7 +180,8 @@ def _lock_row(r: Any, now: datetime) -> dict[str, Any]:
     battery = r.battery_percent
     stale = r.last_sync_at is not None and now - r.last_sync_at > STALE_SYNC
     attention = bool(r.anomalies) or (battery is not None and battery < LOW_BATTERY) or stale
-    return {"id": r.lock_id, "model": r.model or "", "battery": battery, "low": battery is not None and battery < LOW_BATTERY,
+    return {"id": r.lock_id, "model": r.model or "", "backend": r.backend, "lock_address": r.lock_address,
+            "battery": battery, "low": battery is not None and battery < LOW_BATTERY,
             "last_sync": r.last_sync_at, "stale": stale, "anomalies": int(r.anomalies or 0), "attention": attention}
 
 
@@ -190,7 +196,8 @@ def _doors(conn: Any, home_id: str, now: datetime) -> list[dict[str, Any]]:
     anomalies = _anomaly_counts()
     rows = conn.execute(
         select(t.doors.c.id, t.doors.c.position, t.doors.c.kind, t.doors.c.lock_id, t.locks.c.model,
-               t.locks.c.battery_percent, t.locks.c.last_sync_at, func.coalesce(anomalies.c.n, 0).label("anomalies"))
+               t.locks.c.backend, t.locks.c.address.label("lock_address"), t.locks.c.battery_percent,
+               t.locks.c.last_sync_at, func.coalesce(anomalies.c.n, 0).label("anomalies"))
         .outerjoin(t.locks, t.locks.c.id == t.doors.c.lock_id)
         .outerjoin(anomalies, anomalies.c.lock_id == t.doors.c.lock_id)
         .where(t.doors.c.home_id == home_id).order_by(t.doors.c.position)).all()
@@ -212,6 +219,7 @@ def _resident_page(request: Request, resident_id: str, *, errors: dict[str, str]
         homes = [{**h, "doors": _doors(conn, h["id"], p.now())} for h in dq.homes_of_resident(conn, p.municipality.id, resident_id)]
     return _page(request, "resident.html", {
         "resident": resident, "zone_id": current_zone, "zones": zones, "homes": homes, "kinds": list(DoorKind),
+        "backends": list(ADAPTERS),
         "errors": errors or {}, "values": values or {}, "page_error": page_error}, status_code=status_code)
 
 
@@ -288,7 +296,9 @@ async def install_lock(request: Request, door_id: str, who: Principal = Depends(
     resident_id = await run_in_threadpool(_home_resident, request, door_id=door_id)
 
     def change(a: Administration, f: FormData) -> None:
-        a.install_lock(door_id, "simulated", str(f.get("model", "")))
+        # No backend sent: the simulated lock, as the API's default.
+        a.install_lock(door_id, str(f.get("backend") or "simulated"), str(f.get("model", "")),
+                       address=str(f.get("address", "")).strip() or None)
     return await _resident_form(request, who, resident_id, change, "lock_installed")
 
 
@@ -301,7 +311,8 @@ async def remove_lock(request: Request, lock_id: str, who: Principal = Depends(a
 def _locks(conn: Any, mid: str, now: datetime) -> list[dict[str, Any]]:
     anomalies = _anomaly_counts()
     rows = conn.execute(
-        select(t.doors.c.lock_id, t.doors.c.kind, t.locks.c.model, t.locks.c.battery_percent, t.locks.c.last_sync_at,
+        select(t.doors.c.lock_id, t.doors.c.kind, t.locks.c.model, t.locks.c.backend,
+               t.locks.c.address.label("lock_address"), t.locks.c.battery_percent, t.locks.c.last_sync_at,
                func.coalesce(anomalies.c.n, 0).label("anomalies"), t.residents.c.id.label("resident_id"),
                t.residents.c.display_name, t.homes.c.address)
         .join(t.locks, t.locks.c.id == t.doors.c.lock_id)
