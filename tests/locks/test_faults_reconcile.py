@@ -95,17 +95,18 @@ class CountingPort:
         self._log("read", slots)
         return await self.inner.read_slots(slots)
 
-    async def set_code(self, slot: int, code: KeypadCode, window: LockWindow | None = None) -> CommandResult:
+    async def set_code(self, slot: int, code: KeypadCode, window: LockWindow | None = None, *,
+                       idempotency_key: str | None = None) -> CommandResult:
         self._log("set", [slot])
         if self.fail_next_set:
             return self.fail_next_set.pop(0)
         return await self.inner.set_code(slot, code, window)
 
-    async def clear_code(self, slot: int) -> CommandResult:
+    async def clear_code(self, slot: int, *, idempotency_key: str | None = None) -> CommandResult:
         self._log("clear", [slot])
         return await self.inner.clear_code(slot)
 
-    async def operate(self, operation):  # type: ignore[no-untyped-def]
+    async def operate(self, operation, *, idempotency_key=None):  # type: ignore[no-untyped-def]
         return await self.inner.operate(operation)
 
     async def set_clock(self, now, zone):  # type: ignore[no-untyped-def]

@@ -423,3 +423,13 @@ def test_a_hostile_callback_body_is_malformed_naming_the_field(body: bytes, fiel
     with pytest.raises(MalformedCallback) as refused:
         parse_callback(body, received_at=datetime(2026, 3, 2, tzinfo=UTC))
     assert refused.value.field == field
+
+
+@pytest.mark.anyio
+async def test_the_platforms_command_id_is_the_vendors_idempotency_key(webhook: WebhookHarness) -> None:
+    """A redelivered lock command (after a crash between sending and recording) reaches the vendor
+    under the same key, so the vendor does it once."""
+    assert (await webhook.port.set_code(2, KeypadCode("385172"), idempotency_key="lcmd-7")).ok
+    assert (await webhook.port.clear_code(2, idempotency_key="lcmd-8")).ok
+    keys = [m["idempotency_key"] for m in webhook.cloud.executed if m["command"] in ("set_code", "clear_code")]
+    assert keys[:1] == ["lcmd-7"] and "lcmd-8" in keys

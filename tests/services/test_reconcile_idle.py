@@ -212,7 +212,7 @@ async def test_a_delivery_cut_short_is_redelivered_by_the_same_reconciler(sqlite
         def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
             return getattr(real, name)
 
-        async def set_code(self, slot, code, window=None):  # type: ignore[no-untyped-def]
+        async def set_code(self, slot, code, window=None, *, idempotency_key=None):  # type: ignore[no-untyped-def]
             raise asyncio.CancelledError
 
     site.ports["l-2"] = Cancelled()  # type: ignore[assignment]

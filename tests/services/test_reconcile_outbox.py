@@ -27,7 +27,7 @@ class CrashingPort:
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         return getattr(self.inner, name)
 
-    async def set_code(self, slot: int, code: KeypadCode, window: LockWindow | None = None):  # type: ignore[no-untyped-def]
+    async def set_code(self, slot: int, code: KeypadCode, window: LockWindow | None = None, *, idempotency_key=None):  # type: ignore[no-untyped-def]
         raise Crash
 
 

@@ -331,20 +331,24 @@ class LockPort(Protocol):
         ...
 
     async def set_code(
-        self, slot: int, code: KeypadCode, window: LockWindow | None = None
+        self, slot: int, code: KeypadCode, window: LockWindow | None = None, *,
+        idempotency_key: str | None = None,
     ) -> CommandResult:
         """Put `code` in `slot` (optionally with a window the lock enforces) and confirm it.
+
+        `idempotency_key` is the platform's id for this command (the lock_commands row): a vendor
+        cloud that takes one gets it, so a redelivery after a crash is the same command there.
 
         Re-setting the same code in the same slot is an idempotent success. A code that another
         slot already holds is REFUSED DUPLICATE_CODE (with conflict_slot when known), never a
         success (F5)."""
         ...
 
-    async def clear_code(self, slot: int) -> CommandResult:
+    async def clear_code(self, slot: int, *, idempotency_key: str | None = None) -> CommandResult:
         """Remove the code and any window from `slot`, and confirm the slot is empty."""
         ...
 
-    async def operate(self, operation: Operation) -> CommandResult:
+    async def operate(self, operation: Operation, *, idempotency_key: str | None = None) -> CommandResult:
         """Lock or unlock on command; CONFIRMED only when the lock reports the new state."""
         ...
 

@@ -108,7 +108,7 @@ async def deliver_remote_commands(engine: Engine, port_for: Callable[[str], Lock
                 outcomes.append(RemoteOutcome(cmd.id, "refused", "expired"))
                 continue
         try:
-            result = await port_for(cmd.lock_id).operate(Operation(cmd.args["operation"]))
+            result = await port_for(cmd.lock_id).operate(Operation(cmd.args["operation"]), idempotency_key=cmd.id)
         except LookupError as exc:  # the lock's backend is not configured here
             result = CommandResult(Outcome.TIMED_OUT, None, None, str(exc)[:200])
         state = {Outcome.CONFIRMED: "confirmed", Outcome.REFUSED: "refused", Outcome.TIMED_OUT: "timed_out"}[result.outcome]

@@ -251,7 +251,8 @@ class SimulatedKeypadPort:
             return SlotReading(slot, SlotState.EMPTY, None, read.enabled)
         return SlotReading(slot, SlotState.UNREADABLE)
 
-    async def set_code(self, slot: int, code: KeypadCode, window: LockWindow | None = None) -> CommandResult:
+    async def set_code(self, slot: int, code: KeypadCode, window: LockWindow | None = None, *,
+                       idempotency_key: str | None = None) -> CommandResult:
         early = self._check_slot(slot)
         if early is not None:
             return early
@@ -284,7 +285,7 @@ class SimulatedKeypadPort:
         return refused(Refusal.WRITE_UNCONFIRMED,
                        f"the lock accepted the code but reads back {reading.state.value}")
 
-    async def clear_code(self, slot: int) -> CommandResult:
+    async def clear_code(self, slot: int, *, idempotency_key: str | None = None) -> CommandResult:
         early = self._check_slot(slot)
         if early is not None:
             return early
@@ -303,7 +304,7 @@ class SimulatedKeypadPort:
         return refused(Refusal.WRITE_UNCONFIRMED,
                        f"the lock accepted the clear but reads back {reading.state.value}")
 
-    async def operate(self, operation: Operation) -> CommandResult:
+    async def operate(self, operation: Operation, *, idempotency_key: str | None = None) -> CommandResult:
         reply = self._device.remote(operation.value)
         self._saw(reply.kind is not ReplyKind.OFFLINE)
         if reply.kind is ReplyKind.OFFLINE:

@@ -198,7 +198,8 @@ class MatterLock:
     # --- writes ------------------------------------------------------------------------------
 
     async def set_code(
-        self, slot: int, code: KeypadCode, window: LockWindow | None = None
+        self, slot: int, code: KeypadCode, window: LockWindow | None = None, *,
+        idempotency_key: str | None = None,  # Matter commands are idempotent per slot: not sent
     ) -> CommandResult:
         caps = await self.capabilities()
         problem = check_write(caps, slot, code, window)
@@ -310,7 +311,7 @@ class MatterLock:
         status = answer.get("status") if isinstance(answer, dict) else None
         return status if isinstance(status, int) else None
 
-    async def clear_code(self, slot: int) -> CommandResult:
+    async def clear_code(self, slot: int, *, idempotency_key: str | None = None) -> CommandResult:
         caps = await self.capabilities()
         if not caps.features:
             return refused(Refusal.OFFLINE, "the Matter server does not know this lock (yet)")
@@ -343,7 +344,7 @@ class MatterLock:
 
     # --- operation and clock -------------------------------------------------------------------
 
-    async def operate(self, operation: Operation) -> CommandResult:
+    async def operate(self, operation: Operation, *, idempotency_key: str | None = None) -> CommandResult:
         command = "LockDoor" if operation is Operation.LOCK else "UnlockDoor"
         if not await self._known():
             return refused(Refusal.OFFLINE, "the Matter server does not know this lock (yet)")

@@ -125,7 +125,8 @@ class NukiLock:
     # --- codes -------------------------------------------------------------------------------
 
     async def set_code(self, slot: int, code: KeypadCode,
-                       window: LockWindow | None = None) -> CommandResult:
+                       window: LockWindow | None = None, *,
+                       idempotency_key: str | None = None) -> CommandResult:  # Nuki's API takes none
         if (outside := self._names.outside(slot)) is not None:
             return outside
         reason = check_nuki_code(code)
@@ -175,7 +176,7 @@ class NukiLock:
         return refused(Refusal.DUPLICATE_CODE, "Nuki reports the code already exists",
                        conflict_slot=holder.slot if holder else None)
 
-    async def clear_code(self, slot: int) -> CommandResult:
+    async def clear_code(self, slot: int, *, idempotency_key: str | None = None) -> CommandResult:
         if (outside := self._names.outside(slot)) is not None:
             return outside
         try:
@@ -201,7 +202,7 @@ class NukiLock:
 
     # --- operation ---------------------------------------------------------------------------
 
-    async def operate(self, operation: Operation) -> CommandResult:
+    async def operate(self, operation: Operation, *, idempotency_key: str | None = None) -> CommandResult:
         b = self._backend
         try:
             before_state = await self._lock_state()

@@ -86,7 +86,8 @@ class WebhookLock:
         return None
 
     async def set_code(self, slot: int, code: KeypadCode,
-                       window: LockWindow | None = None) -> CommandResult:
+                       window: LockWindow | None = None, *,
+                       idempotency_key: str | None = None) -> CommandResult:
         if (outside := self._outside(slot)) is not None:
             return outside
         caps = self._backend.manifest.get(self.address)
@@ -98,7 +99,7 @@ class WebhookLock:
         args = {"slot": slot, "code": code.reveal(),
                 "window": None if window is None else {"start": window.start.isoformat(),
                                                        "end": window.end.isoformat()}}
-        outcome, _ = await self._backend.execute(self.address, "set_code", args)
+        outcome, _ = await self._backend.execute(self.address, "set_code", args, idempotency_key=idempotency_key)
         if outcome.refusal is Refusal.DUPLICATE_CODE and outcome.conflict_slot in (None, slot):
             return await self._reconcile_exists(slot, code, outcome)
         return outcome
@@ -116,14 +117,15 @@ class WebhookLock:
         return refused(Refusal.DUPLICATE_CODE, answer.detail or "the code exists elsewhere",
                        conflict_slot=answer.conflict_slot if answer.conflict_slot != slot else None)
 
-    async def clear_code(self, slot: int) -> CommandResult:
+    async def clear_code(self, slot: int, *, idempotency_key: str | None = None) -> CommandResult:
         if (outside := self._outside(slot)) is not None:
             return outside
-        return (await self._backend.execute(self.address, "clear_code", {"slot": slot}))[0]
+        return (await self._backend.execute(self.address, "clear_code", {"slot": slot},
+                                            idempotency_key=idempotency_key))[0]
 
-    async def operate(self, operation: Operation) -> CommandResult:
-        return (await self._backend.execute(self.address, "operate",
-                                            {"operation": operation.value}))[0]
+    async def operate(self, operation: Operation, *, idempotency_key: str | None = None) -> CommandResult:
+        return (await self._backend.execute(self.address, "operate", {"operation": operation.value},
+                                            idempotency_key=idempotency_key))[0]
 
     async def set_clock(self, now: datetime, zone: str) -> CommandResult:
         return (await self._backend.execute(self.address, "set_clock",

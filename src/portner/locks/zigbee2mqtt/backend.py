@@ -417,7 +417,8 @@ class Zigbee2MqttLock:
             out.append(p.slot_reading(slot, state.users.get(user) if state is not None and user is not None else None))
         return out
 
-    async def set_code(self, slot: int, code: KeypadCode, window: LockWindow | None = None) -> CommandResult:
+    async def set_code(self, slot: int, code: KeypadCode, window: LockWindow | None = None, *,
+                       idempotency_key: str | None = None) -> CommandResult:
         backend, record = self._backend, self._record
         if window is not None:
             return refused(Refusal.NOT_SUPPORTED, "Zigbee2MQTT's pin_code takes no schedule; "
@@ -462,7 +463,7 @@ class Zigbee2MqttLock:
                 return self._backend.slot_of(self._record, other)
         return None
 
-    async def clear_code(self, slot: int) -> CommandResult:
+    async def clear_code(self, slot: int, *, idempotency_key: str | None = None) -> CommandResult:
         backend, record = self._backend, self._record
         user = self._user(slot)
         if user is None:
@@ -481,7 +482,7 @@ class Zigbee2MqttLock:
 
     # --- bolt and clock ------------------------------------------------------------------------
 
-    async def operate(self, operation: Operation) -> CommandResult:
+    async def operate(self, operation: Operation, *, idempotency_key: str | None = None) -> CommandResult:
         backend, record = self._backend, self._record
         if record.online is False:
             return refused(Refusal.OFFLINE, "the bridge reports the lock offline")

@@ -361,9 +361,9 @@ class Reconciler(Upkeep):
             if command.kind == CommandKind.SET_CODE:
                 window = delivery.window_from_args(command.args.get("window"))
                 code = keys.decrypt(code_row.ciphertext, code_row.id, code_row.key_id)
-                result = await port.set_code(command.slot, code, window)
+                result = await port.set_code(command.slot, code, window, idempotency_key=command.id)
             else:
-                result = await port.clear_code(command.slot)
+                result = await port.clear_code(command.slot, idempotency_key=command.id)
         except Exception as exc:  # the adapter broke; the type only (a message might hold data)
             result = delivery.timed_out_from(exc)
         adopt: SlotReading | None = None
