@@ -50,6 +50,8 @@ def test_operator_sees_acknowledges_and_resolves(portner_app: FastAPI,
 
     page = op.get("/console/locks")
     assert page.status_code == 200 and "Låsen står fast" in page.text
+    head, _, body = page.text.partition("</title>")
+    assert "<h2" not in head and body.count("Låser med kodetastatur eller fjernåpning") == 1
 
     assert op.post(f"/api/v1/lock-alarms/{alarm_id}/acknowledge").status_code == 204
     assert op.post(f"/api/v1/lock-alarms/{alarm_id}/acknowledge").status_code == 204  # twice: no change
