@@ -22,7 +22,7 @@ reader's language. The SMS, which must be stored as text, is in bokmål and name
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -267,16 +267,7 @@ def _outside_visits(
         r for r in rows
         if f"door:{r.lock_id}:{r.seq}" not in known and not _inside_visit(r, lead, grace)
     ]
-    drafts: list[_Draft] = []
-    passage: list[Any] = []
-    for r in fresh:
-        if passage and not _same_passage(passage[-1], r):
-            drafts.append(_passage_draft(passage))
-            passage = []
-        passage.append(r)
-    if passage:
-        drafts.append(_passage_draft(passage))
-    return drafts
+    return _passages(fresh, _passage_draft)
 
 
 def _inside_visit(r: Any, lead: timedelta, grace: timedelta) -> bool:
@@ -340,15 +331,20 @@ def _codes_outside_visits(
         r for r in rows
         if f"activity:{r.id}" not in known and not _inside_visit(r, lead, grace)
     ]
+    return _passages(fresh, _code_passage_draft)
+
+
+def _passages(rows: Sequence[Any], draft: Callable[[Sequence[Any]], _Draft]) -> list[_Draft]:
+    """One notice per passage: consecutive openings by one person at one home belong together."""
     drafts: list[_Draft] = []
     passage: list[Any] = []
-    for r in fresh:
+    for r in rows:
         if passage and not _same_passage(passage[-1], r):
-            drafts.append(_code_passage_draft(passage))
+            drafts.append(draft(passage))
             passage = []
         passage.append(r)
     if passage:
-        drafts.append(_code_passage_draft(passage))
+        drafts.append(draft(passage))
     return drafts
 
 
