@@ -30,7 +30,8 @@ class Clock:
 
 
 @pytest.mark.anyio
-async def test_a_keypad_lock_follows_the_visit_plan(demo_settings: Settings) -> None:
+@pytest.mark.parametrize("remove_lock_after_opening", [False, True], ids=["kept", "removed"])
+async def test_a_keypad_lock_follows_the_visit_plan(demo_settings: Settings, remove_lock_after_opening: bool) -> None:
     app = open_app(demo_settings)
     engine = app.engine
     with engine.begin() as conn:
@@ -83,6 +84,23 @@ async def test_a_keypad_lock_follows_the_visit_plan(demo_settings: Settings) -> 
         assert row is not None and (row.visit_id, row.attribution) == (grant.visit_id, "event")
         assert visit.status == "in_progress" and visit.arrived_at is not None
 
+        if remove_lock_after_opening:
+            # The lock is taken off its door: its codes stop there, and Portner never speaks to it
+            # again (its address may be another lock's soon).
+            from portner.services.administration import Administration
+
+            Administration(engine, app.municipality.id, "account:test", clock(), IdSource(9)).remove_lock(lock_id)
+            sent = device.commands_sent
+            clock.now = grant.not_after + timedelta(minutes=1)
+            for _ in range(3):
+                await fleet.step()
+                clock.now += timedelta(minutes=5)
+            assert device.commands_sent == sent
+            with engine.connect() as conn:
+                states = {r.state for r in conn.execute(select(t.code_placements.c.state)
+                                                        .where(t.code_placements.c.lock_id == lock_id))}
+            assert states == {"removed"}
+            return
         clock.now = grant.not_after + timedelta(minutes=1)
         for _ in range(3):
             await fleet.step()

@@ -405,8 +405,15 @@ class Administration:
             conn.execute(update(t.doors).where(t.doors.c.id == door.id).values(lock_id=None))
             history = any(
                 conn.execute(select(table.c.lock_id).where(table.c.lock_id == lock_id).limit(1)).first()
-                for table in (t.door_events, t.lock_log_anomalies, t.door_event_pending)
+                for table in (t.door_events, t.lock_log_anomalies, t.door_event_pending, t.lock_status,
+                              t.lock_activity, t.lock_alarms, t.lock_commands, t.lock_slots, t.code_placements)
             )
+            # Codes meant for this lock stop here: Portner never speaks to a removed lock again (its
+            # address may be another lock's soon), so the installer clears its memory on site.
+            conn.execute(update(t.code_placements)
+                         .where(t.code_placements.c.lock_id == lock_id, t.code_placements.c.state != "removed")
+                         .values(intent="absent", state="removed", removed_at=self.now, updated_at=self.now,
+                                 last_detail="the lock was taken off its door"))
             if history:
                 conn.execute(update(t.locks).where(t.locks.c.id == lock_id).values(removed_at=self.now))
             else:

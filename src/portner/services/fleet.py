@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, func, select, update
 
 from portner.domain.errors import PortnerError
+from portner.services.lock_alarms import clear_alarm
 from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
 
@@ -169,6 +170,9 @@ def resolve_quarantine(conn: Connection, municipality_id: str, lock_id: str, slo
     if resolution is Resolution.RELEASED:
         values |= {"observed": "empty", "code_mac": None, "unreadable_reads": 0, "observed_at": now}
     conn.execute(update(t.lock_slots).where(where).values(**values))
+    # The alarm the quarantine raised (services.keypad) ends with the operator's decision.
+    clear_alarm(conn, lock_id, f"slot_{row.quarantine_reason}", at=now, subject=str(slot),
+                reason=f"resolved by an operator: {resolution.value}", actor=actor)
     append_audit(conn, [AuditEntry(at=now, actor=actor, action="lock_slot:resolved", subject=f"lock:{lock_id}",
                                    details={"slot": slot, "reason": row.quarantine_reason,
                                             "resolution": resolution.value})])

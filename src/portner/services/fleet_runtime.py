@@ -77,9 +77,10 @@ class BackendSettingError(PortnerError):
 def port_for(engine: Engine, backends: dict[str, LockBackend], lock_id: str) -> LockPort:
     """The port of `lock_id` through the backend its row names (LookupError when not configured)."""
     with engine.connect() as conn:
-        row = conn.execute(select(t.locks.c.backend, t.locks.c.address).where(t.locks.c.id == lock_id)).first()
+        row = conn.execute(select(t.locks.c.backend, t.locks.c.address)
+                           .where(t.locks.c.id == lock_id, t.locks.c.removed_at.is_(None))).first()
     if row is None or row.backend not in backends:
-        raise LookupError(f"lock {lock_id} is not served by a configured backend")
+        raise LookupError(f"lock {lock_id} is not mounted, or not served by a configured backend")
     return backends[row.backend].lock(row.address or lock_id)
 
 
@@ -165,6 +166,13 @@ class FleetRuntime:
         """Record per backend (a backend speaks only for its own locks), dropping, with a log
         line, any event that does not validate instead of losing the whole batch with it."""
         taken, self._pending = self._pending, []
+        try:
+            await self._record_taken(taken, report)
+        except BaseException:
+            self._pending[:0] = taken  # not recorded: the next step tries them again (duplicates dedupe)
+            raise
+
+    async def _record_taken(self, taken: list[tuple[str, LockEvent | HealthEvent]], report: StepReport) -> None:
         by_backend: dict[str, list[LockEvent | HealthEvent]] = {}
         for name, event in taken:
             try:

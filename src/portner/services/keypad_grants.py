@@ -97,6 +97,7 @@ def sync_grant_codes(engine: Engine, municipality_id: str, *, now: datetime, ids
     for grant in live:
         if grant.id in coded:
             continue
+        keypad: set[str] = set()
         try:
             with engine.begin() as conn:
                 locks = _door_locks(conn, list(grant.door_ids))
@@ -114,6 +115,8 @@ def sync_grant_codes(engine: Engine, municipality_id: str, *, now: datetime, ids
             # One door path whose locks share no code rule (a 4-digit and a 6-digit keypad, say) is
             # an operator's problem, not the fleet's: alarm on its first lock and go on.
             result.failed.append(grant.id)
+            if not keypad:
+                raise  # not a door-path problem: a real failure, for the step's log
             with engine.begin() as conn:
                 raise_alarm(conn, sorted(keypad)[0], "code_not_possible", at=now, subject=f"grant:{grant.id}",
                             detail=f"no keypad code fits every lock of this door path: {exc}"[:400], actor=ACTOR)

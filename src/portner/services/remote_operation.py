@@ -82,9 +82,11 @@ async def deliver_remote_commands(engine: Engine, port_for: Callable[[str], Lock
     transaction first, so two deliverers (the request and the worker) never both send it."""
     c = t.lock_commands.c
     with engine.begin() as conn:  # a delivery cut short (a crash): its outcome is unknown, never retried
-        conn.execute(update(t.lock_commands)
-                     .where(c.kind == KIND, c.state == "sending", c.sent_at < now - MAX_AGE)
-                     .values(state="timed_out", finished_at=now, detail="interrupted: no answer was recorded"))
+        for cut in conn.execute(select(c.id, c.lock_id).where(c.kind == KIND, c.state == "sending",
+                                                            c.sent_at < now - MAX_AGE)).all():
+            conn.execute(update(t.lock_commands).where(c.id == cut.id, c.state == "sending")
+                         .values(state="timed_out", finished_at=now, detail="interrupted: no answer was recorded"))
+            _audit(conn, cut, now, "timed_out", {"detail": "interrupted"})
     query = select(c.id, c.lock_id, c.args, c.created_at).where(c.kind == KIND, c.state == "requested")
     if command_id is not None:
         query = query.where(c.id == command_id)
@@ -114,9 +116,10 @@ async def deliver_remote_commands(engine: Engine, port_for: Callable[[str], Lock
         state = {Outcome.CONFIRMED: "confirmed", Outcome.REFUSED: "refused", Outcome.TIMED_OUT: "timed_out"}[result.outcome]
         refusal = result.refusal.value if result.refusal else None
         with engine.begin() as conn:
-            conn.execute(update(t.lock_commands).where(c.id == cmd.id).values(
-                state=state, refusal=refusal, detail=result.detail[:400] or None, finished_at=now))
-            _audit(conn, cmd, now, state, {"refusal": refusal} if refusal else {})
+            recorded = conn.execute(update(t.lock_commands).where(c.id == cmd.id, c.state == "sending").values(
+                state=state, refusal=refusal, detail=result.detail[:400] or None, finished_at=now)).rowcount
+            if recorded:  # (else another deliverer already gave it up as interrupted)
+                _audit(conn, cmd, now, state, {"refusal": refusal} if refusal else {})
         outcomes.append(RemoteOutcome(cmd.id, state, refusal, result.detail))
     return outcomes
 

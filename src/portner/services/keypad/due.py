@@ -62,6 +62,7 @@ def read_fleet(conn: Connection, now: datetime, timing: Timing) -> FleetSnapshot
     rows = conn.execute(
         select(p, *(c.c[name] for name in _CODE_COLUMNS))
         .join(c, c.c.id == p.c.code_id)
+        .join(t.locks, mounted(p.c.lock_id))
         .where(or_(p.c.state != State.REMOVED, removed_due))
         .order_by(p.c.lock_id, p.c.id)
     )
@@ -69,6 +70,7 @@ def read_fleet(conn: Connection, now: datetime, timing: Timing) -> FleetSnapshot
         snap.placements.setdefault(row.lock_id, []).append(row)
     recently_removed = conn.execute(
         select(p.c.lock_id, func.max(case((p.c.slot.is_not(None), 1), else_=0)).label("with_slot"))
+        .join(t.locks, mounted(p.c.lock_id))
         .where(p.c.state == State.REMOVED, p.c.removed_at >= horizon)
         .group_by(p.c.lock_id)
     ).all()
@@ -76,13 +78,19 @@ def read_fleet(conn: Connection, now: datetime, timing: Timing) -> FleetSnapshot
     s = t.lock_status
     snap.status = {r.lock_id: r for r in conn.execute(select(
         s.c.lock_id, s.c.clock_offset_s, s.c.verified_at, s.c.heartbeat_at, s.c.budget_window_start,
-        s.c.budget_used, s.c.last_command_at))}
+        s.c.budget_used, s.c.last_command_at).join(t.locks, mounted(s.c.lock_id)))}
     snap.outstanding = set(conn.execute(
         select(t.lock_commands.c.lock_id).where(t.lock_commands.c.state == CommandState.REQUESTED)
         .distinct()
     ).scalars())
     snap.lock_ids = sorted(set(snap.placements) | {r.lock_id for r in recently_removed} | set(snap.status))
     return snap
+
+
+def mounted(lock_id: Any) -> Any:
+    """Join condition: the lock is on its door. A lock taken off it is never spoken to again (its
+    address may be another lock's by now)."""
+    return and_(t.locks.c.id == lock_id, t.locks.c.removed_at.is_(None))
 
 
 def placement_needs_step(p: Any, now: datetime, timing: Timing) -> bool:
