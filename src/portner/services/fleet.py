@@ -116,23 +116,6 @@ def placements(conn: Connection, municipality_id: str, lock_id: str) -> list[dic
     return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def fleet_summary(conn: Connection, municipality_id: str) -> dict[str, int]:
-    """Counts for the operator's overview: open alarms by kind, quarantined slots, stuck codes."""
-    counts: dict[str, int] = {}
-    for alarm in open_alarms(conn, municipality_id):
-        counts[f"alarm:{alarm['kind']}"] = counts.get(f"alarm:{alarm['kind']}", 0) + 1
-    counts["quarantined"] = len(quarantined_slots(conn, municipality_id))
-    p = t.code_placements.c
-    stuck = conn.execute(
-        select(p.state).join(t.keypad_codes, t.keypad_codes.c.id == p.code_id)
-        .where(t.keypad_codes.c.municipality_id == municipality_id,
-               p.state.in_(("failed", "write_unconfirmed", "suspended", "unverified")))
-    ).scalars().all()
-    for state in stuck:
-        counts[f"placement:{state}"] = counts.get(f"placement:{state}", 0) + 1
-    return counts
-
-
 def acknowledge_alarm(conn: Connection, municipality_id: str, alarm_id: int, *, actor: str,
                       now: datetime) -> None:
     """An operator has seen an alarm. It stays open until its condition ends (acknowledging a jam

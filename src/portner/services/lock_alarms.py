@@ -32,22 +32,6 @@ from portner.storage.audit import AuditEntry, append_audit
 
 SYSTEM_ACTOR = "system:locks"
 
-# The kinds Portner raises; the column is free text so adapters' helpers may add their own.
-KINDS = frozenset(
-    {
-        "jammed",
-        "tamper",
-        "battery_low",
-        "lockout",
-        "wrong_code",
-        "unknown_credential",
-        "revoked_code_used",
-        "remote_unconfirmed",
-        "attribution_unavailable",
-        "codes_changed",
-    }
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Alarm:

@@ -52,8 +52,12 @@ def my_keypad_codes(request: Request, response: Response, who: Principal = Depen
                    k.not_after.is_(None) | (k.not_after > now))
             .order_by(k.not_before, k.id)
         ).all()
+        locks_of: dict[str, list[str]] = {}
+        for code_id, lock_id in conn.execute(select(pl.code_id, pl.lock_id)
+                                             .where(pl.code_id.in_([r.id for r in rows])).order_by(pl.id)):
+            locks_of.setdefault(code_id, []).append(lock_id)
         for row in rows:
-            lock_ids = list(conn.execute(select(pl.lock_id).where(pl.code_id == row.id).order_by(pl.id)).scalars())
+            lock_ids = locks_of.get(row.id, [])
             code, delivered = None, row.delivered_at
             if delivered is None:
                 try:
