@@ -564,10 +564,13 @@ async def door_event_stream(
         while not await request.is_disconnected():
             if time.monotonic() - started >= STREAM_LIFETIME_S:
                 return  # the EventSource reconnects (Last-Event-ID) and is authorised afresh
+            rows = await run_in_threadpool(_poll, p.engine, municipality_id, cursor, late)
+            reports = await run_in_threadpool(follower.poll, p.engine, municipality_id)
+            # Checked after reading and before sending: an event stored after the account was
+            # disabled (or the session ran out) is never sent, however the two interleave.
             if not await run_in_threadpool(_session_still_valid, request):
                 yield "event: signed-out\ndata: {}\n\n"
                 return
-            rows = await run_in_threadpool(_poll, p.engine, municipality_id, cursor, late)
             fresh = [r for r in rows if (r.lock_id, r.seq) not in seen]
             for row in fresh:
                 seen[(row.lock_id, row.seq)] = row.received_at
@@ -579,7 +582,6 @@ async def door_event_stream(
                 late = True
                 floor = cursor[0] - OVERLAP
                 seen = {k: v for k, v in seen.items() if v >= floor}
-            reports = await run_in_threadpool(follower.poll, p.engine, municipality_id)
             for row in reports:
                 yield _sse(activity.activity_out(row, activity.door_part(cursor), lang, zone))
                 quiet_since = time.monotonic()
