@@ -32,8 +32,9 @@ class Resolution(StrEnum):
     CLEARED = "cleared"  # Portner was asked to remove the code (the reconciler does it)
 
 
-def _municipality_locks(municipality_id: str) -> Select[Any]:
-    """Ids of the municipality's locks (through door, home and resident)."""
+def municipality_lock_ids(municipality_id: str) -> Select[Any]:
+    """Ids of the municipality's locks (through door, home and resident): the one place that says
+    which locks a municipality has."""
     return (
         select(t.locks.c.id)
         .join(t.doors, t.doors.c.lock_id == t.locks.c.id)
@@ -44,7 +45,7 @@ def _municipality_locks(municipality_id: str) -> Select[Any]:
 
 
 def _where_lock(municipality_id: str) -> Any:
-    return t.locks.c.id.in_(_municipality_locks(municipality_id).scalar_subquery())
+    return t.locks.c.id.in_(municipality_lock_ids(municipality_id).scalar_subquery())
 
 
 def served_locks(conn: Connection, municipality_id: str) -> list[dict[str, Any]]:
@@ -92,7 +93,7 @@ def quarantined_slots(conn: Connection, municipality_id: str, *, lock_id: str | 
         select(s.lock_id, s.slot, s.observed, s.quarantined_at, s.quarantine_reason, s.unreadable_reads,
                s.observed_at)
         .where(s.quarantined_at.is_not(None), s.resolved_at.is_(None),
-               s.lock_id.in_(_municipality_locks(municipality_id).scalar_subquery()))
+               s.lock_id.in_(municipality_lock_ids(municipality_id).scalar_subquery()))
         .order_by(s.quarantined_at, s.lock_id, s.slot)
     )
     if lock_id is not None:
@@ -124,7 +125,7 @@ def acknowledge_alarm(conn: Connection, municipality_id: str, alarm_id: int, *, 
     row = conn.execute(
         select(a.id, a.lock_id, a.kind, a.acknowledged_by)
         .where(a.id == alarm_id, a.cleared_at.is_(None),
-               a.lock_id.in_(_municipality_locks(municipality_id).scalar_subquery()))
+               a.lock_id.in_(municipality_lock_ids(municipality_id).scalar_subquery()))
     ).first()
     if row is None:
         raise FleetError(f"no open alarm {alarm_id}")
@@ -145,7 +146,7 @@ def resolve_quarantine(conn: Connection, municipality_id: str, lock_id: str, slo
         raise FleetError("clearing a foreign code is a lock command; use the reconciler's clear_foreign")
     s = t.lock_slots.c
     where = and_(s.lock_id == lock_id, s.slot == slot, s.quarantined_at.is_not(None), s.resolved_at.is_(None),
-                 s.lock_id.in_(_municipality_locks(municipality_id).scalar_subquery()))
+                 s.lock_id.in_(municipality_lock_ids(municipality_id).scalar_subquery()))
     row = conn.execute(select(s.quarantine_reason).where(where)).first()
     if row is None:
         raise FleetError(f"slot {slot} of lock {lock_id} is not in quarantine")

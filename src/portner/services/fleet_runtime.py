@@ -39,7 +39,13 @@ from portner.services.keypad_grants import sync_grant_codes
 from portner.services.keys import MunicipalitySecrets
 from portner.services.lock_activity import record_events
 from portner.services.lock_alarms import check_attribution, check_unconfirmed_remote, escalate_due
-from portner.services.remote_operation import deliver_remote_commands
+from portner.services.remote_operation import (
+    Reason,
+    RemoteOutcome,
+    command_outcome,
+    deliver_remote_commands,
+    request_remote_unlock,
+)
 from portner.storage import tables as t
 
 log = logging.getLogger(__name__)
@@ -82,6 +88,22 @@ def port_for(engine: Engine, backends: dict[str, LockBackend], lock_id: str) -> 
     if row is None or row.backend not in backends:
         raise LookupError(f"lock {lock_id} is not mounted, or not served by a configured backend")
     return backends[row.backend].lock(row.address or lock_id)
+
+
+async def remote_unlock_now(engine: Engine, backends: dict[str, LockBackend], municipality_id: str,
+                            lock_id: str, *, reason: Reason, actor: str, now: Callable[[], datetime],
+                            ids: IdSource) -> RemoteOutcome:
+    """Ask for a remote unlock, then deliver it at once through the configured backends (the fleet
+    worker delivers what this could not, within a minute); the same path for API and console."""
+    with engine.begin() as conn:
+        command_id = request_remote_unlock(conn, municipality_id, lock_id, reason=reason, actor=actor,
+                                           now=now(), ids=ids)
+    delivered = await deliver_remote_commands(engine, lambda lock: port_for(engine, backends, lock),
+                                              now=now(), command_id=command_id)
+    if delivered:
+        return delivered[0]
+    with engine.connect() as conn:
+        return command_outcome(conn, command_id) or RemoteOutcome(command_id, "requested")
 
 
 @dataclass(slots=True)

@@ -29,13 +29,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from portner.domain.model import VisitStatus
 from portner.locks import attribution as rules
 from portner.locks.attribution import LEGACY_ALARM, SlotFacts, event_time
 from portner.locks.port import Condition, HealthEvent, LockEvent, Operation, Source
+from portner.services.fleet import municipality_lock_ids
 from portner.services.lock_alarms import (  # the periodic checks live with the alarms they raise
     SYSTEM_ACTOR,
     check_attribution,
@@ -46,6 +45,7 @@ from portner.services.lock_alarms import (  # the periodic checks live with the 
 from portner.services.writeback import queue_encounter
 from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
+from portner.storage.bulk import dialect_insert
 from portner.storage.repository import Repository
 
 __all__ = ["RecordResult", "check_attribution", "check_unconfirmed_remote", "record_events",
@@ -138,10 +138,7 @@ def _resolve_locks(conn: Connection, addresses: set[str], backend: str | None = 
     if backend is not None:
         query = query.where(t.locks.c.backend == backend)
     if municipality_id is not None:
-        query = query.where(t.locks.c.id.in_(
-            select(t.doors.c.lock_id).join(t.homes, t.homes.c.id == t.doors.c.home_id)
-            .join(t.residents, t.residents.c.id == t.homes.c.resident_id)
-            .where(t.residents.c.municipality_id == municipality_id, t.doors.c.lock_id.is_not(None))))
+        query = query.where(t.locks.c.id.in_(municipality_lock_ids(municipality_id).scalar_subquery()))
     rows = conn.execute(query).all()
     out: dict[str, str] = {}
     for r in rows:
@@ -209,14 +206,10 @@ def _load_status(conn: Connection, lock_ids: Sequence[str]) -> dict[str, _Status
     return out
 
 
-def _dialect_insert(conn: Connection) -> Any:
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-
-
 def _ensure_status_rows(conn: Connection, lock_ids: Sequence[str]) -> None:
     # `updated_at` is required; these rows exist to be locked right after, and get real values.
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    conn.execute(_dialect_insert(conn)(t.lock_status).values(
+    conn.execute(dialect_insert(conn)(t.lock_status).values(
         [{"lock_id": lock_id, "updated_at": epoch, "budget_used": 0} for lock_id in lock_ids]
     ).on_conflict_do_nothing())
 
@@ -230,7 +223,7 @@ def _save_status(conn: Connection, lock_id: str, st: _Status, now: datetime) -> 
     if st.exists:
         conn.execute(update(s).where(s.c.lock_id == lock_id).values(**values))
         return
-    stmt = _dialect_insert(conn)(s).values(lock_id=lock_id, budget_used=0, **values)
+    stmt = dialect_insert(conn)(s).values(lock_id=lock_id, budget_used=0, **values)
     conn.execute(stmt.on_conflict_do_update(index_elements=[s.c.lock_id], set_=values))
 
 
@@ -273,7 +266,7 @@ class _Batch:
         }
         # RETURNING, not rowcount: a driver may report -1 for a statement that inserted nothing.
         inserted = self.conn.execute(
-            _dialect_insert(self.conn)(t.lock_activity).values(row)
+            dialect_insert(self.conn)(t.lock_activity).values(row)
             .on_conflict_do_nothing(index_elements=["lock_id", "key"])
             .returning(t.lock_activity.c.id)
         ).first()

@@ -21,14 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from portner.locks import attribution as rules
 from portner.locks.attribution import escalation_due
 from portner.locks.port import Operation, Source
 from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
+from portner.storage.bulk import dialect_insert
 
 SYSTEM_ACTOR = "system:locks"
 
@@ -226,10 +225,6 @@ def open_alarms(conn: Connection, municipality_id: str) -> list[Alarm]:
     return [_alarm(r) for r in rows]
 
 
-def _insert_for(conn: Connection) -> Any:
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-
-
 # How far back the periodic checks look for commands and toggles.
 CHECK_LOOKBACK = timedelta(days=1)
 
@@ -275,7 +270,7 @@ def check_unconfirmed_remote(conn: Connection, now: datetime) -> list[str]:
         ).first()
         if confirmed is not None:
             continue
-        conn.execute(_insert_for(conn)(a).values(
+        conn.execute(dialect_insert(conn)(a).values(
             lock_id=cmd.lock_id, key=key, operation=Operation.UNLOCK.value, source=Source.REMOTE.value,
             success=True, attribution=rules.COMMAND_UNCONFIRMED, failure="", lock_time=None,
             received_at=answered,

@@ -44,6 +44,10 @@ class RemoteRefused(PortnerError):
     """The door cannot be opened remotely (the message says why, for the operator)."""
 
 
+class RemoteNotFound(RemoteRefused):
+    """No such lock in this municipality."""
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteOutcome:
     command_id: str
@@ -56,13 +60,10 @@ def request_remote_unlock(conn: Connection, municipality_id: str, lock_id: str, 
                           now: datetime, ids: IdSource) -> str:
     """Queue a remote unlock of `lock_id` and audit who asked and why; return the command id."""
     if not lock_ids_of(conn, municipality_id, [lock_id]):
-        raise RemoteRefused(f"no lock {lock_id}")
-    row = conn.execute(select(t.locks.c.removed_at, t.lock_status.c.capabilities)
-                       .outerjoin(t.lock_status, t.lock_status.c.lock_id == t.locks.c.id)
-                       .where(t.locks.c.id == lock_id)).one()
-    caps = capabilities_from_json(row.capabilities)
-    if row.removed_at is not None:
-        raise RemoteRefused("this lock has been taken off its door")
+        raise RemoteNotFound(f"no lock {lock_id}")
+    # (A lock taken off its door is no longer the municipality's: lock_ids_of found it on a door.)
+    caps = capabilities_from_json(conn.execute(
+        select(t.lock_status.c.capabilities).where(t.lock_status.c.lock_id == lock_id)).scalar())
     if caps is None or Feature.REMOTE_OPERATION not in caps.features:
         raise RemoteRefused("this lock cannot be opened remotely (it has no remote operation)")
     command_id = ids.new("lcmd")

@@ -37,11 +37,9 @@ from json.encoder import encode_basestring as _encode_string  # what ensure_asci
 from typing import Any
 
 from sqlalchemy import Text, bindparam, cast, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from portner.storage.bulk import copy_rows, copy_text, copy_writer
+from portner.storage.bulk import copy_rows, copy_text, copy_writer, dialect_insert
 from portner.storage.tables import audit_events, audit_head
 
 GENESIS_HASH = bytes(32)
@@ -235,8 +233,7 @@ def _lock_head(conn: Connection) -> tuple[int, bytes]:
 def _insert_genesis(conn: Connection) -> None:
     values = {"id": _HEAD_ID, "seq": 0, "hash": GENESIS_HASH}
     # ON CONFLICT DO NOTHING: two first-ever appenders may race to create the row.
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(dialect_insert(audit_head).values(values).on_conflict_do_nothing())
+    conn.execute(dialect_insert(conn)(audit_head).values(values).on_conflict_do_nothing())
 
 
 # Bulk insert straight through the driver: SQLAlchemy's per-row bind processing would cost more

@@ -17,6 +17,8 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 
 def _sqlite_instant(value: datetime) -> str:
@@ -79,6 +81,12 @@ def id_tuple_from_text(text: str) -> tuple[str, ...]:
 def id_tuple(value: Any) -> tuple[str, ...]:
     # SQLite hands back the JSON text; psycopg has already parsed it.
     return id_tuple_from_text(value) if type(value) is str else tuple(value)
+
+
+def dialect_insert(conn: Connection) -> Any:
+    """The INSERT construct with ON CONFLICT for this connection's database (PostgreSQL or SQLite;
+    both speak the same `on_conflict_do_nothing`/`on_conflict_do_update`)."""
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
 def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[Any]) -> None:

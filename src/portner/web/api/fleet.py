@@ -16,15 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from portner.domain.access import AccountRole, Principal
 from portner.services import fleet
-from portner.services.fleet_runtime import FleetRuntime, backends_from_settings, port_for
-from portner.services.remote_operation import (
-    Reason,
-    RemoteOutcome,
-    RemoteRefused,
-    command_outcome,
-    deliver_remote_commands,
-    request_remote_unlock,
-)
+from portner.services.fleet_runtime import FleetRuntime, backends_from_settings, remote_unlock_now
+from portner.services.remote_operation import Reason, RemoteNotFound, RemoteOutcome, RemoteRefused
 from portner.web.api.common import (
     NO_CONTROL,
     PROBLEM_RESPONSES,
@@ -175,17 +168,9 @@ class RemoteUnlockOut(_Out):
 
 
 async def remote_unlock(p: Portner, who: Principal, lock_id: str, reason: Reason) -> RemoteOutcome:
-    """Ask, then deliver at once through the configured backends (the same path for API and console)."""
-    with p.engine.begin() as conn:
-        command_id = request_remote_unlock(conn, p.municipality.id, lock_id, reason=reason,
-                                           actor=who.audit_actor, now=p.now(), ids=p.ids)
-    backends = p.adapters.get("lock_backends") or {}
-    delivered = await deliver_remote_commands(p.engine, lambda lock: port_for(p.engine, backends, lock),
-                                              now=p.now(), command_id=command_id)
-    if delivered:
-        return delivered[0]
-    with p.engine.connect() as conn:
-        return command_outcome(conn, command_id) or RemoteOutcome(command_id, "requested")
+    """The request's runtime into services.fleet_runtime.remote_unlock_now."""
+    return await remote_unlock_now(p.engine, p.adapters.get("lock_backends") or {}, p.municipality.id, lock_id,
+                                   reason=reason, actor=who.audit_actor, now=p.now, ids=p.ids)
 
 
 @router.post("/locks/{lock_id}/remote-unlock", response_model=RemoteUnlockOut,
@@ -196,9 +181,9 @@ async def remote_unlock_api(request: Request, lock_id: LockId, body: RemoteUnloc
     p = portner(request)
     try:
         outcome = await remote_unlock(p, who, lock_id, body.reason)
+    except RemoteNotFound as exc:
+        raise not_found(str(exc)) from None
     except RemoteRefused as exc:
-        if str(exc).startswith("no lock"):
-            raise not_found(str(exc)) from None
         raise Problem(409, "Cannot open remotely", str(exc)) from None
     return RemoteUnlockOut(command_id=outcome.command_id, state=outcome.state, refusal=outcome.refusal,
                            detail=outcome.detail)
