@@ -45,6 +45,7 @@ FEATURES: list[tuple[str, str]] = [
     ("portner.web.api.planning", API_PREFIX),
     ("portner.web.api.records", API_PREFIX),
     ("portner.web.api.phone", API_PREFIX),
+    ("portner.web.api.shift", API_PREFIX),
     ("portner.web.api.keypad", API_PREFIX),
     ("portner.web.api.access", API_PREFIX),
     ("portner.web.api.fleet", API_PREFIX),

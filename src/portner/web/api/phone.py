@@ -2,7 +2,7 @@
 
 - GET  /devices/registration-challenge  a one-time challenge bound to the signed-in nurse (5 min)
 - POST /devices                          register a phone key with a proof of possession
-- GET  /me/credentials?device_id=        the shift's credentials, visits and door paths
+- GET  /me/credentials?device_id=        the shift's credentials (portner.web.api.shift)
 - POST /door-events                      batched lock-log uploads from phones and gateways
 - GET  /revocation-list                  the newest signed revocation list (ETag = version)
 
@@ -22,23 +22,19 @@ is not needed (it is ignored). The whole batch is ingested in one transaction.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from starlette.concurrency import run_in_threadpool
 
 from portner.domain.access import SCOPE_EVENTS_UPLOAD, AccountRole, NotPermitted, Principal
-from portner.domain.model import DeviceStatus, GrantStatus
 from portner.services.device_registration import (
     RegistrationRefused,
     challenge_key,
@@ -52,20 +48,18 @@ from portner.services.door_events import (
     ingest_uploads,
     ingest_uploads_in,
 )
-from portner.services.issuing import IssuanceRefused, issue_for_shift, signed_credential
 from portner.services.lock_wire import WireError, event_from_wire
 from portner.services.one_time import visitor_upload_locks
 from portner.services.revocation import latest_revocation_list
 from portner.storage import tables as t
-from portner.storage.bulk import id_tuple, read_instant
 from portner.web.api.common import IdempotencyKeyHeader, bounded_body, idempotent, problem_response
-from portner.web.deps import portner, principal, require
+from portner.web.api.encoding import ID_PATTERN, b64url, from_b64url
+from portner.web.api.shift import RevocationListOut, ShiftOut  # noqa: F401 (ShiftOut: documented here)
+from portner.web.deps import PendingPrincipal, portner, principal, require, require_later
 from portner.web.problems import Problem, field_problem, not_found
 
 router = APIRouter(tags=["phones"])
 
-SHIFT_BEFORE = timedelta(hours=1)
-SHIFT_AFTER = timedelta(hours=16)
 # Upload bounds: a phone relays a few locks' logs since their last sync, a gateway a few more;
 # anything bigger is a flood, refused before it costs parsing or a transaction.
 MAX_UPLOADS = 50
@@ -77,21 +71,6 @@ MAX_GATEWAY_BYTES = 8_000_000
 # weekend night) to the next day.
 RELAY_BACK = timedelta(days=2)
 RELAY_AHEAD = timedelta(days=1)
-# Ids are printable ASCII: anything else is refused before it reaches a query.
-ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def from_b64url(value: str, field: str) -> bytes:
-    try:
-        if not value or any(c in value for c in "+/= \n"):
-            raise ValueError
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
-        raise field_problem(field, "must be unpadded base64url") from None
 
 
 # --- registration -------------------------------------------------------------------------------
@@ -175,210 +154,6 @@ async def register_device(
         if exc.field == "account":
             raise Problem(403, "Forbidden", "this account may not register phones") from None
         raise field_problem(f"body/{exc.field}", str(exc), status=exc.status) from None
-
-
-# --- the shift's credentials --------------------------------------------------------------------
-
-
-class DoorOnPath(BaseModel):
-    door_id: str
-    kind: str = Field(description="building, stairwell, flat or other")
-    position: int
-    lock_id: str | None
-    synced_seq: int = Field(0, description="How far the platform has verified this lock's log.")
-
-
-class VisitOnPhone(BaseModel):
-    id: str
-    resident: str = Field(description="The resident's display name")
-    address: str
-    planned_start: datetime
-    planned_end: datetime
-    status: str
-    doors: list[DoorOnPath] = Field(description="The door path in order, street first")
-
-
-class CredentialOnPhone(BaseModel):
-    credential: str = Field(description="base64url COSE_Sign1 (docs/credential-profile.md)")
-    credential_id: str
-    door_ids: list[str]
-    not_before: datetime
-    not_after: datetime
-    visit: VisitOnPhone | None
-
-
-class RevocationListOut(BaseModel):
-    version: int = Field(description="0 when none has been published")
-    list: str | None = Field(None, description="base64url of the signed list")
-
-
-class ShiftOut(BaseModel):
-    device_id: str
-    server_time: datetime
-    window_start: datetime
-    window_end: datetime
-    credentials: list[CredentialOnPhone]
-    revocation_list: RevocationListOut
-    bridge_url: str
-
-
-def _revocation_out(engine: Any, municipality_id: str) -> RevocationListOut:
-    latest = latest_revocation_list(engine, municipality_id)
-    if latest is None:
-        return RevocationListOut(version=0, list=None)
-    return RevocationListOut(version=latest[0], list=b64url(latest[1]))
-
-
-# The shift's reads, built once: a phone reloads its credentials often, and building these
-# statements anew cost as much as running them. One connection, four queries, no write unless a
-# grant still lacks its credential for this phone.
-_c, _g, _v, _r, _h, _d, _lk = t.credentials, t.grants, t.visits, t.residents, t.homes, t.doors, t.locks
-_DEVICE_AND_OWNER = (
-    select(t.devices.c.actor_id, t.devices.c.public_key, t.devices.c.status, t.actors.c.active)
-    .join(t.actors, t.actors.c.id == t.devices.c.actor_id)
-    .where(t.devices.c.id == bindparam("device_id"))
-)
-# The owner's active grants in the window (what issue_for_shift issues for), each with this
-# phone's unrevoked credential if it has one.
-_GRANTS_WITH_CREDENTIALS = (
-    select(_g.c.id.label("grant_id"), _g.c.door_ids, _g.c.actor_id, _g.c.visit_id, _c.c.id,
-           _c.c.issued_at, _c.c.not_before, _c.c.not_after)
-    .select_from(_g)
-    .outerjoin(_c, and_(_c.c.grant_id == _g.c.id, _c.c.device_id == bindparam("device_id"),
-                        _c.c.revoked_at.is_(None)))
-    .where(_g.c.actor_id == bindparam("actor_id"), _g.c.status == GrantStatus.ACTIVE.value,
-           _g.c.not_before < bindparam("end"), _g.c.not_after > bindparam("start"))
-)
-# Each visit with its resident, homes and door paths in one go (street door first).
-_VISITS_WITH_DOORS = (
-    select(_v.c.id, _v.c.planned_start, _v.c.planned_end, _v.c.status, _r.c.display_name,
-           _h.c.id.label("home_id"), _h.c.address, _d.c.id.label("door_id"), _d.c.kind,
-           _d.c.position, _d.c.lock_id, _lk.c.synced_seq)
-    .join(_r, _r.c.id == _v.c.resident_id)
-    .outerjoin(_h, _h.c.resident_id == _v.c.resident_id)
-    .outerjoin(_d, _d.c.home_id == _h.c.id)
-    .outerjoin(_lk, _lk.c.id == _d.c.lock_id)
-    .where(_v.c.id.in_(bindparam("visit_ids", expanding=True)))
-    .order_by(_v.c.id, _h.c.id, _d.c.position)
-)
-_LATEST_REVOCATION_LIST = (
-    select(t.revocation_lists.c.version, t.revocation_lists.c.blob)
-    .where(t.revocation_lists.c.municipality_id == bindparam("municipality_id"))
-    .order_by(t.revocation_lists.c.version.desc())
-    .limit(1)
-)
-
-
-def _iso(at: datetime) -> str:
-    """An aware instant as pydantic writes it in JSON (UTC as "Z"), so the answer is unchanged."""
-    text = at.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def _shift(request: Request, who: Principal, device_id: str) -> Response:
-    p = portner(request)
-    now = p.now()
-    start, end = now - SHIFT_BEFORE, now + SHIFT_AFTER
-    for attempt in range(2):
-        with p.engine.connect() as conn:
-            device = conn.execute(_DEVICE_AND_OWNER, {"device_id": device_id}).first()
-            if device is None or device.actor_id != who.actor_id:
-                # The same answer for someone else's phone and for no phone: ids are not confirmed.
-                raise not_found(f"no device {device_id} of yours")
-            if device.status != DeviceStatus.ACTIVE.value:
-                raise Problem(403, "Device revoked", "this phone has been revoked; register it again",
-                              kind="device-revoked")
-            if not device.active:
-                # What issue_for_shift refuses with: the owner is disabled.
-                raise Problem(403, "Forbidden", f"account {device.actor_id} is disabled",
-                              kind="issuance-refused")
-            rows = conn.execute(_GRANTS_WITH_CREDENTIALS, {
-                "device_id": device_id, "actor_id": device.actor_id, "start": start, "end": end,
-            }).all()
-            if attempt == 0 and any(r.id is None for r in rows):
-                pass  # a grant without this phone's credential: issue it (below), then read again
-            else:
-                live = [r for r in rows if r.id is not None and r.not_after > now]
-                visits = _visits(conn, {r.visit_id for r in live if r.visit_id})
-                latest = conn.execute(_LATEST_REVOCATION_LIST,
-                                      {"municipality_id": p.municipality.id}).first()
-                return _shift_response(p, device_id, bytes(device.public_key), live, visits,
-                                       latest, now, start, end)
-        # Outside the read: issuing is its own write transaction (credentials and their audit
-        # entries together), and SQLite's reader would not see its commit.
-        try:
-            issue_for_shift(p.engine, p.secrets.issuer, [device_id], window_start=start,
-                            window_end=end, now=now, ids=p.ids)
-        except IssuanceRefused as exc:
-            raise Problem(403, "Forbidden", str(exc), kind="issuance-refused") from None
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _shift_response(p: Any, device_id: str, public_key: bytes, rows: list[Any],
-                    visits: dict[str, dict[str, Any]], latest: Any, now: datetime,
-                    start: datetime, end: datetime) -> Response:
-    """The ShiftOut document as JSON, built straight from the rows (no model round trip; the
-    tests check it against ShiftOut)."""
-    issuer = p.secrets.issuer
-    items = []
-    for r in rows:
-        nbf, exp, iat = (read_instant(x) for x in (r.not_before, r.not_after, r.issued_at))
-        doors = id_tuple(r.door_ids)
-        # Issued on this or an earlier call: signing the stored claims gives the very same
-        # credential (same cti); it is signed once per process and kept.
-        blob = signed_credential(issuer, r.id, r.actor_id, public_key, doors, nbf, exp, iat)
-        visit = visits.get(r.visit_id) if r.visit_id else None
-        order = (visit["_start"] if visit else nbf, r.id)
-        items.append((order, {
-            "credential": b64url(blob), "credential_id": r.id, "door_ids": list(doors),
-            "not_before": _iso(nbf), "not_after": _iso(exp),
-            "visit": None if visit is None else visit["out"],
-        }))
-    items.sort(key=lambda item: item[0])
-    body = {
-        "device_id": device_id, "server_time": _iso(now), "window_start": _iso(start),
-        "window_end": _iso(end), "credentials": [item for _, item in items],
-        "revocation_list": {"version": int(latest.version), "list": b64url(bytes(latest.blob))}
-        if latest is not None else {"version": 0, "list": None},
-        "bridge_url": p.settings.bridge_url,
-    }
-    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-                    media_type="application/json")
-
-
-def _visits(conn: Connection, visit_ids: set[str]) -> dict[str, dict[str, Any]]:
-    """Each visit as VisitOnPhone's JSON ("out") and its planned start for ordering."""
-    if not visit_ids:
-        return {}
-    out: dict[str, dict[str, Any]] = {}
-    home_of: dict[str, str | None] = {}
-    for row in conn.execute(_VISITS_WITH_DOORS, {"visit_ids": sorted(visit_ids)}):
-        visit = out.get(row.id)
-        if visit is None:
-            planned_start = read_instant(row.planned_start)
-            visit = out[row.id] = {"_start": planned_start, "out": {
-                "id": row.id, "resident": row.display_name or "", "address": row.address or "",
-                "planned_start": _iso(planned_start),  # type: ignore[arg-type]
-                "planned_end": _iso(read_instant(row.planned_end)),  # type: ignore[arg-type]
-                "status": row.status, "doors": [],
-            }}
-            home_of[row.id] = row.home_id
-        if row.home_id != home_of[row.id] or row.door_id is None:
-            continue  # a resident with two homes: the visit shows the first
-        visit["out"]["doors"].append({
-            "door_id": row.door_id, "kind": row.kind, "position": row.position,
-            "lock_id": row.lock_id, "synced_seq": int(row.synced_seq or 0),
-        })
-    return out
-
-
-@router.get("/me/credentials", response_model=ShiftOut)
-async def my_credentials(
-    request: Request,
-    device_id: Annotated[str, Query(max_length=64, pattern=ID_PATTERN, description="The phone's device id")],
-    who: Principal = Depends(require(AccountRole.NURSE)),
-) -> Response:
-    return await run_in_threadpool(_shift, request, who, device_id)
 
 
 # --- door events --------------------------------------------------------------------------------
@@ -552,13 +327,19 @@ def _merged(decoded: list[tuple[str, list[Any], HeadAttestation | None]]) -> lis
     return [LockUpload(lock_id, evs, b"", head=heads.get(lock_id)) for lock_id, evs in events.items()]
 
 
-def _ingest(request: Request, who: Principal | None, batch: DoorEventBatchIn,
+def _ingest(request: Request, uploader: Principal | PendingPrincipal | None, raw: bytes,
             token: str | None = None) -> DoorEventBatchOut:
+    """Store a batch. `uploader` is who is asking (PendingPrincipal: read on the batch's own
+    connection, then checked as _may_upload checks), or None for a one-time visitor's `token`."""
     p = portner(request)
     now = p.now()
 
     def uploads_of(conn: Connection) -> list[LockUpload]:
         allowed = None
+        who = uploader.resolve(conn) if isinstance(uploader, PendingPrincipal) else uploader
+        if isinstance(uploader, PendingPrincipal):
+            _may_upload(who)  # type: ignore[arg-type]  (resolve returns a Principal)
+        batch = _parse_batch(raw)
         if who is None:
             allowed = visitor_upload_locks(conn, token or "", now=now)
             if allowed is None:
@@ -610,10 +391,21 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
         "application/json": {"schema": _inline_schema(DoorEventBatchIn)}}}},
     responses={413: problem_response("The body is larger than 1 MB (a nurse) or 8 MB (a gateway).")},
 )
-async def upload_door_events(request: Request, who: Principal = Depends(principal)) -> DoorEventBatchOut:
-    # The body is read here, after sign-in and within the uploader's size limit, not by FastAPI.
-    batch = _parse_batch(await bounded_body(request, _may_upload(who)))
-    return await run_in_threadpool(_ingest, request, who, batch)
+async def upload_door_events(
+    request: Request,
+    pending: PendingPrincipal = Depends(require_later(AccountRole.NURSE, AccountRole.INTEGRATION)),
+) -> DoorEventBatchOut:
+    # The body is read here, within the uploader's size limit, not by FastAPI. A body that
+    # declares at most a nurse's bound is within every uploader's: its account is read with
+    # the batch, in the batch's transaction (one connection a request). A bigger or chunked
+    # one waits until who sends it, and so its bound, is known.
+    declared = request.headers.get("content-length", "")
+    if not (declared.isdigit() and int(declared) <= MAX_NURSE_BYTES):
+        who = await run_in_threadpool(pending.resolve, None)
+        raw = await bounded_body(request, _may_upload(who))
+        return await run_in_threadpool(_ingest, request, who, raw)
+    raw = await bounded_body(request, MAX_NURSE_BYTES)
+    return await run_in_threadpool(_ingest, request, pending, raw)
 
 
 @router.post(
@@ -628,8 +420,8 @@ async def upload_visitor_door_events(
 ) -> DoorEventBatchOut:
     """A one-time visitor's phone hands in the logs it read at the doors its link opens. The
     link's token is the authority (the visitor has no account); only those doors' locks."""
-    batch = _parse_batch(await bounded_body(request, MAX_NURSE_BYTES))
-    return await run_in_threadpool(_ingest, request, None, batch, token)
+    raw = await bounded_body(request, MAX_NURSE_BYTES)
+    return await run_in_threadpool(_ingest, request, None, raw, token)
 
 
 # --- revocation list ----------------------------------------------------------------------------
@@ -639,7 +431,8 @@ async def upload_visitor_door_events(
             responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "Not modified"}})
 def revocation_list(request: Request, who: Principal = Depends(principal)) -> Response:
     p = portner(request)
-    out = _revocation_out(p.engine, p.municipality.id)
+    latest = latest_revocation_list(p.engine, p.municipality.id)
+    out = RevocationListOut(version=latest[0], list=b64url(latest[1])) if latest else RevocationListOut(version=0)
     etag = f'"v{out.version}"'
     if etag in [tag.strip().removeprefix("W/") for tag in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers={"ETag": etag})
