@@ -374,6 +374,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary["audit"]["ok"] else 1
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -407,7 +417,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         console.print("Lock backends: " + ", ".join(sorted(lock_backends)) + " (PORTNER_LOCKS); the lock fleet "
                       "worker onboards their locks and keeps their codes in step")
     serve.run(settings, host=args.host, port=args.port,
-              bridge_port=args.bridge_port if settings.development else None)
+              bridge_port=args.bridge_port if settings.development else None, workers=args.workers)
     return 0
 
 
@@ -416,7 +426,7 @@ def cmd_bench_service(args: argparse.Namespace) -> int:
     from portner.benchmarks import ingest, latency
 
     pg = args.pg or os.environ.get("PORTNER_TEST_PG_URL", latency.DEFAULT_PG)
-    lat = latency.run_latency_bench(rate=args.rate, seconds=args.seconds, pg_url=pg)
+    lat = latency.run_latency_bench(rate=args.rate, seconds=args.seconds, pg_url=pg, workers=args.workers)
     ing = ingest.run_ingest_bench(pg, events=args.events, locks=args.locks, repeats=args.repeats,
                                   per_lock_transactions=False)
     met = all(lat["met"].values()) and ing["ingest_per_s"] >= ingest.TARGETS["per_s"] \
@@ -546,6 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=20000, help="door events for the ingest run")
     p.add_argument("--locks", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=_at_least_one, default=os.cpu_count() or 1,
+                   help="server worker processes, the same for the bare and the real server (default: one per core)")
     p.add_argument("--pg", default=None, help="PostgreSQL URL (default: the local test database)")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--json", action="store_true")
@@ -568,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: PORTNER_MODE or development")
     p.add_argument("--no-demo", action="store_true",
                    help="development without the demo municipality (use --db/--municipality)")
+    p.add_argument("--workers", type=_at_least_one, default=1,
+                   help="production with PostgreSQL: API worker processes (one per core is usual)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="measure throughput, verification cost, size and memory")

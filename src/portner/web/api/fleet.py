@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from portner.domain.access import AccountRole, Principal
 from portner.services import fleet
 from portner.services.fleet_runtime import FleetRuntime, backends_from_settings, remote_unlock_now
+from portner.services.leadership import run_as_leader
 from portner.services.remote_operation import Reason, RemoteNotFound, RemoteOutcome, RemoteRefused
 from portner.web.api.common import (
     NO_CONTROL,
@@ -204,6 +205,11 @@ async def run_lock_fleet(p: Portner) -> None:
     backends = p.adapters.get("lock_backends") or {}
     if not backends:
         return
+    # With several worker processes (`portner serve --workers`), one of them talks to the locks.
+    await run_as_leader(p.engine, f"lock-fleet/{p.municipality.id}", lambda: _fleet_at_work(p, backends))
+
+
+async def _fleet_at_work(p: Portner, backends: dict[str, Any]) -> None:
     fleet = FleetRuntime(p.engine, p.municipality.id, p.secrets, backends, now=p.now, ids=p.ids)
     delay = FLEET_STEP_S
     while True:  # a broker or vendor cloud that is down at start is tried again, and said so

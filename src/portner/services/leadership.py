@@ -1,0 +1,102 @@
+"""One process at a time runs a server-wide job, however many worker processes serve the API.
+
+`portner serve --workers N` starts N processes, each with the server's background jobs. Most are
+safe to run side by side (the message sender locks each message, the notice sweeps take turns),
+but the lock fleet talks to the locks: two reconcilers would send every command twice. So such a
+job runs only in the process that holds a PostgreSQL session advisory lock named after it. The
+lock is the holder's connection's: when that process dies or its connection breaks, PostgreSQL
+lets the lock go and another process takes the job over within one retry interval. Without
+PostgreSQL (SQLite: one process) the job simply runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 5.0
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a job's name."""
+    return int.from_bytes(hashlib.sha256(b"portner-job/" + name.encode()).digest()[:8], "big", signed=True)
+
+
+async def run_as_leader(engine: Engine, name: str, job: Callable[[], Awaitable[None]], *,
+                        retry_s: float = RETRY_S) -> None:
+    """Run `job` whenever this process holds the job's lock, until the job ends (its error is
+    raised here) or this is cancelled."""
+    if engine.dialect.name != "postgresql":
+        await job()
+        return
+    key = lock_key(name)
+    while True:
+        task = None
+        try:
+            conn = await asyncio.to_thread(_connect, engine)
+        except Exception as exc:  # the database is away: try again later, and say so
+            log.warning("%s: cannot reach the database to take its lock (%s)", name, type(exc).__name__)
+        else:
+            try:
+                if await asyncio.to_thread(_try_lock, conn, key):
+                    log.info("%s: this process runs it", name)
+                    task = asyncio.create_task(job(), name=f"leader:{name}")
+                    await _while_held(conn, task, retry_s)
+            except Exception as exc:
+                log.warning("%s: cannot take its lock (%s)", name, type(exc).__name__)
+            finally:
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                await asyncio.to_thread(_release, conn)
+            if task is not None and task.done() and not task.cancelled():
+                task.result()  # the job ended by itself (raises its error, if it had one)
+                return
+            if task is not None:
+                log.warning("%s: lost its lock (database connection broken); trying to take it again", name)
+        await asyncio.sleep(retry_s)
+
+
+async def _while_held(conn: Any, task: asyncio.Task[None], retry_s: float) -> None:
+    """Wait for the job while the lock's connection answers; return when either stops."""
+    while not task.done():
+        await asyncio.wait({task}, timeout=retry_s)
+        if not task.done() and not await asyncio.to_thread(_alive, conn):
+            return
+
+
+def _connect(engine: Engine) -> Any:
+    # Autocommit: a session lock taken outside any transaction, held as long as the connection.
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _try_lock(conn: Any, key: int) -> bool:
+    return bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+
+
+def _alive(conn: Any) -> bool:
+    try:
+        conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+def _release(conn: Any) -> None:
+    """Give the lock back and the connection up (a broken one is thrown away, not pooled)."""
+    try:
+        conn.execute(text("SELECT pg_advisory_unlock_all()"))
+        conn.close()
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.invalidate()
+            conn.close()

@@ -1,0 +1,116 @@
+"""One worker process at a time runs a server-wide job (services.leadership), on real PostgreSQL.
+
+Two engines stand for two worker processes of one server: each has its own connections, as
+processes do, and the advisory lock is the database's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from portner.services.leadership import lock_key, run_as_leader
+
+pytestmark = pytest.mark.anyio
+
+
+async def _until(condition, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("not within time")
+
+
+async def test_one_process_runs_the_job_and_another_takes_it_over_when_it_dies(pg_url: str) -> None:
+    name = f"test-job/{uuid.uuid4().hex}"
+    engines = [create_engine(pg_url), create_engine(pg_url)]
+    running: set[int] = set()
+    ever: list[int] = []
+
+    def job_of(worker: int):
+        async def job() -> None:
+            running.add(worker)
+            ever.append(worker)
+            try:
+                await asyncio.Event().wait()  # a job runs until it is stopped
+            finally:
+                running.discard(worker)
+        return job
+
+    tasks = [asyncio.create_task(run_as_leader(e, name, job_of(i), retry_s=0.05)) for i, e in enumerate(engines)]
+    try:
+        await _until(lambda: running)
+        await asyncio.sleep(0.3)  # several retry intervals: the other never starts as well
+        assert len(running) == 1 and len(ever) == 1
+        leader = ever[0]
+
+        # The leader's process dies: its task ends and its connections go (PostgreSQL lets go
+        # of the lock); the other process takes the job within a retry interval or so.
+        tasks[leader].cancel()
+        await asyncio.gather(tasks[leader], return_exceptions=True)
+        engines[leader].dispose()
+        await _until(lambda: running == {1 - leader})
+        assert ever == [leader, 1 - leader]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for e in engines:
+            e.dispose()
+
+
+async def test_a_broken_lock_connection_stops_the_job_until_the_lock_is_held_again(pg_url: str) -> None:
+    name = f"test-job/{uuid.uuid4().hex}"
+    engine = create_engine(pg_url)
+    starts = []
+
+    async def job() -> None:
+        starts.append(1)
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(run_as_leader(engine, name, job, retry_s=0.05))
+    try:
+        await _until(lambda: starts)
+        # Kill the lock's session from outside, as a database restart or a network cut would.
+        with engine.connect() as admin:
+            killed = admin.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND ((classid::bigint << 32) | objid::bigint) = (:k & x'ffffffffffffffff'::bigint)"
+            ), {"k": lock_key(name)}).all()
+        assert killed and all(r[0] for r in killed)
+        await _until(lambda: len(starts) == 2)  # stopped, the lock taken again, started again
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        engine.dispose()
+
+
+async def test_a_job_that_ends_by_itself_ends_the_leadership_and_its_error_is_raised(pg_url: str) -> None:
+    engine = create_engine(pg_url)
+    name = f"test-job/{uuid.uuid4().hex}"
+
+    async def failing() -> None:
+        raise RuntimeError("the job's own error")
+
+    try:
+        with pytest.raises(RuntimeError, match="the job's own error"):
+            await asyncio.wait_for(run_as_leader(engine, name, failing, retry_s=0.05), 5)
+        # ...and its lock is free again: another process can take it at once.
+        other = create_engine(pg_url)
+        try:
+            with other.connect() as conn:
+                assert conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(name)}).scalar()
+        finally:
+            other.dispose()
+    finally:
+        engine.dispose()
+
+
+def test_lock_keys_are_stable_and_fit_a_bigint() -> None:
+    assert lock_key("lock-fleet/demokommune") == lock_key("lock-fleet/demokommune")
+    assert lock_key("lock-fleet/a") != lock_key("lock-fleet/b")
+    assert -(2 ** 63) <= lock_key("lock-fleet/a") < 2 ** 63
