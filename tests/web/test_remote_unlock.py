@@ -109,3 +109,36 @@ def test_only_operators_and_only_locks_that_can(portner_app: FastAPI, backend: A
     assert op.post(f"/console/locks/{lock_id}/remote-unlock", data={"csrf": csrf}).status_code == 400
     done = op.post(f"/console/locks/{lock_id}/remote-unlock", data={"csrf": csrf, "reason": "resident_asked"})
     assert done.status_code == 200 and "Låsen melder at den er åpnet." in done.text
+
+
+def test_another_worker_running_the_fleet_delivers_and_the_operator_hears_the_answer(
+        portner_app: FastAPI, backend: Any, client_for: Callable[[str | None], TestClient]) -> None:
+    """`portner serve --workers N`: one process talks to the locks. A request reaching another
+    is not sent from there (its backends are not started); the fleet's process delivers it at its
+    next step, and the request waits for that answer."""
+    import threading
+
+    from portner.services.fleet_runtime import port_for
+    from portner.web.api.fleet import FLEET_ELSEWHERE
+
+    lock_id = _keypad_lock(portner_app, backend)
+    p = portner_app.state.portner
+    p.adapters[FLEET_ELSEWHERE] = True
+    delivered: list[Any] = []
+
+    def fleet_step() -> None:  # the other process, a moment later
+        delivered.extend(asyncio.run(deliver_remote_commands(
+            p.engine, lambda lock: port_for(p.engine, {BACKEND: backend}, lock), now=p.now())))
+
+    later = threading.Timer(1.0, fleet_step)
+    later.start()
+    try:
+        answer = client_for("demo-operator").post(f"/api/v1/locks/{lock_id}/remote-unlock",
+                                                   json={"reason": "staff_locked_out"})
+    finally:
+        later.join()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "confirmed"
+    assert [d.state for d in delivered] == ["confirmed"]  # sent once, by the fleet's process
+    assert backend.device("door-1").bolt == "unlocked"
+    assert [a for a, _ in _audit(portner_app)] == ["lock:remote_unlock_requested", "lock:remote_unlock_confirmed"]

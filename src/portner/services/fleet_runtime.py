@@ -106,6 +106,23 @@ async def remote_unlock_now(engine: Engine, backends: dict[str, LockBackend], mu
         return command_outcome(conn, command_id) or RemoteOutcome(command_id, "requested")
 
 
+async def remote_unlock_by_fleet(engine: Engine, municipality_id: str, lock_id: str, *, reason: Reason,
+                                 actor: str, now: Callable[[], datetime], ids: IdSource,
+                                 wait_s: float = 8.0) -> RemoteOutcome:
+    """Ask for a remote unlock that another process delivers (the one running the lock fleet,
+    at its next step), and wait up to `wait_s` for the lock's answer; "requested" if none yet."""
+    with engine.begin() as conn:
+        command_id = request_remote_unlock(conn, municipality_id, lock_id, reason=reason, actor=actor,
+                                           now=now(), ids=ids)
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        with engine.connect() as conn:
+            outcome = command_outcome(conn, command_id) or RemoteOutcome(command_id, "requested")
+        if outcome.state not in ("requested", "sending") or asyncio.get_running_loop().time() >= deadline:
+            return outcome
+        await asyncio.sleep(0.25)
+
+
 @dataclass(slots=True)
 class StepReport:
     onboarded: list[str] = field(default_factory=list)

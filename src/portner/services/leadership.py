@@ -31,9 +31,10 @@ def lock_key(name: str) -> int:
 
 
 async def run_as_leader(engine: Engine, name: str, job: Callable[[], Awaitable[None]], *,
-                        retry_s: float = RETRY_S) -> None:
+                        retry_s: float = RETRY_S, elsewhere: Callable[[bool], None] = lambda _: None) -> None:
     """Run `job` whenever this process holds the job's lock, until the job ends (its error is
-    raised here) or this is cancelled."""
+    raised here) or this is cancelled. `elsewhere(True)` says another process holds the lock,
+    `elsewhere(False)` that this one has taken it."""
     if engine.dialect.name != "postgresql":
         await job()
         return
@@ -46,7 +47,9 @@ async def run_as_leader(engine: Engine, name: str, job: Callable[[], Awaitable[N
             log.warning("%s: cannot reach the database to take its lock (%s)", name, type(exc).__name__)
         else:
             try:
-                if await asyncio.to_thread(_try_lock, conn, key):
+                held = await asyncio.to_thread(_try_lock, conn, key)
+                elsewhere(not held)
+                if held:
                     log.info("%s: this process runs it", name)
                     task = asyncio.create_task(job(), name=f"leader:{name}")
                     await _while_held(conn, task, retry_s)

@@ -16,7 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from portner.domain.access import AccountRole, Principal
 from portner.services import fleet
-from portner.services.fleet_runtime import FleetRuntime, backends_from_settings, remote_unlock_now
+from portner.services.fleet_runtime import (
+    FleetRuntime,
+    backends_from_settings,
+    remote_unlock_by_fleet,
+    remote_unlock_now,
+)
 from portner.services.leadership import run_as_leader
 from portner.services.remote_operation import Reason, RemoteNotFound, RemoteOutcome, RemoteRefused
 from portner.web.api.common import (
@@ -169,7 +174,11 @@ class RemoteUnlockOut(_Out):
 
 
 async def remote_unlock(p: Portner, who: Principal, lock_id: str, reason: Reason) -> RemoteOutcome:
-    """The request's runtime into services.fleet_runtime.remote_unlock_now."""
+    """The request's runtime into services.fleet_runtime: delivered from here, or, when another
+    worker process talks to the locks, asked of that one (its answer awaited a few seconds)."""
+    if p.adapters.get(FLEET_ELSEWHERE):
+        return await remote_unlock_by_fleet(p.engine, p.municipality.id, lock_id, reason=reason,
+                                            actor=who.audit_actor, now=p.now, ids=p.ids)
     return await remote_unlock_now(p.engine, p.adapters.get("lock_backends") or {}, p.municipality.id, lock_id,
                                    reason=reason, actor=who.audit_actor, now=p.now, ids=p.ids)
 
@@ -193,6 +202,8 @@ async def remote_unlock_api(request: Request, lock_id: LockId, body: RemoteUnloc
 # --- the fleet at work (portner serve) -----------------------------------------------------------
 
 FLEET_STEP_S = 5.0
+# Set (p.adapters) while another process of this server runs the lock fleet.
+FLEET_ELSEWHERE = "lock_fleet_elsewhere"
 
 
 def install(app: Any, p: Portner) -> None:
@@ -206,7 +217,11 @@ async def run_lock_fleet(p: Portner) -> None:
     if not backends:
         return
     # With several worker processes (`portner serve --workers`), one of them talks to the locks.
-    await run_as_leader(p.engine, f"lock-fleet/{p.municipality.id}", lambda: _fleet_at_work(p, backends))
+    def elsewhere(yes: bool) -> None:
+        p.adapters[FLEET_ELSEWHERE] = yes
+
+    await run_as_leader(p.engine, f"lock-fleet/{p.municipality.id}", lambda: _fleet_at_work(p, backends),
+                        elsewhere=elsewhere)
 
 
 async def _fleet_at_work(p: Portner, backends: dict[str, Any]) -> None:
