@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, func, select, update
@@ -102,6 +103,38 @@ def test_uploads_out_of_order_complete_one_chain(ready: dict[str, Any]) -> None:
     ]
     assert _count(engine, t.door_event_pending) == 0
     assert _count(engine, t.outbox) == 1  # the finished visit goes back to the care record
+
+
+def test_events_are_stored_as_sent_whatever_the_zone(ready: dict[str, Any]) -> None:
+    """Each stored row is the event's fields (its time in UTC) plus who and which visit; the
+    audit entry gives the time as the event had it. A zone does not change an event's hash."""
+    engine, events, lock_id = ready["engine"], ready["events"], ready["lock"].lock_id
+    oslo = ZoneInfo("Europe/Oslo")
+    sent = [replace(e, at=e.at.astimezone(oslo)) if e.seq % 2 else e for e in events]
+    assert _ingest(ready, sent, at(9)).accepted == len(events)
+    with engine.connect() as conn:
+        stored = conn.execute(select(t.door_events).order_by(t.door_events.c.seq)).all()
+        visit = conn.execute(select(t.visits).where(t.visits.c.source_key == "k1")).one()
+        owner = conn.execute(
+            select(t.grants.c.actor_id).join(t.credentials, t.credentials.c.grant_id == t.grants.c.id)
+            .where(t.credentials.c.id == events[1].credential_id)
+        ).scalar_one()
+        audited = conn.execute(
+            select(t.audit_events.c.subject, t.audit_events.c.details)
+            .where(t.audit_events.c.subject.like(f"{lock_id}#%"))
+        ).all()
+    want = [
+        (lock_id, e.seq, e.at, at(9).astimezone(UTC), e.kind, bool(e.allowed), e.reason,
+         e.credential_id, owner if e.credential_id else e.subject,
+         visit.id if e.credential_id else None, e.hash)
+        for e in events
+    ]
+    got = [(r.lock_id, r.seq, r.lock_time, r.received_at, r.action, r.allowed, r.reason,
+            r.credential_id, r.actor_id, r.visit_id, bytes(r.hash)) for r in stored]
+    assert got == want
+    assert all(r.lock_time.utcoffset() == timedelta(0) for r in stored)
+    details = {s: json.loads(d) if isinstance(d, str) else d for s, d in audited}
+    assert [details[f"{lock_id}#{e.seq}"]["at"] for e in sent] == [e.at.isoformat() for e in sent]
 
 
 def test_a_retried_upload_changes_nothing(ready: dict[str, Any]) -> None:

@@ -414,3 +414,39 @@ def test_text_with_tabs_newlines_and_backslashes_is_stored_exactly(engine: Engin
     assert (row.actor, row.subject) == (f"actor {odd}", f"subject {odd}")
     assert row.details == {"k": odd, odd: 1}
     assert verify(engine).ok
+
+
+# --- the batch guard is the entry-by-entry guard ------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PIECES = st.text(alphabet="0123456789 ab\n\\u", max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["system", "nurse:1", "12345678901", "x 123456 78901"]), _PIECES,
+                          _PIECES, st.sampled_from([1, 12345678901, "x", "123456 78901"])),
+                min_size=1, max_size=6))
+def test_the_batch_guard_refuses_exactly_what_the_entry_guard_refuses(rows) -> None:
+    """One regex pass over a whole batch (door_events appends thousands of entries at once) must
+    refuse the same batches as checking entry by entry, naming the same first entry."""
+    from portner.storage.audit import _details_json, _guard, _guard_all
+
+    at = datetime(2026, 12, 4, tzinfo=UTC)
+    entries = [AuditEntry(at, actor, "test:guard", subject[:200], {"k": text, "n": n})
+               for actor, subject, text, n in rows]
+    details = [_details_json(e.details) for e in entries]
+
+    def refusal(check) -> str | None:
+        try:
+            check()
+        except AuditPrivacyError as exc:
+            return str(exc)
+        return None
+
+    def entry_by_entry() -> None:
+        for i, (e, d) in enumerate(zip(entries, details, strict=True)):
+            _guard(i, e, d)
+
+    assert refusal(lambda: _guard_all(entries, details)) == refusal(entry_by_entry)

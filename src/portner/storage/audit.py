@@ -28,10 +28,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import accumulate, chain
 from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring as _encode_string  # what ensure_ascii=False uses
 from typing import Any
@@ -200,6 +202,28 @@ def _guard(index: int, entry: AuditEntry, details: str) -> None:
         raise AuditPrivacyError(f"audit entry {index}: {where} looks like a national id number")
 
 
+def _guard_all(entries: Sequence[AuditEntry], details: Sequence[str]) -> None:
+    """_guard for a whole batch, as if entry by entry: one regex pass over all subjects and one
+    over all details (joined by a newline, which no pattern matches across), and _guard itself
+    only for the entries a pass found something in (a hex digest may hold eleven digits in a
+    row), in order, so the first entry that is refused is named, as before."""
+    suspects: set[int] = set()
+    id_like_actors = {a for a in {e.actor for e in entries} if _actor_looks_like_id(a)}
+    if id_like_actors:
+        suspects.update(i for i, e in enumerate(entries) if e.actor in id_like_actors)
+    for pattern, texts in ((_NATIONAL_ID_LIKE, [e.subject for e in entries]), (_ELEVEN_DIGITS, details)):
+        joined = "\n".join(texts)
+        hits = pattern.finditer(joined)
+        first = next(hits, None)
+        if first is None:
+            continue
+        starts = list(accumulate((len(text) + 1 for text in texts[:-1]), initial=0))
+        for hit in chain([first], hits):
+            suspects.add(bisect_right(starts, hit.start()) - 1)
+    for index in sorted(suspects):
+        _guard(index, entries[index], details[index])
+
+
 # The head's statements, built once: every audited change runs them.
 _HEAD_WHERE = audit_head.c.id == _HEAD_ID
 _READ_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(_HEAD_WHERE)
@@ -253,21 +277,34 @@ def _bulk_insert(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     copy_rows(conn, _PG_COPY, rows)  # the caller's transaction; text built in one pass
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedAudit:
+    """Entries serialised and checked, ready to be chained: see prepare_audit."""
+
+    dialect: str
+    rows: list[tuple[str, Any, AuditEntry, str]]  # (hashed instant, stored instant, entry, details)
+    middles: list[str]  # PostgreSQL: each row's COPY text but its seq and hashes
+
+
 def append_audit(conn: Connection, entries: Sequence[AuditEntry]) -> int:
     """Append `entries` to the chain inside the caller's transaction; return the last seq."""
-    # Writers queue on the head row until the holder commits (READ COMMITTED); a caller running
-    # REPEATABLE READ or SERIALIZABLE on PostgreSQL gets a serialization error instead and retries.
-    dialect = conn.dialect.name
+    return append_prepared(conn, prepare_audit(entries, conn.dialect.name))
+
+
+def prepare_audit(entries: Sequence[AuditEntry], dialect: str) -> PreparedAudit:
+    """Everything of an append that needs no connection: the details serialised, the privacy
+    guard, the instants converted and (PostgreSQL) the COPY text. A caller may do this while the
+    server is busy with something else of its transaction (door_events does, during its COPY).
+    Raises AuditPrivacyError (naming the entry by its index in `entries`)."""
     if dialect not in ("sqlite", "postgresql"):
         raise NotImplementedError(f"the audit log supports SQLite and PostgreSQL, not {dialect}")
-    # Serialise and check everything before taking the lock: other writers wait while we hold it.
     # A batch usually shares one instant: convert each distinct one once. Keys are UTC: two
     # wall times in one zone compare equal across a DST fold, so zoned values must not be keys.
     instants: dict[datetime, tuple[str, Any]] = {}
     prepared: list[tuple[str, Any, AuditEntry, str]] = []
-    for index, entry in enumerate(entries):
-        details = _details_json(entry.details)
-        _guard(index, entry, details)
+    all_details = [_details_json(entry.details) for entry in entries]
+    _guard_all(entries, all_details)
+    for entry, details in zip(entries, all_details, strict=True):
         at = entry.at if entry.at.tzinfo is UTC else entry.at.astimezone(UTC)
         known = instants.get(at)
         if known is None:
@@ -280,15 +317,29 @@ def append_audit(conn: Connection, entries: Sequence[AuditEntry]) -> int:
             )
             known = instants[at] = (utc.isoformat(timespec="microseconds") + "Z", stored)
         prepared.append((known[0], known[1], entry, details))
+    middles: list[str] = []
     if dialect == "postgresql":
-        # The COPY text of each row but its seq and hashes, also before the lock: the values'
-        # types are known, so each is written as it is (copy_rows would dispatch per value).
+        # The values' types are known, so each is written as it is (copy_rows would dispatch
+        # per value).
         copy_instants = {stored: stored.isoformat(sep=" ") for _, stored in instants.values()}
         middles = [
             f"\t{copy_instants[at]}\t{copy_text(e.actor)}\t{e.action}\t{copy_text(e.subject)}"
             f"\t{copy_text(details)}\t\\\\x"
             for _, at, e, details in prepared
         ]
+    return PreparedAudit(dialect, prepared, middles)
+
+
+def append_prepared(conn: Connection, *batches: PreparedAudit) -> int:
+    """Chain prepared entries, batch after batch, inside the caller's transaction; return the
+    last seq. Writers queue on the head row until the holder commits (READ COMMITTED); a caller
+    running REPEATABLE READ or SERIALIZABLE on PostgreSQL gets a serialization error instead and
+    retries. All the preparing is done before the head is taken: other writers wait meanwhile."""
+    dialect = conn.dialect.name
+    if any(b.dialect != dialect for b in batches):
+        raise ValueError(f"audit entries prepared for another database than {dialect}")
+    prepared = [row for b in batches for row in b.rows]
+    middles = [m for b in batches for m in b.middles]
     seq, prev = _lock_head(conn)
     if not prepared:
         return seq
