@@ -404,13 +404,16 @@ def test_two_concurrent_writers_keep_the_chain_linear(engine: Engine) -> None:
         assert [r.details["n"] for r in rows if r.actor == name] == list(range(200))
 
 
-def test_text_with_tabs_newlines_and_backslashes_is_stored_exactly(engine: Engine) -> None:
-    # On PostgreSQL the rows go in as COPY text written by hand: each of these must be escaped.
+@pytest.mark.parametrize("batch", [1, 100], ids=["alone", "among-many"])
+def test_text_with_tabs_newlines_and_backslashes_is_stored_exactly(engine: Engine, batch: int) -> None:
+    # On PostgreSQL a few rows go in as one pipelined INSERT, many as COPY text written by hand
+    # (each of these characters must be escaped there): both paths.
     odd = "a\tb\nc\rd\\e \\N"
+    others = [entry(n) for n in range(1, batch)]
     with engine.begin() as conn:
-        append_audit(conn, [AuditEntry(T0, f"actor {odd}", "x:y", f"subject {odd}", {"k": odd, odd: 1})])
+        append_audit(conn, [*others, AuditEntry(T0, f"actor {odd}", "x:y", f"subject {odd}", {"k": odd, odd: 1})])
     with engine.connect() as conn:
-        row = conn.execute(select(audit_events)).one()
+        row = conn.execute(select(audit_events).where(audit_events.c.seq == batch)).one()
     assert (row.actor, row.subject) == (f"actor {odd}", f"subject {odd}")
     assert row.details == {"k": odd, odd: 1}
     assert verify(engine).ok

@@ -52,6 +52,7 @@ from portner.storage.bulk import (
     copy_text,
     copy_writer,
     fetch_in,
+    fetch_together,
     id_tuple,
     insert_rows,
     instant_writer,
@@ -82,6 +83,9 @@ _EVENT_COLUMNS = (
     "actor_id", "visit_id", "hash",
 )
 _EVENT_COPY = f"COPY door_events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
+_EVENT_INSERT = f"INSERT INTO door_events ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join(['%s'] * 11)})"
+# Up to this many events a batch goes without a COPY (which costs two more round trips).
+_FEW_EVENTS = 64
 _VISIT_COLUMNS = (
     "id", "municipality_id", "resident_id", "source_key", "planned_start", "planned_end",
     "staff_ids", "status", "description", "arrived_at", "departed_at",
@@ -212,15 +216,38 @@ def open_log_anomalies(conn: Connection, lock_ids: Sequence[str] | None = None) 
     return list(conn.execute(query))
 
 
-# Built once (a phone's upload of a few events should not pay for building it).
-_LOCK_HEADS_FOR_UPDATE = (
+def _visit_columns(alias: str) -> str:
+    # staff_ids as its JSON text: id_tuple parses each distinct text once (most visits share a few).
+    return ", ".join(
+        f"CAST({alias}{c} AS TEXT)" if c == "staff_ids" else f"{alias}{c}" for c in _VISIT_COLUMNS
+    )
+
+
+# The batch's reads, built once (a phone's upload of a few events should not pay for building
+# them), in fetch_in's form ("{ids}" is the IN list, "?" a parameter before it).
+_LOCK_HEADS = (
     select(t.locks.c.id, t.locks.c.synced_seq, t.locks.c.synced_hash, t.homes.c.resident_id)
     .join(t.doors, t.doors.c.id == t.locks.c.door_id)
     .join(t.homes, t.homes.c.id == t.doors.c.home_id)
     .where(t.locks.c.id.in_(bindparam("lock_ids", expanding=True)))
     .order_by(t.locks.c.id)
-    .with_for_update(of=t.locks)
 )
+_PG_LOCK_HEADS_FOR_UPDATE = (
+    "SELECT l.id, l.synced_seq, l.synced_hash, h.resident_id FROM locks l"
+    " JOIN doors d ON d.id = l.door_id JOIN homes h ON h.id = d.home_id"
+    " WHERE l.id {ids} ORDER BY l.id FOR UPDATE OF l"
+)
+_PENDING = "SELECT lock_id, seq, hash, payload, received_at FROM door_event_pending WHERE lock_id {ids}"
+_OPEN_GAPS = "SELECT lock_id, first_seq, last_seq FROM lock_log_anomalies WHERE kind = ? AND lock_id {ids}"
+_STORED_HASHES = "SELECT seq, hash FROM door_events WHERE lock_id = ? AND seq {ids}"
+_OWNERS = (
+    f"SELECT c.id, g.actor_id, {_visit_columns('v.')} FROM credentials c"
+    " JOIN grants g ON g.id = c.grant_id LEFT JOIN visits v ON v.id = g.visit_id"
+    " WHERE c.id {ids}"
+)
+_VISITS_IN_PROGRESS = f"SELECT {_visit_columns('')} FROM visits WHERE status = ? AND resident_id {{ids}}"
+_RESIDENT_IDS = "SELECT id, national_id FROM residents WHERE id {ids}"
+_STAFF_IDS = "SELECT id, hpr_number, her_id FROM actors WHERE id {ids}"
 
 
 @dataclass(slots=True)
@@ -278,11 +305,18 @@ class _Batch:
         self.in_progress: dict[str, list[_VisitState]] = {}
         self.completed: list[_VisitState] = []
         self.copy_texts: dict[tuple[str, bool | None, str], str] = {}  # see _copy_what
+        self.open_gaps: list[tuple[Any, ...]] | None = None  # read with the locks (PostgreSQL)
+        self.copy = False  # the events go in by COPY (many of them, PostgreSQL)
+        self.event_rows: list[tuple[Any, ...]] = []  # else here, for _write_the_rest (PostgreSQL)
 
     def run(self) -> list[IngestReport]:
         self.locks = self._load_locks()
         self._load_owners_and_visits()
-        if self.pg:
+        # A few events (a phone's upload) go in with the batch's other writes, in one pipeline;
+        # many stream through a COPY while the next lock is checked.
+        self.copy = self.pg and sum(len(u.events) + len(self.locks[u.lock_id].held)
+                                    for u in self.uploads) > _FEW_EVENTS
+        if self.copy:
             with copy_writer(self.conn, _EVENT_COPY) as write:
                 # No queries in here: the COPY holds the connection, and the server inserts
                 # one lock's rows while we check the next, then build the Encounters.
@@ -294,10 +328,12 @@ class _Batch:
                 # still inserts the rows sent, rather than after, with the server idle.
                 events_audit = prepare_audit(self.audit, "postgresql")
         else:
-            rows = [r for u in self.uploads for r in self._check(u, self.reports[u.lock_id])]
-            insert_rows(self.conn, t.door_events, _EVENT_COLUMNS, rows)
+            self.event_rows = [r for u in self.uploads for r in self._check(u, self.reports[u.lock_id])]
+            if not self.pg:
+                insert_rows(self.conn, t.door_events, _EVENT_COLUMNS, self.event_rows)
+                self.event_rows = []
             encounters = self._encounters()
-            events_audit = prepare_audit(self.audit, "sqlite")
+            events_audit = prepare_audit(self.audit, self.conn.dialect.name)
         entries = self._record_anomalies() + self._filled_gaps()
         self._write_the_rest(encounters)
         # The audit append last: from taking the chain's head until the commit, every other
@@ -307,25 +343,29 @@ class _Batch:
 
     # -- reading what the batch needs, in a few queries ----------------------------------------
     def _load_locks(self) -> dict[str, _Lock]:
+        """The locks' verified heads (their rows locked), their held events and open gaps."""
         ids = sorted(self.reports)  # one locking order for every batch: no deadlocks
-        lk = t.locks
-        if not self.pg:  # take SQLite's write lock before reading, as FOR UPDATE does
-            noop = update(lk).where(lk.c.id == ids[0]).values(synced_seq=lk.c.synced_seq)
-            self.conn.execute(noop)
+        if self.pg:
+            # One round trip: the lock rows first, then (each its own statement, so it sees
+            # what was committed before the locks were ours) what is held for them, their gaps.
+            heads, pending, self.open_gaps = fetch_together(self.conn, [
+                (_PG_LOCK_HEADS_FOR_UPDATE, ids, ()), (_PENDING, ids, ()), (_OPEN_GAPS, ids, ("gap",)),
+            ])
+        else:
+            lk = t.locks
+            # Take SQLite's write lock before reading, as FOR UPDATE does.
+            self.conn.execute(update(lk).where(lk.c.id == ids[0]).values(synced_seq=lk.c.synced_seq))
+            heads = [tuple(r) for start in range(0, len(ids), 500)
+                     for r in self.conn.execute(_LOCK_HEADS, {"lock_ids": ids[start : start + 500]})]
+            pending = fetch_in(self.conn, _PENDING, ids)
         locks: dict[str, _Lock] = {}
-        for start in range(0, len(ids), 500):
-            chunk = {"lock_ids": ids[start : start + 500]}
-            for r in self.conn.execute(_LOCK_HEADS_FOR_UPDATE, chunk):
-                head = bytes(r.synced_hash) if r.synced_hash else GENESIS_HASH
-                locks[r.id] = _Lock(r.id, r.resident_id, int(r.synced_seq), head)
+        for lock_id, synced_seq, synced_hash, resident_id in heads:
+            head = bytes(synced_hash) if synced_hash else GENESIS_HASH
+            locks[lock_id] = _Lock(lock_id, resident_id, int(synced_seq), head)
         missing = [i for i in ids if i not in locks]
         if missing:
             raise KeyError(f"unknown lock {missing[0]}")
-        sql = (
-            "SELECT lock_id, seq, hash, payload, received_at FROM door_event_pending"
-            " WHERE lock_id {ids}"
-        )
-        for lock_id, seq, digest, payload, received in fetch_in(self.conn, sql, ids):
+        for lock_id, seq, digest, payload, received in pending:
             lock, key = locks[lock_id], (int(seq), bytes(digest))
             lock.stored_pending[key] = read_instant(received)  # type: ignore[assignment]
             try:
@@ -333,17 +373,12 @@ class _Batch:
                 lock.held.append(event_from_wire(data, lock_id))
             except ValueError:
                 lock.unreadable.append(key[0])
-        sql = "SELECT seq, hash FROM door_events WHERE lock_id = ? AND seq {ids}"
-        for u in self.uploads:  # re-sent events: their stored hashes tell a retry from a rewrite
-            lock = locks[u.lock_id]
-            old = {e.seq for e in u.events if _seq_of(e) <= lock.synced_seq}
-            old.discard(0)
-            found = fetch_in(self.conn, sql, old, u.lock_id)
-            lock.known.update((int(s), bytes(h)) for s, h in found)
         return locks
 
     def _load_owners_and_visits(self) -> None:
-        """Who holds each credential, and the visits openings may start or departures end."""
+        """Events stored before (a re-sent event's stored hash tells a retry from a rewrite), who
+        holds each credential, the visits openings may start or departures end, and whom an
+        Encounter of those would name: two round trips on PostgreSQL."""
         creds = {
             e.credential_id
             for u in self.uploads
@@ -351,20 +386,23 @@ class _Batch:
             for e in events
             if isinstance(e, LockEvent) and type(e.credential_id) is str
         }
-        columns = _visit_columns("v.")
-        sql = (
-            f"SELECT c.id, g.actor_id, {columns} FROM credentials c"
-            " JOIN grants g ON g.id = c.grant_id LEFT JOIN visits v ON v.id = g.visit_id"
-            " WHERE c.id {ids}"
-        )
+        resent = []
+        for u in self.uploads:
+            lock = self.locks[u.lock_id]
+            old = {e.seq for e in u.events if _seq_of(e) <= lock.synced_seq}
+            old.discard(0)
+            resent.append((_STORED_HASHES, old, (u.lock_id,)))
+        residents = {lock.resident_id for lock in self.locks.values()}
+        *stored, owned, in_progress = fetch_together(self.conn, [
+            *resent, (_OWNERS, creds, ()), (_VISITS_IN_PROGRESS, residents, (_IN_PROGRESS,)),
+        ])
+        for u, found in zip(self.uploads, stored, strict=True):
+            self.locks[u.lock_id].known.update((int(s), bytes(h)) for s, h in found)
         rows = []
-        for cred, actor, *visit in fetch_in(self.conn, sql, creds):
+        for cred, actor, *visit in owned:
             self.owners[cred] = (actor, visit[0])
             rows.append(visit)
-        residents = {lock.resident_id for lock in self.locks.values()}
-        columns = _visit_columns("")
-        sql = f"SELECT {columns} FROM visits WHERE status = ? AND resident_id {{ids}}"
-        rows += fetch_in(self.conn, sql, residents, _IN_PROGRESS)
+        rows += in_progress
         for row in rows:
             if row[0] is not None and row[0] not in self.visits:
                 state = self.visits[row[0]] = _VisitState(row)
@@ -372,10 +410,12 @@ class _Batch:
                     insort(self.in_progress.setdefault(state.resident_id, []), state, key=_arrival)
         # Whom an Encounter names, should the visit finish in this batch.
         live = [v for v in self.visits.values() if v.status in (_PLANNED, _IN_PROGRESS)]
-        residents = {v.resident_id for v in live}
-        self.residents = _by_id(self.conn, "national_id FROM residents", residents)
         staff = {s for v in live for s in id_tuple(v.row[6])}
-        self.actors = _by_id(self.conn, "hpr_number, her_id FROM actors", staff)
+        people, staff_ids = fetch_together(self.conn, [
+            (_RESIDENT_IDS, {v.resident_id for v in live}, ()), (_STAFF_IDS, staff, ()),
+        ])
+        self.residents = {row[0]: tuple(row[1:]) for row in people}
+        self.actors = {row[0]: tuple(row[1:]) for row in staff_ids}
 
     # -- checking one upload (no database access) ----------------------------------------------
     def _check(self, u: LockUpload, report: IngestReport) -> list[tuple[Any, ...]]:
@@ -396,12 +436,12 @@ class _Batch:
             seen = max([check.new_synced_seq, *(e.seq for e in check.pending)])
             found += _head_anomalies(u, seen, check.new_synced_seq, check.new_synced_hash)
         self.found += [(u.lock_id, a) for a in _one_per_kind(found)]
-        now, stored, audit, owners, pg = self.now, self.stored, self.audit, self.owners, self.pg
+        now, stored, audit, owners = self.now, self.stored, self.audit, self.owners
         texts = self.copy_texts
         received_now, held = stored(now), lock.stored_pending
         lock_text = copy_text(u.lock_id)
-        received_text = copy_instant(received_now) if pg else ""
-        rows: list[Any] = []  # on PostgreSQL their COPY text lines, else driver-ready tuples
+        received_text = copy_instant(received_now) if self.copy else ""
+        rows: list[Any] = []  # their COPY text lines (self.copy), else driver-ready tuples
         for ev in check.accepted:
             cred, kind, allowed = ev.credential_id, ev.kind, ev.allowed
             owner = owners.get(cred) if cred else None
@@ -414,7 +454,7 @@ class _Batch:
                 at = at.astimezone(UTC)
             # An event that waited beyond a gap was received when it first came.
             received = held.get((ev.seq, ev.hash)) if held else None
-            if pg:
+            if self.copy:
                 what = (kind, allowed, ev.reason)  # a few kinds of event repeat all day long
                 if (middle := texts.get(what)) is None:
                     middle = texts[what] = _copy_what(kind, allowed, ev.reason)
@@ -519,12 +559,12 @@ class _Batch:
     def _filled_gaps(self) -> list[AuditEntry]:
         """Gaps recorded before that this batch's events have now closed."""
         moved = {i for i, lock in self.locks.items() if lock.new_seq > lock.synced_seq}
-        sql = (
-            "SELECT lock_id, first_seq, last_seq FROM lock_log_anomalies"
-            " WHERE kind = ? AND lock_id {ids}"
-        )
+        # PostgreSQL: read with the locks (a gap this batch found lies beyond its new head, so
+        # it cannot be among those it filled); SQLite: read now.
+        gaps = (self.open_gaps if self.open_gaps is not None
+                else fetch_in(self.conn, _OPEN_GAPS, moved, "gap"))
         entries = []
-        for lock_id, first, last in sorted(fetch_in(self.conn, sql, moved, "gap")):
+        for lock_id, first, last in sorted(g for g in gaps if g[0] in moved):
             lock = self.locks[lock_id]
             if lock.synced_seq < last <= lock.new_seq:
                 self.reports[lock_id].gaps_filled += 1
@@ -553,6 +593,8 @@ class _Batch:
         keys, places, payloads = encounters
         stored, pg = self.stored, self.pg
         with sent_together(self.conn) as run:
+            if self.event_rows:  # a few events, not sent by COPY (PostgreSQL)
+                run(_EVENT_INSERT, self.event_rows, many=True)
             if changed and pg:  # one statement, the arrays in binary (%b)
                 run(
                     "UPDATE visits SET status = v.status, arrived_at = v.arrived_at,"
@@ -686,13 +728,6 @@ def _copy_what(kind: str, allowed: bool | None, reason: str) -> str:
     return f"{copy_text(kind)}\t{'t' if allowed else 'f'}\t{copy_text(reason[:64])}"
 
 
-def _visit_columns(alias: str) -> str:
-    # staff_ids as its JSON text: id_tuple parses each distinct text once (most visits share a few).
-    return ", ".join(
-        f"CAST({alias}{c} AS TEXT)" if c == "staff_ids" else f"{alias}{c}" for c in _VISIT_COLUMNS
-    )
-
-
 def _arrival(visit: _VisitState) -> tuple[datetime, str]:
     return (visit.arrived_at, visit.id)  # type: ignore[return-value]
 
@@ -701,8 +736,3 @@ def _seq_of(event: object) -> int:
     """The event's sequence number if it has a usable one, else 0 (check_upload reports it)."""
     seq = getattr(event, "seq", 0) if isinstance(event, LockEvent) else 0
     return seq if type(seq) is int and seq > 0 else 0
-
-
-def _by_id(conn: Connection, columns_from: str, ids: set[str]) -> dict[str, tuple[Any, ...]]:
-    rows = fetch_in(conn, f"SELECT id, {columns_from} WHERE id {{ids}}", ids)
-    return {row[0]: tuple(row[1:]) for row in rows}

@@ -252,6 +252,37 @@ def fetch_in(
         return list(cursor.fetchall())
 
 
+def fetch_together(
+    conn: Connection, queries: Sequence[tuple[str, Iterable[Any], Sequence[Any]]]
+) -> list[list[tuple[Any, ...]]]:
+    """`fetch_in` for several queries at once: (sql, values, before) each, their rows in order.
+
+    On PostgreSQL they go through one psycopg pipeline: one round trip for all of them, each
+    still its own statement (in READ COMMITTED each sees what was committed before it ran, as
+    apart). A query with no values is not run (no rows). On SQLite each runs in turn.
+    """
+    if conn.dialect.name == "sqlite":
+        return [fetch_in(conn, sql, values, *before) for sql, values, before in queries]
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    cursors: list[Any] = []
+    try:
+        with dbapi_connection.pipeline() as pipeline:
+            for sql, values, before in queries:
+                items = sorted(set(values))
+                if not items:
+                    cursors.append(None)
+                    continue
+                cursor = dbapi_connection.cursor()
+                cursors.append(cursor)
+                cursor.execute(sql.replace("?", "%s").format(ids="= ANY(%b)"), (*before, items))
+            pipeline.sync()
+            return [list(c.fetchall()) if c is not None else [] for c in cursors]
+    finally:
+        for cursor in cursors:
+            if cursor is not None:
+                cursor.close()
+
+
 @contextmanager
 def sent_together(conn: Connection) -> Iterator[Callable[..., None]]:
     """Yield `run(sql, params, many=False)` for writes whose results nobody reads.
