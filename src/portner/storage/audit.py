@@ -351,13 +351,7 @@ def append_prepared(conn: Connection, *batches: PreparedAudit) -> int:
     if dialect == "postgresql" and len(prepared) <= _FEW:
         # A few entries (a phone's upload, one change): the rows and the head's move in one
         # pipeline, one round trip while the head is held, where a COPY would take three.
-        rows = []
-        for instant, at, entry, details in prepared:
-            seq += 1
-            payload = _entry_bytes(seq, instant, entry.actor, entry.action, entry.subject, details)
-            digest = sha256(prev + payload).digest()
-            rows.append((seq, at, entry.actor, entry.action, entry.subject, details, prev, digest))
-            prev = digest
+        rows, seq, prev = _chained_rows(prepared, seq, prev)
         with sent_together(conn) as run:
             run(_PG_INSERT, rows, many=True)
             run(_PG_MOVE_HEAD, (seq, prev, _HEAD_ID))
@@ -379,16 +373,23 @@ def append_prepared(conn: Connection, *batches: PreparedAudit) -> int:
             if lines:
                 write("".join(lines))
     else:
-        rows: list[tuple[Any, ...]] = []
-        for instant, at, entry, details in prepared:
-            seq += 1
-            payload = _entry_bytes(seq, instant, entry.actor, entry.action, entry.subject, details)
-            digest = sha256(prev + payload).digest()
-            rows.append((seq, at, entry.actor, entry.action, entry.subject, details, prev, digest))
-            prev = digest
+        rows, seq, prev = _chained_rows(prepared, seq, prev)
         _bulk_insert(conn, rows)  # one executemany
     conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     return seq
+
+
+def _chained_rows(prepared: list[tuple[str, Any, AuditEntry, str]], seq: int,
+                  prev: bytes) -> tuple[list[tuple[Any, ...]], int, bytes]:
+    """The rows of prepared entries chained after (seq, prev), and the new (seq, hash) head."""
+    rows: list[tuple[Any, ...]] = []
+    for instant, at, entry, details in prepared:
+        seq += 1
+        payload = _entry_bytes(seq, instant, entry.actor, entry.action, entry.subject, details)
+        digest = hashlib.sha256(prev + payload).digest()
+        rows.append((seq, at, entry.actor, entry.action, entry.subject, details, prev, digest))
+        prev = digest
+    return rows, seq, prev
 
 
 _VERIFY_COLUMNS = (
