@@ -331,3 +331,30 @@ def test_wire_errors_name_the_field(change: dict[str, Any], field: str) -> None:
 def test_wire_refuses_what_is_not_an_object() -> None:
     with pytest.raises(ValueError, match="^event: is not an object"):
         event_from_wire(["seq", 1], "l-1")  # type: ignore[arg-type]
+
+
+def test_the_collector_pause_is_counted_across_overlapping_batches() -> None:
+    """Batches run in several threads: the collector comes back when the last large batch ends,
+    stays off if it was off before, and a phone's few events leave it alone."""
+    import gc
+
+    from portner.services.door_events import _FEW_EVENTS, _collector_paused
+
+    assert gc.isenabled()
+    try:
+        with _collector_paused(_FEW_EVENTS):
+            assert gc.isenabled()  # a few events: untouched
+        first, second = _collector_paused(_FEW_EVENTS + 1), _collector_paused(10_000)
+        first.__enter__()
+        second.__enter__()
+        assert not gc.isenabled()
+        first.__exit__(None, None, None)
+        assert not gc.isenabled()  # the other batch still runs
+        second.__exit__(None, None, None)
+        assert gc.isenabled()
+        gc.disable()
+        with _collector_paused(10_000):
+            pass
+        assert not gc.isenabled()  # off before, off after
+    finally:
+        gc.enable()

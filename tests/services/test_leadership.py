@@ -114,3 +114,89 @@ def test_lock_keys_are_stable_and_fit_a_bigint() -> None:
     assert lock_key("lock-fleet/demokommune") == lock_key("lock-fleet/demokommune")
     assert lock_key("lock-fleet/a") != lock_key("lock-fleet/b")
     assert -(2 ** 63) <= lock_key("lock-fleet/a") < 2 ** 63
+
+
+async def _kill_lock_session(engine, name: str) -> None:
+    with engine.connect() as admin:
+        admin.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND ((classid::bigint << 32) | objid::bigint) = (:k & x'ffffffffffffffff'::bigint)"
+        ), {"k": lock_key(name)})
+
+
+def _recording_job(worker: int, running: set[int], most: list[int]):
+    async def job() -> None:
+        running.add(worker)
+        try:
+            while True:
+                most[0] = max(most[0], len(running))
+                await asyncio.sleep(0.01)
+        finally:
+            running.discard(worker)
+    return job
+
+
+async def test_a_leader_whose_session_is_killed_between_its_checks_never_runs_beside_the_next(pg_url: str) -> None:
+    """The lock goes at once; the old leader notices only at its next check. The next one waits
+    that out before it starts, so the job never runs twice (found by a hostile test: both ran
+    for most of a retry interval)."""
+    name, retry = f"test-job/{uuid.uuid4().hex}", 0.3
+    engines = [create_engine(pg_url), create_engine(pg_url)]
+    running: set[int] = set()
+    most = [0]
+    tasks = [asyncio.create_task(run_as_leader(engines[0], name, _recording_job(0, running, most), retry_s=retry))]
+    try:
+        await _until(lambda: 0 in running)
+        tasks.append(asyncio.create_task(run_as_leader(engines[1], name, _recording_job(1, running, most), retry_s=retry)))
+        await asyncio.sleep(retry + 0.05)  # just after the leader's check
+        await _kill_lock_session(engines[1], name)
+        await _until(lambda: running == {1}, seconds=10)
+        assert most[0] == 1
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for e in engines:
+            e.dispose()
+
+
+async def test_a_leader_cut_off_from_the_database_stops_when_its_connection_stops_answering(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network cut leaves the leader's connection hanging, not failing: a question it does not
+    answer in time counts as lost, the job stops, and the other process takes over."""
+    import threading
+
+    from portner.services import leadership
+
+    name, retry = f"test-job/{uuid.uuid4().hex}", 0.3
+    engines = [create_engine(pg_url), create_engine(pg_url)]
+    cut, unblock = threading.Event(), threading.Event()
+    real_alive, real_release = leadership._alive, leadership._release
+
+    def hangs_when_cut(real):
+        def call(conn, *args):
+            if cut.is_set() and conn.engine is engines[0]:
+                unblock.wait(30)  # the cut connection: no answer, no error (until the test ends)
+            return real(conn, *args)
+        return call
+
+    monkeypatch.setattr(leadership, "_alive", hangs_when_cut(real_alive))
+    monkeypatch.setattr(leadership, "_release", hangs_when_cut(real_release))
+    running: set[int] = set()
+    most = [0]
+    tasks = [asyncio.create_task(run_as_leader(engines[0], name, _recording_job(0, running, most), retry_s=retry))]
+    try:
+        await _until(lambda: 0 in running)
+        tasks.append(asyncio.create_task(run_as_leader(engines[1], name, _recording_job(1, running, most), retry_s=retry)))
+        cut.set()
+        await _kill_lock_session(engines[1], name)  # the server side of the cut: the lock goes
+        await _until(lambda: running == {1}, seconds=10)
+        assert most[0] == 1
+    finally:
+        unblock.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.2)  # the hung calls, unblocked, close their connection
+        for e in engines:
+            e.dispose()

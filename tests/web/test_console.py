@@ -323,7 +323,7 @@ def test_the_event_stream_sends_new_door_events_and_resumes(live_app) -> None:
 
 def test_the_visitor_redeems_the_link_once(client_for, portner_app) -> None:
     from portner.services.device_registration import registration_message
-    from portner.web.api.phone import b64url, from_b64url
+    from portner.web.api.encoding import b64url, from_b64url
 
     p = runtime(portner_app)
     made = client_for("demo-operator").post("/api/v1/one-time-access", json=access_body(p))

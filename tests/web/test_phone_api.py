@@ -217,7 +217,7 @@ def test_disabled_account_and_revoked_device_get_no_credentials(client_for, port
 def test_the_shift_answer_is_exactly_the_documented_model(client_for) -> None:
     """The answer is written by hand (no model round trip): it must be byte for byte what the
     ShiftOut model (the OpenAPI document's schema) gives for the same content."""
-    from portner.web.api.phone import ShiftOut
+    from portner.web.api.shift import ShiftOut
 
     nurse = client_for("demo-nurse-1")
     _, device_id = register(nurse)

@@ -112,14 +112,19 @@ def test_only_operators_and_only_locks_that_can(portner_app: FastAPI, backend: A
 
 
 def test_another_worker_running_the_fleet_delivers_and_the_operator_hears_the_answer(
-        portner_app: FastAPI, backend: Any, client_for: Callable[[str | None], TestClient]) -> None:
+        portner_app: FastAPI, backend: Any, client_for: Callable[[str | None], TestClient],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """`portner serve --workers N`: one process talks to the locks. A request reaching another
     is not sent from there (its backends are not started); the fleet's process delivers it at its
     next step, and the request waits for that answer."""
     import threading
 
     from portner.services.fleet_runtime import port_for
+    from portner.web.api import fleet
     from portner.web.api.fleet import FLEET_ELSEWHERE
+
+    # This process is not the one running the fleet: its own fleet worker does not start.
+    monkeypatch.setattr(fleet, "workers", [])
 
     lock_id = _keypad_lock(portner_app, backend)
     p = portner_app.state.portner

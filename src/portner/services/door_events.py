@@ -13,9 +13,11 @@ head attestation whose MAC verifies. A filled gap keeps
 its row as history (when it was seen), gets a "locklog:gap_filled" audit entry, and is left out
 of `open_log_anomalies`: the row never claims to be open, the lock's verified head says it is not.
 
-For a national fleet that syncs at once: what a batch needs is read up front in a few queries;
-on PostgreSQL the door events stream into one COPY while the next lock's chain is checked, and the
-visit, outbox and lock writes go out together in one pipeline while Encounters are built.
+For a national fleet that syncs at once: what a batch needs is read up front in a few queries
+(on PostgreSQL pipelined: two or three round trips); on PostgreSQL many door events stream into
+one COPY while the next lock's chain is checked, and the visit, outbox and lock writes go out
+together in one pipeline while Encounters are built. A phone's few events (at most _FEW_EVENTS)
+go in that pipeline too, as INSERTs: a COPY would cost two more round trips than it saves.
 `ingest_uploads` takes many locks in one transaction with one audit append.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import gc
 import hmac
 import json
+import threading
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -158,7 +161,7 @@ def ingest_uploads(
     _check_batch(uploads, now)
     if not uploads:
         return []
-    with _collector_paused(), engine.begin() as conn:
+    with _collector_paused(_events_in(uploads)), engine.begin() as conn:
         return _Batch(conn, uploads, now.astimezone(UTC)).run()
 
 
@@ -170,27 +173,44 @@ def ingest_uploads_in(
     _check_batch(uploads, now)
     if not uploads:
         return []
-    with _collector_paused():
+    with _collector_paused(_events_in(uploads)):
         return _Batch(conn, uploads, now.astimezone(UTC)).run()
 
 
+_pause = {"batches": 0, "resume": False}  # large batches running, and whether to turn it back on
+_pause_lock = threading.Lock()
+
+
 @contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Hold off Python's cyclic garbage collector while a batch runs.
+def _collector_paused(events: int) -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector while a large batch runs.
 
     A batch makes a few objects per event (audit entries, their details) that reference counting
-    frees; they form no cycles. But every ~70,000 of them the collector would walk the whole heap
-    looking for cycles anyway, about a tenth of an ingest's time. Cycles made meanwhile (by
-    anyone) wait until the batch ends; a batch that finds the collector paused leaves it so.
+    frees; they form no cycles. But the collector counts them and, every so many, walks the
+    whole heap looking for cycles anyway: about a tenth of a 20,000-event ingest. Batches run in
+    several threads at once, so the pause is counted: the collector comes back when the last
+    paused batch ends (and stays off if it was off before). A phone's few events, the usual
+    upload, gain nothing from it and leave it alone.
     """
-    if not gc.isenabled():
+    if events <= _FEW_EVENTS:
         yield
         return
-    gc.disable()
+    with _pause_lock:
+        if _pause["batches"] == 0:
+            _pause["resume"] = gc.isenabled()
+            gc.disable()
+        _pause["batches"] += 1
     try:
         yield
     finally:
-        gc.enable()
+        with _pause_lock:
+            _pause["batches"] -= 1
+            if _pause["batches"] == 0 and _pause["resume"]:
+                gc.enable()
+
+
+def _events_in(uploads: Sequence[LockUpload]) -> int:
+    return sum(len(u.events) for u in uploads)
 
 
 def _check_batch(uploads: Sequence[LockUpload], now: datetime) -> None:

@@ -110,16 +110,26 @@ async def remote_unlock_by_fleet(engine: Engine, municipality_id: str, lock_id: 
                                  actor: str, now: Callable[[], datetime], ids: IdSource,
                                  wait_s: float = 8.0) -> RemoteOutcome:
     """Ask for a remote unlock that another process delivers (the one running the lock fleet,
-    at its next step), and wait up to `wait_s` for the lock's answer; "requested" if none yet."""
-    with engine.begin() as conn:
-        command_id = request_remote_unlock(conn, municipality_id, lock_id, reason=reason, actor=actor,
-                                           now=now(), ids=ids)
+    at its next step), and wait up to `wait_s` for the lock's answer; "requested" if none yet.
+    The database is asked in a thread: the request may queue behind others on the audit log."""
+    def ask() -> str:
+        with engine.begin() as conn:
+            return request_remote_unlock(conn, municipality_id, lock_id, reason=reason, actor=actor,
+                                         now=now(), ids=ids)
+
+    def answer(command_id: str) -> RemoteOutcome:
+        with engine.connect() as conn:
+            return command_outcome(conn, command_id) or RemoteOutcome(command_id, "requested")
+
+    command_id = await asyncio.to_thread(ask)
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
-        with engine.connect() as conn:
-            outcome = command_outcome(conn, command_id) or RemoteOutcome(command_id, "requested")
-        if outcome.state not in ("requested", "sending") or asyncio.get_running_loop().time() >= deadline:
+        outcome = await asyncio.to_thread(answer, command_id)
+        if outcome.state not in ("requested", "sending"):
             return outcome
+        if asyncio.get_running_loop().time() >= deadline:
+            # Still on its way to the lock: what the operator is told is that it was asked.
+            return RemoteOutcome(command_id, "requested")
         await asyncio.sleep(0.25)
 
 

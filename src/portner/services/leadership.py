@@ -34,7 +34,13 @@ async def run_as_leader(engine: Engine, name: str, job: Callable[[], Awaitable[N
                         retry_s: float = RETRY_S, elsewhere: Callable[[bool], None] = lambda _: None) -> None:
     """Run `job` whenever this process holds the job's lock, until the job ends (its error is
     raised here) or this is cancelled. `elsewhere(True)` says another process holds the lock,
-    `elsewhere(False)` that this one has taken it."""
+    `elsewhere(False)` that this one has taken it.
+
+    Never two at once: a leader asks its lock's connection every `retry_s` whether it still
+    answers (and gives up on an answer that takes longer than `retry_s`: a connection cut off
+    by the network hangs rather than fails), and stops its job when it does not. A process that
+    takes the lock waits out that much (twice `retry_s`) before it starts the job, so a leader
+    that lost its connection has stopped by then."""
     if engine.dialect.name != "postgresql":
         await job()
         return
@@ -47,20 +53,22 @@ async def run_as_leader(engine: Engine, name: str, job: Callable[[], Awaitable[N
             log.warning("%s: cannot reach the database to take its lock (%s)", name, type(exc).__name__)
         else:
             try:
-                held = await asyncio.to_thread(_try_lock, conn, key)
+                held = await _asked(_try_lock, conn, key, retry_s)
                 elsewhere(not held)
                 if held:
-                    log.info("%s: this process runs it", name)
-                    task = asyncio.create_task(job(), name=f"leader:{name}")
-                    await _while_held(conn, task, retry_s)
+                    await asyncio.sleep(2 * retry_s)  # a previous leader's last moment
+                    if await _asked(_alive, conn, None, retry_s):
+                        log.info("%s: this process runs it", name)
+                        task = asyncio.create_task(job(), name=f"leader:{name}")
+                        await _while_held(conn, task, retry_s)
             except Exception as exc:
                 log.warning("%s: cannot take its lock (%s)", name, type(exc).__name__)
             finally:
                 if task is not None and not task.done():
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-                await asyncio.to_thread(_release, conn)
+                    await asyncio.wait({task})  # (a cancellation of this one still goes through)
+                # Given back, or thrown away when the connection no longer answers in time.
+                await asyncio.wait({asyncio.ensure_future(asyncio.to_thread(_release, conn))}, timeout=retry_s)
             if task is not None and task.done() and not task.cancelled():
                 task.result()  # the job ended by itself (raises its error, if it had one)
                 return
@@ -69,11 +77,20 @@ async def run_as_leader(engine: Engine, name: str, job: Callable[[], Awaitable[N
         await asyncio.sleep(retry_s)
 
 
+async def _asked(question: Callable[..., bool], conn: Any, key: int | None, timeout: float) -> bool:
+    """A question to the lock's connection, in a thread; no answer within `timeout` is False."""
+    args = (conn,) if key is None else (conn, key)
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(question, *args), timeout)
+    except (asyncio.TimeoutError, TimeoutError):
+        return False
+
+
 async def _while_held(conn: Any, task: asyncio.Task[None], retry_s: float) -> None:
     """Wait for the job while the lock's connection answers; return when either stops."""
     while not task.done():
         await asyncio.wait({task}, timeout=retry_s)
-        if not task.done() and not await asyncio.to_thread(_alive, conn):
+        if not task.done() and not await _asked(_alive, conn, None, retry_s):
             return
 
 
@@ -82,7 +99,7 @@ def _connect(engine: Engine) -> Any:
     return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
-def _try_lock(conn: Any, key: int) -> bool:
+def _try_lock(conn: Any, key: int) -> bool:  # (a lock got after a timeout goes with `_release`)
     return bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
 
 

@@ -195,39 +195,6 @@ def marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-@contextmanager
-def row_writer(
-    conn: Connection, table: Table, columns: Sequence[str],
-    copy_line: Callable[[Any], str] | None = None,
-) -> Iterator[Callable[[list[Any]], None]]:
-    """Yield a `write(rows)` for tuples of driver-ready values, in the caller's transaction.
-
-    `copy_line`, if given, writes one row as its COPY text line (see `copy_text`, `copy_field`):
-    for rows whose column types the caller knows, cheaper than dispatching on each value.
-
-    On PostgreSQL the rows stream into one COPY while the caller goes on computing the next ones,
-    so the server inserts (and checks foreign keys) in parallel with the Python work; no other
-    statement may run on `conn` inside the block. On SQLite the rows are gathered and inserted
-    with one executemany when the block ends.
-    """
-    if conn.dialect.name == "sqlite":
-        gathered: list[Any] = []
-        yield gathered.extend
-        insert_rows(conn, table, columns, gathered)
-        return
-    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-    dbapi_connection: Any = conn.connection.dbapi_connection
-    with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
-
-        def write(rows: list[Any]) -> None:
-            if rows and copy_line is not None:
-                copy.write("".join(map(copy_line, rows)))
-            elif rows:
-                copy.write("".join(["\t".join(map(_copy_field, row)) + "\n" for row in rows]))
-
-        yield write
-
-
 def fetch_in(
     conn: Connection, sql: str, values: Iterable[Any], *before: Any
 ) -> list[tuple[Any, ...]]:
@@ -247,9 +214,13 @@ def fetch_in(
         return rows
     dbapi_connection: Any = conn.connection.dbapi_connection
     with dbapi_connection.cursor() as cursor:
-        # %b: the array goes in binary, so psycopg has no quoting to do per element.
-        cursor.execute(sql.replace("?", "%s").format(ids="= ANY(%b)"), (*before, items))
+        cursor.execute(*_pg_any(sql, items, before))
         return list(cursor.fetchall())
+
+
+def _pg_any(sql: str, items: list[Any], before: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+    # %b: the array goes in binary, so psycopg has no quoting to do per element.
+    return sql.replace("?", "%s").format(ids="= ANY(%b)"), (*before, items)
 
 
 def fetch_together(
@@ -274,7 +245,7 @@ def fetch_together(
                     continue
                 cursor = dbapi_connection.cursor()
                 cursors.append(cursor)
-                cursor.execute(sql.replace("?", "%s").format(ids="= ANY(%b)"), (*before, items))
+                cursor.execute(*_pg_any(sql, items, before))
             pipeline.sync()
             return [list(c.fetchall()) if c is not None else [] for c in cursors]
     finally:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from fastapi import Depends, Request
 from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
 
 from portner.domain.access import AccountRole, NotPermitted, Principal
 from portner.services.accounts import principal_by_id, principal_for_session
@@ -132,29 +133,35 @@ def check_role(who: Principal, roles: tuple[AccountRole, ...]) -> Principal:
 
 @dataclass(frozen=True, slots=True)
 class PendingPrincipal:
-    """Who is asking, before their account is read: the handler reads it on the connection it
-    opens anyway (`resolve`), so the busiest routes take one connection and one thread hop a
-    request instead of two. Everything that needs no database is decided before the handler."""
+    """Who is asking, before a session's account is read: the handler reads it on the connection
+    it opens anyway (`resolve`), so the busiest routes take one connection and one thread hop a
+    request instead of two. What needs no database is decided before the handler: no session
+    and no token is a 401, a session's change without its CSRF token a 403. An access token is
+    verified before the handler (its verifier reads the account on a connection of its own), so
+    a handler never holds one connection while waiting for another."""
 
     request: Request
     roles: tuple[AccountRole, ...]
+    verified: Principal | None = None  # an access token's principal, known already
 
     def resolve(self, conn: Connection | None) -> Principal:
-        """The principal with one of the roles (401, 403 and AccountDisabled as `require`), its
-        account read on `conn` (None: on a connection of its own)."""
+        """The principal with one of the roles (401, 403 and AccountDisabled as `require`), a
+        session's account read on `conn` (None: on a connection of its own)."""
+        if self.verified is not None:
+            return self.verified
         return check_role(principal_on(self.request, conn), self.roles)
 
 
 def require_later(*roles: AccountRole) -> Callable[..., Awaitable[PendingPrincipal]]:
-    """Like `require`, but the account is read by the handler (see PendingPrincipal). A request
-    carrying neither a session nor a token is refused here, as `require` refuses it."""
+    """Like `require`, but a session's account is read by the handler (see PendingPrincipal)."""
 
     async def dependency(request: Request) -> PendingPrincipal:
-        signed_in = _bearer(request) is not None or (
-            "session" in request.scope and bool(request.session.get(SESSION_ACCOUNT)))
-        if not signed_in:
+        if _bearer(request) is not None:
+            who = await run_in_threadpool(principal, request)
+            return PendingPrincipal(request, roles, check_role(who, roles))
+        if not ("session" in request.scope and request.session.get(SESSION_ACCOUNT)):
             raise _not_signed_in()
-        if _bearer(request) is None and request.method not in SAFE_METHODS:
+        if request.method not in SAFE_METHODS:
             # A session's change must carry its CSRF token: refused before anything is read.
             _check_csrf_token(request)
         return PendingPrincipal(request, roles)

@@ -26,7 +26,7 @@ from portner.demo.day import find_fixtures
 from portner.demo.site import MUNICIPALITY, load_demo_site
 from portner.services.checkpoints import write_checkpoint
 from portner.services.ids import IdSource
-from portner.storage.db import open_database
+from portner.storage.db import normalise_url, open_database
 
 DAY_MARKER = ".portner-serve-day"
 
@@ -109,7 +109,8 @@ def run(settings: Settings, *, host: str, port: int, bridge_port: int | None, wo
     from portner.web.app import create_app
 
     if workers > 1:
-        if settings.development or not settings.database_url:
+        if settings.development or not settings.database_url or \
+                normalise_url(settings.database_url).get_backend_name() != "postgresql":
             raise SystemExit("portner serve: more than one worker needs production mode and PostgreSQL")
         # Made once before the workers start, so that they only read what a first start writes.
         create_app(settings).state.portner.engine.dispose()

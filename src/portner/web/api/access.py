@@ -83,7 +83,7 @@ from portner.web.api.common import (
     problem_response,
     resident_or_404,
 )
-from portner.web.api.phone import b64url, from_b64url
+from portner.web.api.encoding import b64url, from_b64url
 from portner.web.deps import (
     SESSION_LIFETIME,
     SESSION_SIGNED_IN_AT,

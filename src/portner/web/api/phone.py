@@ -54,7 +54,7 @@ from portner.services.revocation import latest_revocation_list
 from portner.storage import tables as t
 from portner.web.api.common import IdempotencyKeyHeader, bounded_body, idempotent, problem_response
 from portner.web.api.encoding import ID_PATTERN, b64url, from_b64url
-from portner.web.api.shift import RevocationListOut, ShiftOut  # noqa: F401 (ShiftOut: documented here)
+from portner.web.api.shift import RevocationListOut
 from portner.web.deps import PendingPrincipal, portner, principal, require, require_later
 from portner.web.problems import Problem, field_problem, not_found
 
@@ -180,7 +180,7 @@ class HeadIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     nonce: str = Field(min_length=32, max_length=128, description="16..64 bytes as hex")
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=2**63 - 1)
     hash: str = Field(min_length=64, max_length=64)
     mac: str = Field(min_length=64, max_length=64)
 
@@ -220,8 +220,6 @@ def _may_upload(who: Principal) -> int:
     if who.role is AccountRole.INTEGRATION and SCOPE_EVENTS_UPLOAD in who.scopes:
         return MAX_GATEWAY_BYTES
     raise NotPermitted(f"uploading door events needs a nurse's phone or the {SCOPE_EVENTS_UPLOAD} scope")
-
-
 
 
 def _parse_batch(raw: bytes) -> DoorEventBatchIn:
@@ -334,12 +332,22 @@ def _ingest(request: Request, uploader: Principal | PendingPrincipal | None, raw
     p = portner(request)
     now = p.now()
 
+    # Parsed before any connection is taken (a gateway's batch may be 8 MB); a malformed one is
+    # refused only once who sent it is known, so a stranger still hears 401, not 422.
+    try:
+        batch: DoorEventBatchIn | None = _parse_batch(raw)
+        malformed: Exception | None = None
+    except (RequestValidationError, Problem) as exc:
+        batch, malformed = None, exc
+
     def uploads_of(conn: Connection) -> list[LockUpload]:
         allowed = None
         who = uploader.resolve(conn) if isinstance(uploader, PendingPrincipal) else uploader
         if isinstance(uploader, PendingPrincipal):
             _may_upload(who)  # type: ignore[arg-type]  (resolve returns a Principal)
-        batch = _parse_batch(raw)
+        if malformed is not None:
+            raise malformed
+        assert batch is not None
         if who is None:
             allowed = visitor_upload_locks(conn, token or "", now=now)
             if allowed is None:
@@ -395,10 +403,15 @@ async def upload_door_events(
     request: Request,
     pending: PendingPrincipal = Depends(require_later(AccountRole.NURSE, AccountRole.INTEGRATION)),
 ) -> DoorEventBatchOut:
-    # The body is read here, within the uploader's size limit, not by FastAPI. A body that
-    # declares at most a nurse's bound is within every uploader's: its account is read with
-    # the batch, in the batch's transaction (one connection a request). A bigger or chunked
-    # one waits until who sends it, and so its bound, is known.
+    # The body is read here, within the uploader's size limit, not by FastAPI. An access token
+    # is verified already (require_later), so its bound is known. A session's body that declares
+    # at most a nurse's bound is within every uploader's: it is read from the holder of a session
+    # cookie this server signed (and, for a change, its CSRF token), and the session's account
+    # is read with the batch, in its transaction (one connection a request). A bigger or chunked
+    # one waits until the account, and so its bound, is known.
+    if pending.verified is not None:
+        raw = await bounded_body(request, _may_upload(pending.verified))
+        return await run_in_threadpool(_ingest, request, pending.verified, raw)
     declared = request.headers.get("content-length", "")
     if not (declared.isdigit() and int(declared) <= MAX_NURSE_BYTES):
         who = await run_in_threadpool(pending.resolve, None)

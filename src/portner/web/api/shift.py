@@ -11,12 +11,13 @@ written straight from the rows; the tests hold it to the ShiftOut model byte for
 from __future__ import annotations
 
 import json
+import weakref
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, and_, bindparam, func, select
+from sqlalchemy import Connection, Engine, and_, bindparam, func, select
 from starlette.concurrency import run_in_threadpool
 
 from portner.domain.access import AccountRole
@@ -109,8 +110,9 @@ _SHIFT = (
 _LIST = select(_rl.c.blob).where(_rl.c.municipality_id == bindparam("municipality_id"),
                                  _rl.c.version == bindparam("version"))
 
-# The newest signed list each municipality's phones were given, as its JSON: (version, text).
-_lists: dict[str, tuple[int, dict[str, Any]]] = {}
+# Per database, the newest signed revocation list each municipality's phones were given, as
+# (version, its JSON): a published list never changes, so its version says whether it is known.
+_known_lists: weakref.WeakKeyDictionary[Engine, dict[str, tuple[int, dict[str, Any]]]] = weakref.WeakKeyDictionary()
 
 
 def _iso(at: datetime) -> str:
@@ -122,11 +124,20 @@ def _iso(at: datetime) -> str:
 def _revocation_list(conn: Connection, municipality_id: str, version: int | None) -> dict[str, Any]:
     if version is None:
         return {"version": 0, "list": None}
-    known = _lists.get(municipality_id)
+    lists = _known_lists.setdefault(conn.engine, {})
+    known = lists.get(municipality_id)
     if known is None or known[0] != version:
         blob = conn.execute(_LIST, {"municipality_id": municipality_id, "version": version}).scalar_one()
-        known = _lists[municipality_id] = (version, {"version": int(version), "list": b64url(bytes(blob))})
+        known = lists[municipality_id] = (version, {"version": int(version), "list": b64url(bytes(blob))})
     return known[1]
+
+
+def _reading(engine: Engine) -> Connection:
+    """A connection for the shift's reads. On PostgreSQL in autocommit: each statement reads a
+    consistent snapshot by itself, and the two round trips of BEGIN and ROLLBACK are spared
+    (SQLite keeps the engine's own transaction handling)."""
+    conn = engine.connect()
+    return conn.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else conn
 
 
 def _shift(request: Request, pending: PendingPrincipal, device_id: str) -> Response:
@@ -135,9 +146,7 @@ def _shift(request: Request, pending: PendingPrincipal, device_id: str) -> Respo
     start, end = now - SHIFT_BEFORE, now + SHIFT_AFTER
     params = {"device_id": device_id, "municipality_id": p.municipality.id, "start": start, "end": end}
     for attempt in range(2):
-        # Autocommit: each statement reads a consistent snapshot by itself, and the connection
-        # spares the two round trips of BEGIN and ROLLBACK a transaction would cost.
-        with p.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with _reading(p.engine) as conn:
             who = pending.resolve(conn)
             rows = conn.execute(_SHIFT, params).all()
             if not rows or rows[0].owner != who.actor_id:
