@@ -25,6 +25,14 @@ async def _until(condition, seconds: float = 5.0) -> None:
     raise AssertionError("not within time")
 
 
+async def _stop(tasks, engines) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for e in engines:
+        e.dispose()
+
+
 async def test_one_process_runs_the_job_and_another_takes_it_over_when_it_dies(pg_url: str) -> None:
     name = f"test-job/{uuid.uuid4().hex}"
     engines = [create_engine(pg_url), create_engine(pg_url)]
@@ -56,11 +64,7 @@ async def test_one_process_runs_the_job_and_another_takes_it_over_when_it_dies(p
         await _until(lambda: running == {1 - leader})
         assert ever == [leader, 1 - leader]
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for e in engines:
-            e.dispose()
+        await _stop(tasks, engines)
 
 
 async def test_a_broken_lock_connection_stops_the_job_until_the_lock_is_held_again(pg_url: str) -> None:
@@ -136,28 +140,41 @@ def _recording_job(worker: int, running: set[int], most: list[int]):
     return job
 
 
+async def _takeover(engines, name: str, retry: float, interrupt, release=lambda: None) -> int:
+    """Two processes; the first leads; `interrupt()`, then its lock session is killed. Returns
+    how many ran the job at once at most, once the second runs it alone."""
+    running: set[int] = set()
+    most = [0]
+
+    def leader(worker: int) -> asyncio.Task[None]:
+        job = _recording_job(worker, running, most)
+        return asyncio.create_task(run_as_leader(engines[worker], name, job, retry_s=retry))
+
+    tasks = [leader(0)]
+    try:
+        await _until(lambda: 0 in running)
+        tasks.append(leader(1))
+        await interrupt()
+        await _kill_lock_session(engines[1], name)
+        await _until(lambda: running == {1}, seconds=10)
+        return most[0]
+    finally:
+        release()
+        await asyncio.sleep(0.2)  # calls left hanging, released, close their connections
+        await _stop(tasks, engines)
+
+
 async def test_a_leader_whose_session_is_killed_between_its_checks_never_runs_beside_the_next(pg_url: str) -> None:
     """The lock goes at once; the old leader notices only at its next check. The next one waits
     that out before it starts, so the job never runs twice (found by a hostile test: both ran
     for most of a retry interval)."""
-    name, retry = f"test-job/{uuid.uuid4().hex}", 0.3
+    retry = 0.3
     engines = [create_engine(pg_url), create_engine(pg_url)]
-    running: set[int] = set()
-    most = [0]
-    tasks = [asyncio.create_task(run_as_leader(engines[0], name, _recording_job(0, running, most), retry_s=retry))]
-    try:
-        await _until(lambda: 0 in running)
-        tasks.append(asyncio.create_task(run_as_leader(engines[1], name, _recording_job(1, running, most), retry_s=retry)))
-        await asyncio.sleep(retry + 0.05)  # just after the leader's check
-        await _kill_lock_session(engines[1], name)
-        await _until(lambda: running == {1}, seconds=10)
-        assert most[0] == 1
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for e in engines:
-            e.dispose()
+
+    async def just_after_the_leaders_check() -> None:
+        await asyncio.sleep(retry + 0.05)
+
+    assert await _takeover(engines, f"test-job/{uuid.uuid4().hex}", retry, just_after_the_leaders_check) == 1
 
 
 async def test_a_leader_cut_off_from_the_database_stops_when_its_connection_stops_answering(
@@ -168,10 +185,8 @@ async def test_a_leader_cut_off_from_the_database_stops_when_its_connection_stop
 
     from portner.services import leadership
 
-    name, retry = f"test-job/{uuid.uuid4().hex}", 0.3
     engines = [create_engine(pg_url), create_engine(pg_url)]
     cut, unblock = threading.Event(), threading.Event()
-    real_alive, real_release = leadership._alive, leadership._release
 
     def hangs_when_cut(real):
         def call(conn, *args):
@@ -180,23 +195,10 @@ async def test_a_leader_cut_off_from_the_database_stops_when_its_connection_stop
             return real(conn, *args)
         return call
 
-    monkeypatch.setattr(leadership, "_alive", hangs_when_cut(real_alive))
-    monkeypatch.setattr(leadership, "_release", hangs_when_cut(real_release))
-    running: set[int] = set()
-    most = [0]
-    tasks = [asyncio.create_task(run_as_leader(engines[0], name, _recording_job(0, running, most), retry_s=retry))]
-    try:
-        await _until(lambda: 0 in running)
-        tasks.append(asyncio.create_task(run_as_leader(engines[1], name, _recording_job(1, running, most), retry_s=retry)))
-        cut.set()
-        await _kill_lock_session(engines[1], name)  # the server side of the cut: the lock goes
-        await _until(lambda: running == {1}, seconds=10)
-        assert most[0] == 1
-    finally:
-        unblock.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.sleep(0.2)  # the hung calls, unblocked, close their connection
-        for e in engines:
-            e.dispose()
+    monkeypatch.setattr(leadership, "_alive", hangs_when_cut(leadership._alive))
+    monkeypatch.setattr(leadership, "_release", hangs_when_cut(leadership._release))
+
+    async def the_network_is_cut() -> None:
+        cut.set()  # (the kill that follows is the server's side of the cut: the lock goes)
+
+    assert await _takeover(engines, f"test-job/{uuid.uuid4().hex}", 0.3, the_network_is_cut, unblock.set) == 1
