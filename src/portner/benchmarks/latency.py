@@ -339,6 +339,8 @@ def print_report(result: dict[str, Any]) -> None:
                       f"{r['p99_ms']:.2f}", "" if r["p99_ratio"] is None else f"{r['p99_ratio']:.2f}",
                       f"{r['client_cpu_ms_per_request']:.2f}")
     Console().print(table)
+    Console().print("  errors: answers other than 2xx; status 0 (see --json) is no answer within 10 s "
+                    "or a connection the server did not take")
     for name, ok in result["met"].items():
         Console().print(f"  {name}: p99 <= {TARGETS['p99_ms']:.0f} ms and <= {TARGETS['p99_ratio']:.0f}x bare: "
                         + ("[green]met[/green]" if ok else "[red]missed[/red]"))
