@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, and_, insert, select, update
 
 from portner.domain.lock_log import (
     GENESIS_HASH,
@@ -246,16 +246,9 @@ def _visit_columns(alias: str) -> str:
 # The batch's reads, built once (a phone's upload of a few events should not pay for building
 # them), in fetch_in's form ("{ids}" is the IN list, "?" a parameter before it).
 _LOCK_HEADS = (
-    select(t.locks.c.id, t.locks.c.synced_seq, t.locks.c.synced_hash, t.homes.c.resident_id)
-    .join(t.doors, t.doors.c.id == t.locks.c.door_id)
-    .join(t.homes, t.homes.c.id == t.doors.c.home_id)
-    .where(t.locks.c.id.in_(bindparam("lock_ids", expanding=True)))
-    .order_by(t.locks.c.id)
-)
-_PG_LOCK_HEADS_FOR_UPDATE = (
     "SELECT l.id, l.synced_seq, l.synced_hash, h.resident_id FROM locks l"
     " JOIN doors d ON d.id = l.door_id JOIN homes h ON h.id = d.home_id"
-    " WHERE l.id {ids} ORDER BY l.id FOR UPDATE OF l"
+    " WHERE l.id {ids} ORDER BY l.id"
 )
 _PENDING = "SELECT lock_id, seq, hash, payload, received_at FROM door_event_pending WHERE lock_id {ids}"
 _OPEN_GAPS = "SELECT lock_id, first_seq, last_seq FROM lock_log_anomalies WHERE kind = ? AND lock_id {ids}"
@@ -369,15 +362,13 @@ class _Batch:
             # One round trip: the lock rows first, then (each its own statement, so it sees
             # what was committed before the locks were ours) what is held for them, their gaps.
             heads, pending, self.open_gaps = fetch_together(self.conn, [
-                (_PG_LOCK_HEADS_FOR_UPDATE, ids, ()), (_PENDING, ids, ()), (_OPEN_GAPS, ids, ("gap",)),
+                (_LOCK_HEADS + " FOR UPDATE OF l", ids, ()), (_PENDING, ids, ()), (_OPEN_GAPS, ids, ("gap",)),
             ])
         else:
             lk = t.locks
             # Take SQLite's write lock before reading, as FOR UPDATE does.
             self.conn.execute(update(lk).where(lk.c.id == ids[0]).values(synced_seq=lk.c.synced_seq))
-            heads = [tuple(r) for start in range(0, len(ids), 500)
-                     for r in self.conn.execute(_LOCK_HEADS, {"lock_ids": ids[start : start + 500]})]
-            pending = fetch_in(self.conn, _PENDING, ids)
+            heads, pending = fetch_together(self.conn, [(_LOCK_HEADS, ids, ()), (_PENDING, ids, ())])
         locks: dict[str, _Lock] = {}
         for lock_id, synced_seq, synced_hash, resident_id in heads:
             head = bytes(synced_hash) if synced_hash else GENESIS_HASH

@@ -281,16 +281,22 @@ def _same_passage(a: Any, b: Any) -> bool:
 
 
 def _passage_draft(rows: Sequence[Any]) -> _Draft:
+    return _draft_of(rows, KIND_OUTSIDE_VISIT, [f"door:{r.lock_id}:{r.seq}" for r in rows])
+
+
+def _draft_of(rows: Sequence[Any], kind: str, keys: list[str], **extra: Any) -> _Draft:
+    """One passage's notice: its first opening, and the doors it went through, street first."""
     first = rows[0]
     path = sorted({(r.position, r.door_kind) for r in rows})
-    return _Draft(first.resident_id, KIND_OUTSIDE_VISIT, {
-        "keys": [f"door:{r.lock_id}:{r.seq}" for r in rows],
+    return _Draft(first.resident_id, kind, {
+        "keys": keys,
         "at": _iso(first.lock_time),
         "origin": first.origin,
         "role": first.actor_role,
         "name": first.display_name or "",
-        "doors": [kind for _, kind in path],
+        "doors": [door for _, door in path],
         "visit": first.visit_id,
+        **extra,
     })
 
 
@@ -349,19 +355,8 @@ def _passages(rows: Sequence[Any], draft: Callable[[Sequence[Any]], _Draft]) -> 
 
 
 def _code_passage_draft(rows: Sequence[Any]) -> _Draft:
-    first = rows[0]
-    path = sorted({(r.position, r.door_kind) for r in rows})
-    return _Draft(first.resident_id, KIND_CODE_OUTSIDE_VISIT, {
-        "keys": [f"activity:{r.id}" for r in rows],
-        "at": _iso(first.lock_time),
-        "origin": first.origin,
-        "role": first.actor_role,
-        "name": first.display_name or "",
-        "doors": [kind for _, kind in path],
-        "visit": first.visit_id,
-        "source": "keypad",
-        "attribution": first.attribution,
-    })
+    return _draft_of(rows, KIND_CODE_OUTSIDE_VISIT, [f"activity:{r.id}" for r in rows],
+                     source="keypad", attribution=rows[0].attribution)
 
 
 def _relative_phones(conn: Connection, resident_ids: set[str]) -> dict[str, list[str]]:

@@ -92,7 +92,8 @@ def checked_field(message: str) -> str:
     return f"body/data/{_BODY_NAMES.get(match.group(1), match.group(1))}"
 
 
-def _checked(event: LockEvent | HealthEvent) -> LockEvent | HealthEvent:
+def checked(event: LockEvent | HealthEvent) -> LockEvent | HealthEvent:
+    """The event if the activity log would take it; else MalformedCallback naming the field."""
     try:
         if isinstance(event, LockEvent):
             check_event(event, "data")
@@ -130,7 +131,7 @@ def parse_callback(body: bytes, *, received_at: datetime
     lock, event_id = _field(data, "lock", str), _field(data, "id", str)
     key = f"webhook:{lock}:{event_id}"
     if kind == "lock.event":
-        return [_checked(LockEvent(
+        return [checked(LockEvent(
             lock=lock, operation=_enum(Operation, data, "operation"),
             source=_enum(Source, data, "source"), success=_field(data, "success", bool),
             received_at=received_at, key=key, slot=_field(data, "slot", int, optional=True),
@@ -138,7 +139,7 @@ def parse_callback(body: bytes, *, received_at: datetime
             sequence=_field(data, "sequence", int, optional=True),
             failure=_field(data, "failure", str, optional=True) or ""))], None
     if kind == "lock.health":
-        return [_checked(HealthEvent(
+        return [checked(HealthEvent(
             lock=lock, condition=_enum(Condition, data, "condition"), received_at=received_at,
             key=key, percent=_percent(data), lock_time=_instant(data, "occurred_at"),
             slot=_field(data, "slot", int, optional=True)))], None

@@ -23,10 +23,9 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from portner.locks.attribution import check_event, check_health_event
 from portner.locks.port import HealthEvent, LockEvent
-from portner.locks.webhook import CallbackRejected
-from portner.locks.webhook.callbacks import checked_field
+from portner.locks.webhook import CallbackRejected, MalformedCallback
+from portner.locks.webhook.callbacks import checked
 from portner.services import lock_activity
 from portner.web.api.common import NO_CONTROL, bounded_body, problem_response
 from portner.web.deps import portner
@@ -132,11 +131,6 @@ def _check_events(events: Sequence[LockEvent | HealthEvent]) -> None:
     while parsing; this covers any other backend that takes callbacks."""
     for event in events:
         try:
-            if isinstance(event, LockEvent):
-                check_event(event, "data")
-            else:
-                check_health_event(event, "data")
-        except (TypeError, ValueError) as exc:
-            field = checked_field(str(exc))
-            raise Problem(400, "Invalid callback", str(exc), kind="invalid-callback",
-                          errors=[{"field": field, "message": str(exc)}]) from None
+            checked(event)
+        except MalformedCallback as exc:
+            raise _problem(exc) from None

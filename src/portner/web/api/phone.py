@@ -342,9 +342,10 @@ def _ingest(request: Request, uploader: Principal | PendingPrincipal | None, raw
 
     def uploads_of(conn: Connection) -> list[LockUpload]:
         allowed = None
-        who = uploader.resolve(conn) if isinstance(uploader, PendingPrincipal) else uploader
+        who = uploader
         if isinstance(uploader, PendingPrincipal):
-            _may_upload(who)  # type: ignore[arg-type]  (resolve returns a Principal)
+            who = uploader.resolve(conn)
+            _may_upload(who)
         if malformed is not None:
             raise malformed
         assert batch is not None
