@@ -34,3 +34,21 @@ def test_the_domain_imports_only_the_standard_library() -> None:
             offenders[path.name] = sorted(bad)
     assert offenders == {}
     assert len(list(DOMAIN.glob("*.py"))) >= 6  # the check looked at the real package
+
+
+SOURCE = DOMAIN.parent
+
+
+def test_no_code_waits_with_asyncio_wait_for() -> None:
+    """On Python 3.11 `asyncio.wait_for` loses a cancellation when its awaitable finishes in the
+    same loop pass (CPython gh-86296, fixed in 3.12): a cancelled task carries on. The lock
+    fleet's leader did so in CI, and its test waited for it to stop until CI's time ran out.
+    `async with asyncio.timeout(...)` has no such race."""
+    offenders = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr == "wait_for"
+                    and isinstance(node.value, ast.Name) and node.value.id == "asyncio"):
+                offenders.append(f"{path.relative_to(SOURCE)}:{node.lineno}")
+    assert offenders == []
+    assert len(list(SOURCE.rglob("*.py"))) >= 50  # the check looked at the real package

@@ -89,7 +89,8 @@ class EventPump:
             self._queue.put_nowait(event)
 
     async def next(self, timeout: float = 5.0) -> LockEvent | HealthEvent:
-        return await asyncio.wait_for(self._queue.get(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self._queue.get()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -309,9 +309,11 @@ async def _drain(backend: NukiBackend) -> AsyncIterator[LockEvent | HealthEvent]
     iterator = backend.events()
     while True:
         try:
-            yield await asyncio.wait_for(anext(iterator), 0.2)
+            async with asyncio.timeout(0.2):
+                event = await anext(iterator)
         except TimeoutError:
             return
+        yield event
 
 
 @pytest.mark.anyio

@@ -102,7 +102,8 @@ async def test_a_job_that_ends_by_itself_ends_the_leadership_and_its_error_is_ra
 
     try:
         with pytest.raises(RuntimeError, match="the job's own error"):
-            await asyncio.wait_for(run_as_leader(engine, name, failing, retry_s=0.05), 5)
+            async with asyncio.timeout(5):
+                await run_as_leader(engine, name, failing, retry_s=0.05)
         # ...and its lock is free again: another process can take it at once.
         other = create_engine(pg_url)
         try:

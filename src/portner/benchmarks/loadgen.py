@@ -127,9 +127,10 @@ async def open_loop(base_url: str, requests: Sequence[bytes] | Callable[[int], b
         status, conn = 0, None
         try:
             conn = await connection()
-            status = await asyncio.wait_for(conn.send(pick(i)), timeout)
+            async with asyncio.timeout(timeout):
+                status = await conn.send(pick(i))
             idle.append(conn)
-        except (OSError, ConnectionError, asyncio.TimeoutError, httptools.HttpParserError):
+        except (OSError, ConnectionError, TimeoutError, httptools.HttpParserError):
             status = 0
             if conn is not None and conn.transport is not None:
                 conn.transport.close()  # a late answer must not be read as the next request's

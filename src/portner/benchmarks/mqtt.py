@@ -115,7 +115,8 @@ class _Echo:
         self._waiting[body] = future
         start = time.perf_counter()
         await self._client.publish(self.topic, body, qos=self.qos)
-        await asyncio.wait_for(future, 10)
+        async with asyncio.timeout(10):
+            await future
         return time.perf_counter() - start
 
     async def __aexit__(self, *exc: object) -> None:
@@ -207,7 +208,8 @@ async def _measure(host: str, port: int, base: str, *, locks: int, commands: int
         await backend._client.publish(  # the simulator's control topic (not Zigbee2MQTT)
             f"{base}/portner-sim/keypad_burst", json.dumps({"events": events, "code": BENCH_CODE}), qos=1)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(burst_done.wait(), max(30.0, events / 100))
+            async with asyncio.timeout(max(30.0, events / 100)):
+                await burst_done.wait()
         event_seconds = time.perf_counter() - start
     finally:
         pumping.cancel()

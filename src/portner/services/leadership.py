@@ -79,10 +79,13 @@ async def run_as_leader(engine: Engine, name: str, job: Callable[[], Awaitable[N
 
 async def _asked(question: Callable[..., bool], conn: Any, key: int | None, timeout: float) -> bool:
     """A question to the lock's connection, in a thread; no answer within `timeout` is False."""
+    # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the task's cancellation, and
+    # a leader told to stop would go on leading.)
     args = (conn,) if key is None else (conn, key)
     try:
-        return await asyncio.wait_for(asyncio.to_thread(question, *args), timeout)
-    except (asyncio.TimeoutError, TimeoutError):
+        async with asyncio.timeout(timeout):
+            return await asyncio.to_thread(question, *args)
+    except TimeoutError:
         return False
 
 

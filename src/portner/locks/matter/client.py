@@ -112,7 +112,8 @@ class MatterServerClient:
                     f"cannot reach the Matter server at {self.url}: {exc}"
                 ) from exc
             try:
-                info = json.loads(await asyncio.wait_for(ws.recv(), self.timeout))
+                async with asyncio.timeout(self.timeout):
+                    info = json.loads(await ws.recv())
                 _check_schema(info)
             except SchemaMismatch:
                 await ws.close()
@@ -155,7 +156,8 @@ class MatterServerClient:
             message["args"] = args
         try:
             await ws.send(json.dumps(message))
-            return await asyncio.wait_for(future, timeout if timeout is not None else self.timeout)
+            async with asyncio.timeout(timeout if timeout is not None else self.timeout):
+                return await future
         except TimeoutError as exc:
             raise RequestTimedOut(f"{command}: no answer from the Matter server in time") from exc
         except ConnectionClosed as exc:

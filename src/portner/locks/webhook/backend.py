@@ -117,7 +117,8 @@ class WebhookBackend:
                 return answer, {}
             if answer.get("result") == "pending":
                 try:
-                    answer = await asyncio.wait_for(future, self._result_timeout)
+                    async with asyncio.timeout(self._result_timeout):
+                        answer = await future
                 except TimeoutError:
                     return timed_out(f"{command}: accepted, no result within "
                                      f"{self._result_timeout:g} s"), {}

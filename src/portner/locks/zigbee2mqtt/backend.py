@@ -209,7 +209,8 @@ class Zigbee2MqttBackend:
 
     async def wait_devices(self) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._devices_seen.wait(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self._devices_seen.wait()
 
     # --- incoming ---------------------------------------------------------------------------
 
@@ -332,7 +333,8 @@ class Zigbee2MqttBackend:
         record.waiters.append(waiter)
         try:
             await send()
-            return await asyncio.wait_for(future, self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await future
         except TimeoutError:
             return None
         finally:
