@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections import namedtuple
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -107,6 +108,9 @@ _SHIFT = (
     .where(_dv.c.id == bindparam("device_id"))
     .order_by(_g.c.id, _c.c.id, _h.c.id, _d.c.position)
 )
+# The rows as named tuples: the answer reads some twenty fields of each row, and a field of a
+# SQLAlchemy Row costs about 0.3 µs by name, of a named tuple 0.04 (measured).
+_ShiftRow = namedtuple("_ShiftRow", [c.key for c in _SHIFT.selected_columns])  # type: ignore[misc]
 _LIST = select(_rl.c.blob).where(_rl.c.municipality_id == bindparam("municipality_id"),
                                  _rl.c.version == bindparam("version"))
 
@@ -148,7 +152,7 @@ def _shift(request: Request, pending: PendingPrincipal, device_id: str) -> Respo
     for attempt in range(2):
         with _reading(p.engine) as conn:
             who = pending.resolve(conn)
-            rows = conn.execute(_SHIFT, params).all()
+            rows = list(map(_ShiftRow._make, conn.execute(_SHIFT, params)))
             if not rows or rows[0].owner != who.actor_id:
                 # The same answer for someone else's phone and for no phone: ids are not confirmed.
                 raise not_found(f"no device {device_id} of yours")
