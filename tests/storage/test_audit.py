@@ -19,8 +19,10 @@ from portner.storage.audit import (
     AuditEntry,
     AuditPrivacyError,
     append_audit,
+    append_prepared,
     canonical_bytes,
     chain_hash,
+    prepare_audit,
     verify_audit,
 )
 from portner.storage.tables import UtcDateTime, audit_events, audit_head
@@ -92,6 +94,53 @@ def test_audit_is_part_of_the_callers_transaction(engine: Engine) -> None:
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(audit_events)).scalar_one() == 2
     assert verify(engine).ok
+
+
+@pytest.mark.parametrize("count", [1, 100], ids=["few", "many"])
+def test_an_append_that_ends_the_transaction_stores_it_with_the_callers_change(
+        engine: Engine, count: int) -> None:
+    # A few entries on PostgreSQL go with the COMMIT (seen from another connection at once);
+    # otherwise the caller's commit stores them. The caller's commit after it is harmless.
+    chain(engine, 2)
+    _drop_caller_change(engine)
+    early = engine.dialect.name == "postgresql" and count == 1
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE caller_change (n int)"))
+        conn.execute(text("INSERT INTO caller_change VALUES (1)"))
+        append_prepared(conn, prepare_audit([entry(n) for n in range(3, 3 + count)], conn.dialect.name),
+                        ends_transaction=True)
+        if early:
+            with engine.connect() as other:
+                assert other.execute(select(audit_head.c.seq)).scalar_one() == 2 + count
+                assert other.execute(text("SELECT n FROM caller_change")).scalar_one() == 1
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM caller_change")).scalar_one() == 1
+    _drop_caller_change(engine)
+    result = verify(engine)
+    assert (result.ok, result.count) == (True, 2 + count), result.problem
+
+
+def test_a_failed_append_that_ends_the_transaction_stores_nothing_of_it(pg_engine: Engine) -> None:
+    # A row put behind the head's back takes the seq the append wants: the chained INSERT fails
+    # on the server, the COMMIT queued behind it never runs, and the caller's change goes too.
+    chain(pg_engine, 2)
+    _drop_caller_change(pg_engine)
+    with pg_engine.begin() as conn:
+        conn.execute(audit_events.insert().values(
+            seq=3, at=T0, actor="intruder", action="x:y", subject="s", details={},
+            prev_hash=GENESIS_HASH, hash=GENESIS_HASH))
+    with pytest.raises(Exception, match="audit_events"), pg_engine.begin() as conn:
+        conn.execute(text("CREATE TABLE caller_change (n int)"))
+        append_prepared(conn, prepare_audit([entry(4)], "postgresql"), ends_transaction=True)
+    with pg_engine.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass('caller_change')")).scalar() is None
+        assert conn.execute(select(audit_head.c.seq)).scalar_one() == 2
+        assert conn.execute(select(func.count()).select_from(audit_events)).scalar_one() == 3
+
+
+def _drop_caller_change(engine: Engine) -> None:  # (the migrated schema is shared by tests)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS caller_change"))
 
 
 def test_one_append_is_a_constant_number_of_statements(engine: Engine) -> None:
@@ -405,10 +454,22 @@ def test_two_concurrent_writers_keep_the_chain_linear(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("batch", [1, 100], ids=["alone", "among-many"])
+def test_a_database_made_without_the_migration_gets_its_head_on_the_first_append(
+        empty_engine: Engine, batch: int) -> None:
+    from portner.storage.tables import metadata
+
+    metadata.create_all(empty_engine)  # no genesis row: the migration inserts it
+    with empty_engine.begin() as conn:
+        assert append_audit(conn, [entry(n) for n in range(1, batch + 1)]) == batch
+    result = verify(empty_engine)
+    assert (result.ok, result.count) == (True, batch), result.problem
+
+
+@pytest.mark.parametrize("batch", [1, 100], ids=["alone", "among-many"])
 def test_text_with_tabs_newlines_and_backslashes_is_stored_exactly(engine: Engine, batch: int) -> None:
-    # On PostgreSQL a few rows go in as one pipelined INSERT, many as COPY text written by hand
-    # (each of these characters must be escaped there): both paths.
-    odd = "a\tb\nc\rd\\e \\N"
+    # On PostgreSQL a few rows are chained by the server (which hashes the bytes sent), many go
+    # in as COPY text written by hand (each of these characters must be escaped there): both.
+    odd = "a\tb\nc\rd\\e \\N æøå ✓"
     others = [entry(n) for n in range(1, batch)]
     with engine.begin() as conn:
         append_audit(conn, [*others, AuditEntry(T0, f"actor {odd}", "x:y", f"subject {odd}", {"k": odd, odd: 1})])

@@ -162,19 +162,21 @@ def ingest_uploads(
     if not uploads:
         return []
     with _collector_paused(_events_in(uploads)), engine.begin() as conn:
-        return _Batch(conn, uploads, now.astimezone(UTC)).run()
+        return _Batch(conn, uploads, now.astimezone(UTC)).run(ends_transaction=True)
 
 
 def ingest_uploads_in(
-    conn: Connection, uploads: Sequence[LockUpload], *, now: datetime
+    conn: Connection, uploads: Sequence[LockUpload], *, now: datetime, ends_transaction: bool = False
 ) -> list[IngestReport]:
     """`ingest_uploads` inside the caller's transaction (which commits, or rolls all back):
-    for a caller that reads what it needs to decide on the batch in the same transaction."""
+    for a caller that reads what it needs to decide on the batch in the same transaction.
+    `ends_transaction`: the caller does nothing more in it, so the COMMIT may go with the audit
+    append (see audit.append_prepared)."""
     _check_batch(uploads, now)
     if not uploads:
         return []
     with _collector_paused(_events_in(uploads)):
-        return _Batch(conn, uploads, now.astimezone(UTC)).run()
+        return _Batch(conn, uploads, now.astimezone(UTC)).run(ends_transaction=ends_transaction)
 
 
 _pause = {"batches": 0, "resume": False}  # large batches running, and whether to turn it back on
@@ -322,7 +324,7 @@ class _Batch:
         self.copy = False  # the events go in by COPY (many of them, PostgreSQL)
         self.event_rows: list[tuple[Any, ...]] = []  # else here, for _write_the_rest (PostgreSQL)
 
-    def run(self) -> list[IngestReport]:
+    def run(self, *, ends_transaction: bool = False) -> list[IngestReport]:
         self.locks = self._load_locks()
         self._load_owners_and_visits()
         # A few events (a phone's upload) go in with the batch's other writes, in one pipeline;
@@ -351,7 +353,8 @@ class _Batch:
         self._write_the_rest(encounters)
         # The audit append last: from taking the chain's head until the commit, every other
         # audited change waits, so nothing else is sent in between.
-        append_prepared(self.conn, prepare_audit(entries, events_audit.dialect), events_audit)
+        append_prepared(self.conn, prepare_audit(entries, events_audit.dialect), events_audit,
+                        ends_transaction=ends_transaction)
         return list(self.reports.values())
 
     # -- reading what the batch needs, in a few queries ----------------------------------------
