@@ -1,0 +1,56 @@
+"""Uploads are stored a few at a time per worker process (phone._TURNS): the rest wait their
+turn, and a gateway's big batch does not wait behind the phones' small ones."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from portner.web.api import phone
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_small_uploads_go_two_at_a_time_and_a_big_batch_has_its_own_turn(monkeypatch) -> None:
+    lock = threading.Lock()
+    running = {"small": 0, "big": 0}
+    most = {"small": 0, "big": 0}
+    big_beside_small = []
+
+    def ingest(request, uploader, raw, token=None):
+        kind = "small" if len(raw) <= phone._SMALL else "big"
+        with lock:
+            running[kind] += 1
+            most[kind] = max(most[kind], running[kind])
+            if kind == "big":
+                big_beside_small.append(running["small"])
+        time.sleep(0.05)
+        with lock:
+            running[kind] -= 1
+        return kind
+
+    monkeypatch.setattr(phone, "_ingest", ingest)
+    small, big = b"x" * 100, b"x" * (phone._SMALL + 1)
+    done = await asyncio.gather(*(phone._stored(None, None, small) for _ in range(6)),
+                                *(phone._stored(None, None, big) for _ in range(2)))
+    assert done == ["small"] * 6 + ["big"] * 2  # every one stored, none dropped
+    assert most == {"small": phone._TURNS["small"], "big": 1}
+    assert max(big_beside_small) > 0  # the big ones ran while small ones did
+
+
+async def test_a_failed_upload_gives_its_turn_back(monkeypatch) -> None:
+    calls = []
+
+    def ingest(request, uploader, raw, token=None):
+        calls.append(raw)
+        raise ValueError("refused")
+
+    monkeypatch.setattr(phone, "_ingest", ingest)
+    for _ in range(phone._TURNS["small"] + 1):
+        with pytest.raises(ValueError):
+            async with asyncio.timeout(5):  # a turn not given back would hang here
+                await phone._stored(None, None, b"{}")
+    assert len(calls) == phone._TURNS["small"] + 1
