@@ -11,7 +11,8 @@ by default one per core):
 and then drives each endpoint with an open-loop load (`benchmarks.loadgen`: request i is due at
 start + i/rate, whatever happened to the ones before, and its latency is measured from when it was
 due, so a stalled server is not hidden by a client that waits for it; every request is built as
-bytes before the run, so the client costs the shared cores about 0.1 ms a request). The figures are p50 and
+bytes before the run, so the client costs the shared cores 0.2 to 0.4 ms a request, and spread
+over 32 connections, as from many phones). The figures are p50 and
 p99 per endpoint, and the ratio of each p99 to the bare endpoint's p99 measured in the same run.
 
 Targets (issue 3): p99 at most 25 ms and at most 3 times the bare endpoint's p99.
