@@ -110,8 +110,8 @@ def test_events_are_stored_as_sent_whatever_the_zone(ready: dict[str, Any], writ
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Each stored row is the event's fields (its time in UTC) plus who and which visit; the
     audit entry gives the time as the event had it. A zone does not change an event's hash.
-    On PostgreSQL a few events (and their audit entries) go in by a pipelined INSERT, many by a
-    COPY written by hand: both are held to this."""
+    On PostgreSQL a few events go in by a pipelined INSERT (their audit entries chained by the
+    server), many by a COPY written by hand: both are held to this."""
     if written_by == "copy":
         from portner.services import door_events
         from portner.storage import audit

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import bindparam, delete, event, func, select, text, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from portner.storage.audit import (
     GENESIS_HASH,
@@ -129,13 +130,31 @@ def test_a_failed_append_that_ends_the_transaction_stores_nothing_of_it(pg_engin
         conn.execute(audit_events.insert().values(
             seq=3, at=T0, actor="intruder", action="x:y", subject="s", details={},
             prev_hash=GENESIS_HASH, hash=GENESIS_HASH))
-    with pytest.raises(Exception, match="audit_events"), pg_engine.begin() as conn:
+    with pytest.raises(IntegrityError, match="audit_events"), pg_engine.begin() as conn:
         conn.execute(text("CREATE TABLE caller_change (n int)"))
         append_prepared(conn, prepare_audit([entry(4)], "postgresql"), ends_transaction=True)
     with pg_engine.connect() as conn:
         assert conn.execute(text("SELECT to_regclass('caller_change')")).scalar() is None
         assert conn.execute(select(audit_head.c.seq)).scalar_one() == 2
         assert conn.execute(select(func.count()).select_from(audit_events)).scalar_one() == 3
+
+
+def test_an_append_that_ends_the_transaction_makes_a_missing_head_first(pg_engine: Engine) -> None:
+    # Without it the append would chain nothing and the COMMIT behind it would store the
+    # caller's change with no audit entry (a metadata.create_all database has no head row).
+    with pg_engine.begin() as conn:
+        conn.execute(delete(audit_head))
+    with pg_engine.begin() as conn:
+        assert append_prepared(conn, prepare_audit([entry(1)], "postgresql"), ends_transaction=True) == 1
+    result = verify(pg_engine)
+    assert (result.ok, result.count) == (True, 1), result.problem
+
+
+def test_an_append_that_ends_the_transaction_is_refused_inside_a_savepoint(engine: Engine) -> None:
+    chain(engine, 2)
+    with pytest.raises(ValueError, match="savepoint"), engine.begin() as conn, conn.begin_nested():
+        append_prepared(conn, prepare_audit([entry(3)], conn.dialect.name), ends_transaction=True)
+    assert verify(engine).count == 2
 
 
 def _drop_caller_change(engine: Engine) -> None:  # (the migrated schema is shared by tests)

@@ -156,6 +156,7 @@ async def open_loop(base_url: str, requests: Sequence[bytes] | Callable[[int], b
     try:
         for _ in range(clients):
             idle.append(await opened())
+            # Apart, as phones come: a burst is all taken by whichever worker process wakes first.
             await asyncio.sleep(0.005)
         start = time.perf_counter() + 0.05
         await asyncio.gather(*(one(i) for i in range(total)))

@@ -171,7 +171,8 @@ def ingest_uploads_in(
     """`ingest_uploads` inside the caller's transaction (which commits, or rolls all back):
     for a caller that reads what it needs to decide on the batch in the same transaction.
     `ends_transaction`: the caller does nothing more in it, so the COMMIT may go with the audit
-    append (see audit.append_prepared)."""
+    append (see audit.append_prepared): all is then committed here, or on an error nothing, and
+    the caller's own commit has nothing left to do."""
     _check_batch(uploads, now)
     if not uploads:
         return []

@@ -40,8 +40,9 @@ from typing import Any
 
 from sqlalchemy import Text, bindparam, cast, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
-from portner.storage.bulk import copy_rows, copy_text, copy_writer, dialect_insert
+from portner.storage.bulk import copy_text, copy_writer, dialect_insert
 from portner.storage.tables import audit_events, audit_head
 
 GENESIS_HASH = bytes(32)
@@ -272,11 +273,6 @@ _PG_COPY = f"COPY audit_events ({_COLUMNS}) FROM STDIN"
 _FEW = 64
 
 
-def _bulk_insert(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(_SQLITE_INSERT, rows)  # one executemany
-        return
-    copy_rows(conn, _PG_COPY, rows)  # the caller's transaction; text built in one pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +343,9 @@ def append_prepared(conn: Connection, *batches: PreparedAudit, ends_transaction:
         raise ValueError(f"audit entries prepared for another database than {dialect}")
     prepared = [row for b in batches for row in b.rows]
     middles = [m for b in batches for m in b.middles]
+    if ends_transaction and conn.in_nested_transaction():
+        # Its COMMIT would end the outer transaction under the savepoint's feet.
+        raise ValueError("an append that ends its transaction cannot run inside a savepoint")
     if dialect == "postgresql" and 0 < len(prepared) <= _FEW:
         return _append_few(conn, prepared, commit=ends_transaction)
     seq, prev = _lock_head(conn)
@@ -371,7 +370,7 @@ def append_prepared(conn: Connection, *batches: PreparedAudit, ends_transaction:
                 write("".join(lines))
     else:
         rows, seq, prev = _chained_rows(prepared, seq, prev)
-        _bulk_insert(conn, rows)  # one executemany
+        conn.exec_driver_sql(_SQLITE_INSERT, rows)  # one executemany
     conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     return seq
 
@@ -433,13 +432,19 @@ def _append_few(conn: Connection, prepared: list[tuple[str, Any, AuditEntry, str
         # Statements queued in a pipeline: each runs only if the ones before it succeeded. The
         # head row is made first if missing, so that nothing commits without its entries.
         dbapi: Any = conn.connection.dbapi_connection
-        with dbapi.pipeline() as pipeline, dbapi.cursor() as genesis, dbapi.cursor() as append, \
-                dbapi.cursor() as done:
-            genesis.execute(_PG_GENESIS, (_HEAD_ID, GENESIS_HASH))
-            append.execute(_PG_APPEND_FEW, params)
-            done.execute("COMMIT")
-            pipeline.sync()
-            return int(append.fetchone()[0])
+        try:
+            with dbapi.pipeline() as pipeline, dbapi.cursor() as genesis, dbapi.cursor() as append, \
+                    dbapi.cursor() as done:
+                genesis.execute(_PG_GENESIS, (_HEAD_ID, GENESIS_HASH))
+                append.execute(_PG_APPEND_FEW, params)
+                done.execute("COMMIT")
+                pipeline.sync()
+                return int(append.fetchone()[0])
+        except conn.dialect.loaded_dbapi.Error as exc:
+            # As SQLAlchemy raises a driver's error everywhere else (the API answers a database
+            # that went away with 503 by that class), without the parameters.
+            raise DBAPIError.instance(_PG_APPEND_FEW, None, exc, conn.dialect.loaded_dbapi.Error,
+                                      hide_parameters=True, dialect=conn.dialect) from exc
     seq = conn.exec_driver_sql(_PG_APPEND_FEW, params).scalar()
     if seq is None:  # no head row yet: a metadata.create_all database (the migration makes it)
         _insert_genesis(conn)

@@ -330,8 +330,8 @@ def _merged(decoded: list[tuple[str, list[Any], HeadAttestation | None]]) -> lis
 # Uploads stored at once per worker process; the others wait their turn, holding nothing. Each
 # holds row locks (its locks' heads, then the audit chain's head) until it commits, and more at
 # once only add threads that take turns at the interpreter lock while holding them: at 200
-# uploads a second with no limit they queued into stalls (p99 0.9 to 1.5 s; with 2 turns 25 to
-# 34 ms, with 4 41 to 77, measured with bench-service's load). A gateway's big batch waits for a
+# uploads a second with no limit they queued into stalls (p99 0.9 to 1.5 s; with 2 turns 17 to
+# 35 ms in most runs, with 4 41 to 77, measured with bench-service's load). A gateway's big batch waits for a
 # turn of its own, so that phones never wait behind it.
 _TURNS = {"small": 2, "big": 1}
 _SMALL = 64 * 1024  # bytes: a phone's upload of a visit or two is a few kB
