@@ -34,11 +34,33 @@ async def test_small_uploads_go_two_at_a_time_and_a_big_batch_has_its_own_turn(m
 
     monkeypatch.setattr(phone, "_ingest", ingest)
     small, big = b"x" * 100, b"x" * (phone._SMALL + 1)
-    done = await asyncio.gather(*(phone._stored(None, None, small) for _ in range(6)),
-                                *(phone._stored(None, None, big) for _ in range(2)))
+    nurse = object()  # who uploads (the turns care only that someone signed in does)
+    done = await asyncio.gather(*(phone._stored(None, nurse, small) for _ in range(6)),
+                                *(phone._stored(None, nurse, big) for _ in range(2)))
     assert done == ["small"] * 6 + ["big"] * 2  # every one stored, none dropped
     assert most == {"small": phone._TURNS["small"], "big": 1}
     assert max(big_beside_small) > 0  # the big ones ran while small ones did
+
+
+async def test_visitors_uploads_wait_in_a_turn_of_their_own(monkeypatch) -> None:
+    # A one-time link is checked only in its turn: made-up ones must not delay staff uploads.
+    started: list[str] = []
+    visitor_in = threading.Event()
+
+    def ingest(request, uploader, raw, token=None):
+        started.append("visitor" if uploader is None else "staff")
+        if uploader is None:
+            visitor_in.set()
+            time.sleep(0.3)  # a slow visitor's upload holds the visitors' turn...
+        return started[-1]
+
+    monkeypatch.setattr(phone, "_ingest", ingest)
+    visitors = [asyncio.create_task(phone._stored(None, None, b"{}", "made-up-token")) for _ in range(5)]
+    await asyncio.to_thread(visitor_in.wait, 5)
+    async with asyncio.timeout(0.25):  # ...and a nurse's is stored meanwhile, not after five
+        assert await phone._stored(None, object(), b"{}") == "staff"
+    await asyncio.gather(*visitors)
+    assert started.count("visitor") == 5
 
 
 async def test_a_failed_upload_gives_its_turn_back(monkeypatch) -> None:
@@ -52,5 +74,5 @@ async def test_a_failed_upload_gives_its_turn_back(monkeypatch) -> None:
     for _ in range(phone._TURNS["small"] + 1):
         with pytest.raises(ValueError):
             async with asyncio.timeout(5):  # a turn not given back would hang here
-                await phone._stored(None, None, b"{}")
+                await phone._stored(None, object(), b"{}")
     assert len(calls) == phone._TURNS["small"] + 1

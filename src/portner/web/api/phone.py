@@ -331,9 +331,11 @@ def _merged(decoded: list[tuple[str, list[Any], HeadAttestation | None]]) -> lis
 # holds row locks (its locks' heads, then the audit chain's head) until it commits, and more at
 # once only add threads that take turns at the interpreter lock while holding them: at 200
 # uploads a second with no limit they queued into stalls (p99 0.9 to 1.5 s; with 2 turns 17 to
-# 35 ms in most runs, with 4 41 to 77, measured with bench-service's load). A gateway's big batch waits for a
-# turn of its own, so that phones never wait behind it.
-_TURNS = {"small": 2, "big": 1}
+# 35 ms in most runs, with 4 41 to 77; measured with bench-service's load). A gateway's big
+# batch waits for a turn of its own, so that phones never wait behind it; so does a one-time
+# visitor's upload, whose link is checked only inside its turn: a flood of made-up links delays
+# no one else.
+_TURNS = {"small": 2, "big": 1, "visitor": 1}
 _SMALL = 64 * 1024  # bytes: a phone's upload of a visit or two is a few kB
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary())
@@ -346,7 +348,8 @@ async def _stored(request: Request, uploader: Principal | PendingPrincipal | Non
     turns = _turns.get(loop)
     if turns is None:  # one set per event loop (a test client runs several, one after another)
         turns = _turns[loop] = {kind: asyncio.Semaphore(n) for kind, n in _TURNS.items()}
-    async with turns["small" if len(raw) <= _SMALL else "big"]:
+    kind = "visitor" if uploader is None else "small" if len(raw) <= _SMALL else "big"
+    async with turns[kind]:
         return await run_in_threadpool(_ingest, request, uploader, raw, token)
 
 
