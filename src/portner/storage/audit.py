@@ -145,10 +145,13 @@ def _entry_bytes(
 ) -> bytes:
     # Byte for byte what json.dumps of the whole array gives (the test suite checks this), built
     # by hand because this runs once per entry: json's own string encoder, items joined by ",".
+    return b"[%d" % int(seq) + _entry_tail(instant, actor, action, subject, details)
+
+
+def _entry_tail(instant: str, actor: str, action: str, subject: str, details: str) -> bytes:
+    """The entry's bytes after "[" and its seq (which the server adds in _PG_APPEND_FEW)."""
     quote = _encode_string
-    return (
-        f"[{int(seq)},{quote(instant)},{quote(actor)},{quote(action)},{quote(subject)},{details}]"
-    ).encode()
+    return f",{quote(instant)},{quote(actor)},{quote(action)},{quote(subject)},{details}]".encode()
 
 
 def canonical_bytes(
@@ -273,8 +276,6 @@ _PG_COPY = f"COPY audit_events ({_COLUMNS}) FROM STDIN"
 _FEW = 64
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class PreparedAudit:
     """Entries serialised and checked, ready to be chained: see prepare_audit."""
@@ -328,7 +329,9 @@ def prepare_audit(entries: Sequence[AuditEntry], dialect: str) -> PreparedAudit:
     return PreparedAudit(dialect, prepared, middles)
 
 
-def append_prepared(conn: Connection, *batches: PreparedAudit, ends_transaction: bool = False) -> int:
+def append_prepared(
+    conn: Connection, *batches: PreparedAudit, ends_transaction: bool = False
+) -> int:
     """Chain prepared entries, batch after batch, inside the caller's transaction; return the
     last seq. Writers queue on the head row until the holder commits (READ COMMITTED); a caller
     running REPEATABLE READ or SERIALIZABLE on PostgreSQL gets a serialization error instead and
@@ -415,13 +418,10 @@ def _append_few(conn: Connection, prepared: list[tuple[str, Any, AuditEntry, str
                 commit: bool) -> int:
     """Chain a few prepared entries on PostgreSQL in one statement (see _PG_APPEND_FEW), and
     with `commit` send the transaction's COMMIT behind it."""
-    quote = _encode_string
     params = {
         "head": _HEAD_ID,
-        "tails": [
-            f",{quote(instant)},{quote(e.actor)},{quote(e.action)},{quote(e.subject)},{details}]".encode()
-            for instant, _, e, details in prepared
-        ],
+        "tails": [_entry_tail(instant, e.actor, e.action, e.subject, details)
+                  for instant, _, e, details in prepared],
         "ats": [at for _, at, _, _ in prepared],
         "actors": [e.actor for _, _, e, _ in prepared],
         "actions": [e.action for _, _, e, _ in prepared],
@@ -433,8 +433,8 @@ def _append_few(conn: Connection, prepared: list[tuple[str, Any, AuditEntry, str
         # head row is made first if missing, so that nothing commits without its entries.
         dbapi: Any = conn.connection.dbapi_connection
         try:
-            with dbapi.pipeline() as pipeline, dbapi.cursor() as genesis, dbapi.cursor() as append, \
-                    dbapi.cursor() as done:
+            with dbapi.pipeline() as pipeline, dbapi.cursor() as genesis, \
+                    dbapi.cursor() as append, dbapi.cursor() as done:
                 genesis.execute(_PG_GENESIS, (_HEAD_ID, GENESIS_HASH))
                 append.execute(_PG_APPEND_FEW, params)
                 done.execute("COMMIT")
