@@ -10,6 +10,7 @@ import time
 import pytest
 
 from portner.web.api import phone
+from portner.web.problems import Problem
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +56,8 @@ async def test_visitors_uploads_wait_in_a_turn_of_their_own(monkeypatch) -> None
         return started[-1]
 
     monkeypatch.setattr(phone, "_ingest", ingest)
-    visitors = [asyncio.create_task(phone._stored(None, None, b"{}", "made-up-token")) for _ in range(5)]
+    visitors = [asyncio.create_task(phone._stored(None, None, b"{}", "made-up-token"))
+                for _ in range(5)]
     await asyncio.to_thread(visitor_in.wait, 5)
     async with asyncio.timeout(0.25):  # ...and a nurse's is stored meanwhile, not after five
         assert await phone._stored(None, object(), b"{}") == "staff"
@@ -76,3 +78,24 @@ async def test_a_failed_upload_gives_its_turn_back(monkeypatch) -> None:
             async with asyncio.timeout(5):  # a turn not given back would hang here
                 await phone._stored(None, object(), b"{}")
     assert len(calls) == phone._TURNS["small"] + 1
+
+
+async def test_past_so_many_waiting_an_upload_is_told_to_come_back(monkeypatch) -> None:
+    release = threading.Event()
+
+    def ingest(request, uploader, raw, token=None):
+        release.wait(5)
+        return "stored"
+
+    monkeypatch.setattr(phone, "_ingest", ingest)
+    monkeypatch.setitem(phone._WAITING_MOST, "small", 3)
+    nurse = object()
+    queued = [asyncio.create_task(phone._stored(None, nurse, b"{}"))
+              for _ in range(phone._TURNS["small"] + 3)]
+    await asyncio.sleep(0.1)  # two in their turn, three waiting
+    with pytest.raises(Problem) as refused:
+        await phone._stored(None, nurse, b"{}")
+    assert (refused.value.status, refused.value.headers) == (503, {"Retry-After": "1"})
+    release.set()
+    assert await asyncio.gather(*queued) == ["stored"] * len(queued)  # those waiting are all stored
+    assert await phone._stored(None, nurse, b"{}") == "stored"  # and there is room again

@@ -441,8 +441,8 @@ def _append_few(conn: Connection, prepared: list[tuple[str, Any, AuditEntry, str
                 pipeline.sync()
                 return int(append.fetchone()[0])
         except conn.dialect.loaded_dbapi.Error as exc:
-            # As SQLAlchemy raises a driver's error everywhere else (the API answers a database
-            # that went away with 503 by that class), without the parameters.
+            # As SQLAlchemy raises a driver's error everywhere else (callers and the API's error
+            # handlers go by its classes), without the parameters.
             raise DBAPIError.instance(_PG_APPEND_FEW, None, exc, conn.dialect.loaded_dbapi.Error,
                                       hide_parameters=True, dialect=conn.dialect) from exc
     seq = conn.exec_driver_sql(_PG_APPEND_FEW, params).scalar()

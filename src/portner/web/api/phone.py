@@ -336,21 +336,46 @@ def _merged(decoded: list[tuple[str, list[Any], HeadAttestation | None]]) -> lis
 # visitor's upload, whose link is checked only inside its turn: a flood of made-up links delays
 # no one else.
 _TURNS = {"small": 2, "big": 1, "visitor": 1}
+# At most this many wait, each with its body in memory (up to 1 MB, a gateway's 8 MB); one more
+# is told to come back in a second (503, nothing stored), as the nurse app and gateways do.
+_WAITING_MOST = {"small": 64, "big": 8, "visitor": 16}
 _SMALL = 64 * 1024  # bytes: a phone's upload of a visit or two is a few kB
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
-    weakref.WeakKeyDictionary())
+
+
+_BUSY = problem_response("Too many uploads are waiting: nothing was stored; send it again after "
+                         "Retry-After seconds.")
+
+
+class _Turns:
+    """The turns of one event loop (a test client runs several, one after another)."""
+
+    def __init__(self) -> None:
+        self.gates = {kind: asyncio.Semaphore(n) for kind, n in _TURNS.items()}
+        self.waiting = dict.fromkeys(_TURNS, 0)
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.WeakKeyDictionary()
 
 
 async def _stored(request: Request, uploader: Principal | PendingPrincipal | None, raw: bytes,
                   token: str | None = None) -> DoorEventBatchOut:
     """`_ingest` in a thread, in turn (see _TURNS)."""
     loop = asyncio.get_running_loop()
-    turns = _turns.get(loop)
-    if turns is None:  # one set per event loop (a test client runs several, one after another)
-        turns = _turns[loop] = {kind: asyncio.Semaphore(n) for kind, n in _TURNS.items()}
+    turns = _turns.get(loop) or _turns.setdefault(loop, _Turns())
     kind = "visitor" if uploader is None else "small" if len(raw) <= _SMALL else "big"
-    async with turns[kind]:
+    gate = turns.gates[kind]
+    if gate.locked() and turns.waiting[kind] >= _WAITING_MOST[kind]:
+        raise Problem(503, "Busy", "too many uploads are waiting here; nothing was stored, send "
+                      "them again in a moment", kind="busy", headers={"Retry-After": "1"})
+    turns.waiting[kind] += 1
+    try:
+        await gate.acquire()
+    finally:
+        turns.waiting[kind] -= 1
+    try:
         return await run_in_threadpool(_ingest, request, uploader, raw, token)
+    finally:
+        gate.release()
 
 
 def _ingest(request: Request, uploader: Principal | PendingPrincipal | None, raw: bytes,
@@ -426,7 +451,8 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     "/door-events", response_model=DoorEventBatchOut,
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": _inline_schema(DoorEventBatchIn)}}}},
-    responses={413: problem_response("The body is larger than 1 MB (a nurse) or 8 MB (a gateway).")},
+    responses={413: problem_response("The body is larger than 1 MB (a nurse) or 8 MB (a gateway)."),
+               503: _BUSY},
 )
 async def upload_door_events(
     request: Request,
@@ -455,7 +481,8 @@ async def upload_door_events(
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": _inline_schema(DoorEventBatchIn)}}}},
     responses={413: problem_response("The body is larger than 1 MB."),
-               404: problem_response("No redeemed invitation for this link, or its time is long past.")},
+               404: problem_response("No redeemed invitation for this link, or its time is long past."),
+               503: _BUSY},
 )
 async def upload_visitor_door_events(
     request: Request, token: Annotated[str, Path(min_length=16, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")],
