@@ -248,6 +248,23 @@ def test_every_operation_of_these_modules_is_documented(portner_app: FastAPI) ->
     assert not fields & {"national_id", "hpr_number", "her_id", "public_key"}
 
 
+def test_the_document_says_how_each_operation_is_authenticated(portner_app: FastAPI) -> None:
+    doc = TestClient(portner_app).get("/openapi.json").json()
+    assert set(doc["components"]["securitySchemes"]) == {"bearer", "session"}
+    assert doc["components"]["securitySchemes"]["session"]["name"] == "portner_session"
+    security = {(path, method): operation.get("security")
+                for path, item in doc["paths"].items() if path.startswith(API)
+                for method, operation in item.items()}
+    # Only a visitor's link and a lock vendor's signed callback need no signed-in caller.
+    assert {key for key, needs in security.items() if needs == []} == {
+        (f"{API}/visit/{{token}}/door-events", "post"), (f"{API}/visit/{{token}}/challenge", "get"),
+        (f"{API}/visit/{{token}}/redeem", "post"), (f"{API}/lock-callbacks/{{backend_name}}", "post"),
+    }
+    assert security[(f"{API}/me/credentials", "get")] == [{"bearer": []}, {"session": []}]
+    assert None not in security.values()  # every API operation says one or the other
+    assert len(security) > 50
+
+
 def _properties(node: Any, schemas: dict[str, Any], seen: set[str]) -> set[str]:
     found: set[str] = set()
     if isinstance(node, dict):

@@ -30,6 +30,7 @@ from portner.domain.access import NotPermitted
 from portner.domain.errors import PortnerError
 from portner.services.ids import IdSource
 from portner.services.keys import load_or_create_secrets
+from portner.web import openapi
 from portner.web.deps import SESSION_LIFETIME, SignInRequired
 from portner.web.headers import SecurityHeaders
 from portner.web.problems import install_problem_handlers
@@ -153,6 +154,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     for module, prefix in modules:
         _include(app, module, prefix, runtime)
+    openapi.install(app, [(module, prefix) for module, prefix in modules if prefix == API_PREFIX])
     return app
 
 
