@@ -20,6 +20,7 @@ from rich.table import Table
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from portner.bootstrap import App, open_app, utcnow
+from portner.cli_accounts import add_parsers as add_account_parsers
 from portner.config import Settings
 from portner.demo.day import DEFAULT_DAY
 from portner.domain.care_record import Severity
@@ -530,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = p.add_subparsers(dest="audit_command", required=True)
     v = audit_sub.add_parser("verify", parents=[common], help="verify the hash chain")
     v.set_defaults(func=cmd_audit_verify)
+
+    add_account_parsers(sub, common, _settings, _reader)
 
     p = sub.add_parser("demo", help="run a synthetic municipality's day end to end")
     p.add_argument("--seed", type=int, default=2026, help="fixed seed reproduces the day")

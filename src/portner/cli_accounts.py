@@ -1,0 +1,87 @@
+"""`portner accounts`: who may sign in, from the command line.
+
+The first administrator of a new installation has nobody to add them in /admin: the
+municipality's IT adds them here, with the issuer and subject their OpenID provider gives, and
+from then on administrators manage accounts in /admin. Integrations (the care record, lock
+gateways) are added the same way, with their scopes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from portner.bootstrap import open_app, utcnow
+from portner.domain.access import INTEGRATION_SCOPES, AccountRole
+from portner.domain.national_id import redact_national_ids
+from portner.services.accounts import create_account, list_accounts
+from portner.services.ids import IdSource
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser, settings: Callable[[argparse.Namespace], Any],
+                reader: Callable[[str], str]) -> None:
+    p = sub.add_parser("accounts", help="who may sign in: add an account (the first administrator), list them")
+    accounts_sub = p.add_subparsers(dest="accounts_command", required=True)
+
+    a = accounts_sub.add_parser("add", parents=[common], help="add an account for a sign-in identity")
+    a.add_argument("--role", required=True, choices=[r.value for r in AccountRole])
+    a.add_argument("--issuer", required=True, help="the OpenID provider's issuer URL")
+    a.add_argument("--subject", required=True, help="the identity's subject (sub) at that provider")
+    a.add_argument("--name", default="", help="a display name (shown in /admin)")
+    a.add_argument("--actor", help="the staff or relative actor id (nurse and relative accounts)")
+    a.add_argument("--resident", help="the resident id (resident accounts)")
+    a.add_argument("--scope", action="append", default=[], choices=sorted(INTEGRATION_SCOPES),
+                   help="an integration's scope (repeat for several)")
+    a.add_argument("--by", type=reader, default="cli:admin",
+                   help="who adds it, as written to the audit log (a pseudonymous id; default cli:admin)")
+    a.set_defaults(func=lambda args: _add(args, settings))
+
+    ls = accounts_sub.add_parser("list", parents=[common], help="the municipality's accounts")
+    ls.set_defaults(func=lambda args: _list(args, settings))
+
+
+def _add(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]) -> int:
+    from portner.cli import _checkpoint, _emit_json, console
+
+    # A new installation's first command may be this one: the municipality is made if new.
+    app = open_app(settings(args), create=True)
+    account_id = create_account(
+        app.engine, municipality_id=app.municipality.id, issuer=args.issuer, subject=args.subject,
+        role=args.role, now=utcnow(), ids=IdSource(), by=args.by, actor_id=args.actor,
+        resident_id=args.resident, display_name=args.name, scopes=args.scope,
+    )
+    _checkpoint(app)  # the audit chain's new head, signed, as after every command that writes
+    if args.json:
+        _emit_json({"id": account_id, "role": args.role, "municipality": app.municipality.id})
+    else:
+        console.print(f"Account {account_id} ({args.role}) added to {escape(app.municipality.id)}: that "
+                      "identity can sign in now.", highlight=False)
+    return 0
+
+
+def _list(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]) -> int:
+    from portner.cli import _emit_json, console
+
+    app = open_app(settings(args))
+    with app.engine.connect() as conn:
+        rows = list_accounts(conn, app.municipality.id)
+    # A provider's subject is pseudonymous, but one configured with a national id must not be
+    # printed as one.
+    for row in rows:
+        row["subject"] = redact_national_ids(str(row["subject"]))
+    if args.json:
+        _emit_json(rows)
+        return 0
+    table = Table(title=f"Accounts of {app.municipality.id}")
+    for column in ("id", "role", "name", "issuer", "subject", "linked to", "scopes", "state"):
+        table.add_column(column, overflow="fold")  # folded, never cut: an id must be whole
+    for r in rows:
+        table.add_row(str(r["id"]), str(r["role"]), str(r["display_name"]), str(r["issuer"]),
+                      str(r["subject"]), str(r["actor_id"] or r["resident_id"] or ""),
+                      " ".join(r["scopes"]), "disabled" if r["disabled"] else "active")  # type: ignore[arg-type]
+    console.print(table)
+    return 0
