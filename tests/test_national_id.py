@@ -9,7 +9,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from portner.domain.errors import InvalidNationalId
-from portner.domain.national_id import NationalIdKind, check_digits, mask, validate_national_id
+from portner.domain.national_id import (
+    NationalIdKind,
+    check_digits,
+    mask,
+    redact_national_ids,
+    validate_national_id,
+)
 
 
 def with_check_digits(nine: str) -> str | None:
@@ -155,3 +161,12 @@ def test_any_single_digit_change_is_rejected(number: str, data: st.DataObject) -
     with pytest.raises(InvalidNationalId) as caught:
         validate_national_id(changed, accept_synthetic=True)
     assert changed not in str(caught.value)
+
+
+def test_redaction_also_catches_an_id_written_with_a_separator() -> None:
+    # As people write one: birth date, a space (or dot, or hyphen), personal number.
+    for written in ("010170 12345", "010170-12345", "010170.12345", "01017012345"):
+        assert redact_national_ids(f"id {written} here") == "id *********** here"
+    # ...but not longer digit runs, nor dates and times beside other numbers.
+    for kept in ("0101701234567", "2026-12-04 07:31:03", "tel 12345678"):
+        assert redact_national_ids(kept) == kept

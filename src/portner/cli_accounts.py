@@ -12,14 +12,18 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from sqlalchemy import delete
 
-from portner.bootstrap import open_app, utcnow
+from portner.bootstrap import UnknownMunicipality, open_app, utcnow
 from portner.domain.access import INTEGRATION_SCOPES, AccountRole
+from portner.domain.errors import PortnerError
 from portner.domain.national_id import redact_national_ids
-from portner.services.accounts import create_account, list_accounts
+from portner.services.accounts import list_accounts
+from portner.services.administration import Administration
 from portner.services.ids import IdSource
+from portner.storage import tables as t
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser, settings: Callable[[argparse.Namespace], Any],
@@ -47,19 +51,30 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, settings: Callable[[a
 def _add(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]) -> int:
     from portner.cli import _checkpoint, _emit_json, console
 
-    # A new installation's first command may be this one: the municipality is made if new.
-    app = open_app(settings(args), create=True)
-    account_id = create_account(
-        app.engine, municipality_id=app.municipality.id, issuer=args.issuer, subject=args.subject,
-        role=args.role, now=utcnow(), ids=IdSource(), by=args.by, actor_id=args.actor,
-        resident_id=args.resident, display_name=args.name, scopes=args.scope,
-    )
+    # A new installation's first command may be this one: the municipality is made if new, and
+    # taken away again if the account is refused (a typo in --municipality leaves nothing).
+    try:
+        app, made = open_app(settings(args)), False
+    except UnknownMunicipality:
+        app, made = open_app(settings(args), create=True), True
+    # The checks /admin applies (trimmed text, no control characters, lengths, links that exist).
+    admin = Administration(engine=app.engine, municipality_id=app.municipality.id, by=args.by,
+                           now=utcnow(), ids=IdSource())
+    try:
+        account_id = admin.create_account(
+            role=args.role, issuer=args.issuer, subject=args.subject, actor_id=args.actor,
+            resident_id=args.resident, display_name=args.name, scopes=args.scope)
+    except PortnerError:
+        if made:
+            with app.engine.begin() as conn:
+                conn.execute(delete(t.municipalities).where(t.municipalities.c.id == app.municipality.id))
+        raise
     _checkpoint(app)  # the audit chain's new head, signed, as after every command that writes
     if args.json:
         _emit_json({"id": account_id, "role": args.role, "municipality": app.municipality.id})
     else:
-        console.print(f"Account {account_id} ({args.role}) added to {escape(app.municipality.id)}: that "
-                      "identity can sign in now.", highlight=False)
+        console.print(Text(f"Account {account_id} ({args.role}) added to {app.municipality.id}: that "
+                           "identity can sign in now."))
     return 0
 
 
@@ -69,19 +84,22 @@ def _list(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any
     app = open_app(settings(args))
     with app.engine.connect() as conn:
         rows = list_accounts(conn, app.municipality.id)
-    # A provider's subject is pseudonymous, but one configured with a national id must not be
-    # printed as one.
+    # A provider's subject is pseudonymous, and a name is a name; but one given a national id
+    # must not be printed with it.
     for row in rows:
         row["subject"] = redact_national_ids(str(row["subject"]))
+        row["display_name"] = redact_national_ids(str(row["display_name"]))
     if args.json:
         _emit_json(rows)
         return 0
-    table = Table(title=f"Accounts of {app.municipality.id}")
+    # Text, not markup: what an administrator typed is shown as typed ("[b]" included).
+    table = Table(title=Text(f"Accounts of {app.municipality.id}"))
     for column in ("id", "role", "name", "issuer", "subject", "linked to", "scopes", "state"):
         table.add_column(column, overflow="fold")  # folded, never cut: an id must be whole
     for r in rows:
-        table.add_row(str(r["id"]), str(r["role"]), str(r["display_name"]), str(r["issuer"]),
-                      str(r["subject"]), str(r["actor_id"] or r["resident_id"] or ""),
-                      " ".join(r["scopes"]), "disabled" if r["disabled"] else "active")  # type: ignore[arg-type]
+        cells = (r["id"], r["role"], r["display_name"], r["issuer"], r["subject"],
+                 r["actor_id"] or r["resident_id"] or "", " ".join(r["scopes"]),  # type: ignore[arg-type]
+                 "disabled" if r["disabled"] else "active")
+        table.add_row(*(Text(str(cell)) for cell in cells))
     console.print(table)
     return 0

@@ -52,20 +52,46 @@ def test_a_second_account_for_the_same_identity_and_a_nurse_without_her_actor_ar
     code, _, err = _run(capsys, "accounts", "add", *where, *admin)
     assert code == 2 and "already exists" in err
     code, _, err = _run(capsys, "accounts", "add", *where, "--role", "nurse", "--issuer", IDP, "--subject", "n-1")
-    assert code == 2 and "needs the actor" in err
+    assert code == 2 and "actor_id" in err
     code, out, _ = _run(capsys, "accounts", "list", *where, "--json")
     assert len(json.loads(out)) == 1  # nothing half-made
 
 
-def test_listing_never_prints_a_national_id_given_as_a_subject(
+def test_listing_never_prints_a_national_id_given_as_a_subject_or_a_name(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     where = ["--data-dir", str(tmp_path), "--municipality", "nykommune"]
-    synthetic = "01017012345"  # not a real person's: a provider that sends national ids as sub
+    # Not a real person's: a provider that sends national ids as sub; a name typed with one.
     assert _run(capsys, "accounts", "add", *where, "--role", "admin", "--issuer", IDP,
-                "--subject", synthetic)[0] == 0
+                "--subject", "01017012345", "--name", "IT 010170 12345")[0] == 0
     for extra in ([], ["--json"]):
         code, out, _ = _run(capsys, "accounts", "list", *where, *extra)
-        assert code == 0 and synthetic not in out
+        assert code == 0
+        assert "01017012345" not in out and "010170 12345" not in out
+
+
+def test_what_was_typed_is_listed_as_typed_not_as_markup(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    where = ["--data-dir", str(tmp_path), "--municipality", "nykommune"]
+    assert _run(capsys, "accounts", "add", *where, "--role", "admin", "--issuer", IDP,
+                "--subject", "s-1", "--name", "[/red] [b]IT[/b]")[0] == 0
+    code, out, _ = _run(capsys, "accounts", "list", *where)
+    assert code == 0 and "[/red] [b]IT[/b]" in out
+
+
+@pytest.mark.parametrize(("flag", "value", "field"), [
+    ("--subject", "   ", "subject"), ("--issuer", " ", "issuer"), ("--name", "a\x1b[31m", "display_name"),
+    ("--subject", "s" * 201, "subject"),
+])
+def test_what_admin_refuses_the_command_refuses_too_and_a_new_municipality_goes_with_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, field: str) -> None:
+    where = ["--data-dir", str(tmp_path), "--municipality", "typo"]
+    given = {"--issuer": IDP, "--subject": "s-1", "--name": "IT", flag: value}
+    code, _, err = _run(capsys, "accounts", "add", *where, "--role", "admin",
+                        *(x for pair in given.items() for x in pair))
+    assert code == 2 and f"{field}:" in err
+    code, _, err = _run(capsys, "accounts", "list", *where)
+    assert code == 2 and "no municipality 'typo'" in err  # not made by the refused command
 
 
 def test_listing_a_municipality_that_does_not_exist_is_an_error(

@@ -120,7 +120,9 @@ def mask(value: str) -> str:
     return "*" * len(value)
 
 
-_ELEVEN_DIGITS = re.compile(r"(?<!\d)\d{11}(?!\d)")
+# Eleven digits standing alone, also as people write a national id: the birth date, then a
+# space, dot or hyphen, then the personal number ("010170 12345").
+_ELEVEN_DIGITS = re.compile(r"(?<!\d)\d{6}[ .-]?\d{5}(?!\d)")
 
 
 def redact_national_ids(text: str) -> str:
