@@ -33,8 +33,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, settings: Callable[[a
 
     a = accounts_sub.add_parser("add", parents=[common], help="add an account for a sign-in identity")
     a.add_argument("--role", required=True, choices=[r.value for r in AccountRole])
-    a.add_argument("--issuer", required=True, help="the OpenID provider's issuer URL")
-    a.add_argument("--subject", required=True, help="the identity's subject (sub) at that provider")
+    a.add_argument("--issuer", help="the OpenID provider's issuer URL, exactly as the provider gives it "
+                                    "(default and, when set, the only one: PORTNER_OIDC_ISSUER)")
+    a.add_argument("--subject", required=True,
+                   help="the identity's subject (sub) at that provider; an integration's client_id")
     a.add_argument("--name", default="", help="a display name (shown in /admin)")
     a.add_argument("--actor", help="the staff or relative actor id (nurse and relative accounts)")
     a.add_argument("--resident", help="the resident id (resident accounts)")
@@ -51,6 +53,16 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, settings: Callable[[a
 def _add(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]) -> int:
     from portner.cli import _checkpoint, _emit_json, console
 
+    configured = settings(args).oidc_issuer
+    issuer = args.issuer or configured
+    if not issuer:
+        raise PortnerError("give --issuer: the sign-in provider's issuer (PORTNER_OIDC_ISSUER is not set)")
+    if configured and issuer != configured:
+        # Sign-in matches the provider's issuer exactly: such an account could never sign in.
+        raise PortnerError(f"--issuer {issuer} is not this server's sign-in provider, PORTNER_OIDC_ISSUER "
+                           f"{configured} (they must match exactly, a trailing / too)")
+    if args.role == AccountRole.INTEGRATION.value and not args.scope:
+        raise PortnerError("an integration account needs at least one --scope: without one it may do nothing")
     # A new installation's first command may be this one: the municipality is made if new, and
     # taken away again if the account is refused (a typo in --municipality leaves nothing).
     try:
@@ -62,7 +74,7 @@ def _add(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]
                            now=utcnow(), ids=IdSource())
     try:
         account_id = admin.create_account(
-            role=args.role, issuer=args.issuer, subject=args.subject, actor_id=args.actor,
+            role=args.role, issuer=issuer, subject=args.subject, actor_id=args.actor,
             resident_id=args.resident, display_name=args.name, scopes=args.scope)
     except PortnerError:
         if made:
@@ -74,7 +86,7 @@ def _add(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]
         _emit_json({"id": account_id, "role": args.role, "municipality": app.municipality.id})
     else:
         console.print(Text(f"Account {account_id} ({args.role}) added to {app.municipality.id}: that "
-                           "identity can sign in now."))
+                           f"identity can sign in through {issuer} now."))
     return 0
 
 

@@ -14,6 +14,12 @@ from portner.storage import tables as t
 IDP = "https://idp.example.no"
 
 
+@pytest.fixture(autouse=True)
+def _no_configured_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test says which provider is configured (PORTNER_OIDC_ISSUER), if any."""
+    monkeypatch.delenv("PORTNER_OIDC_ISSUER", raising=False)
+
+
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out = capsys.readouterr()
@@ -98,3 +104,29 @@ def test_listing_a_municipality_that_does_not_exist_is_an_error(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "accounts", "list", "--data-dir", str(tmp_path), "--municipality", "nosuch")
     assert code == 2 and "no municipality 'nosuch'" in err
+
+
+def test_the_issuer_defaults_to_the_configured_provider_and_another_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    where = ["--data-dir", str(tmp_path), "--municipality", "nykommune"]
+    monkeypatch.setenv("PORTNER_OIDC_ISSUER", IDP)
+    assert _run(capsys, "accounts", "add", *where, "--role", "admin", "--subject", "s-1")[0] == 0
+    for other in ("https://other.example.no", IDP + "/"):  # sign-in matches exactly: never usable
+        code, _, err = _run(capsys, "accounts", "add", *where, "--role", "admin", "--issuer", other,
+                            "--subject", "s-2")
+        assert code == 2 and "PORTNER_OIDC_ISSUER" in err
+    code, out, _ = _run(capsys, "accounts", "list", *where, "--json")
+    assert [(a["issuer"], a["subject"]) for a in json.loads(out)] == [(IDP, "s-1")]
+
+
+def test_without_a_configured_provider_the_issuer_must_be_given_and_an_integration_needs_a_scope(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PORTNER_OIDC_ISSUER", raising=False)
+    where = ["--data-dir", str(tmp_path), "--municipality", "nykommune"]
+    code, _, err = _run(capsys, "accounts", "add", *where, "--role", "admin", "--subject", "s-1")
+    assert code == 2 and "--issuer" in err
+    code, _, err = _run(capsys, "accounts", "add", *where, "--role", "integration", "--issuer", IDP,
+                        "--subject", "care-record-client")
+    assert code == 2 and "--scope" in err
+    assert _run(capsys, "accounts", "add", *where, "--role", "integration", "--issuer", IDP,
+                "--subject", "care-record-client", "--scope", "portner.fhir.import")[0] == 0
