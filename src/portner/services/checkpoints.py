@@ -116,7 +116,11 @@ def check_checkpoints(conn: Connection, data_dir: Path) -> tuple[int, list[str]]
     path = checkpoint_file(conn, data_dir)
     lines = path.read_text(encoding="utf-8").splitlines() if path and path.exists() else []
     if not lines:
-        return 0, [f"no signed checkpoint for a log of {entries} entries"] if entries else []
+        # Still a failure (nothing outside the database vouches for the log), but most often the
+        # command was pointed at another data directory than the commands that wrote the log.
+        return 0, [f"no signed checkpoint for a log of {entries} entries in {data_dir} (checkpoints are "
+                   "kept in the data directory the writing commands used: is it this one? --data-dir, "
+                   "PORTNER_DATA_DIR)"] if entries else []
     key = _key(data_dir, create=False)
     if key is None:
         return 0, [f"the checkpoint key {_KEY} is missing from the data directory"]
