@@ -53,7 +53,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, settings: Callable[[a
 def _add(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]) -> int:
     from portner.cli import _checkpoint, _emit_json, console
 
-    configured = settings(args).oidc_issuer
+    chosen = settings(args)
+    configured = chosen.oidc_issuer
     issuer = args.issuer or configured
     if not issuer:
         raise PortnerError("give --issuer: the sign-in provider's issuer (PORTNER_OIDC_ISSUER is not set)")
@@ -66,9 +67,9 @@ def _add(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]
     # A new installation's first command may be this one: the municipality is made if new, and
     # taken away again if the account is refused (a typo in --municipality leaves nothing).
     try:
-        app, made = open_app(settings(args)), False
+        app, made = open_app(chosen), False
     except UnknownMunicipality:
-        app, made = open_app(settings(args), create=True), True
+        app, made = open_app(chosen, create=True), True
     # The checks /admin applies (trimmed text, no control characters, lengths, links that exist).
     admin = Administration(engine=app.engine, municipality_id=app.municipality.id, by=args.by,
                            now=utcnow(), ids=IdSource())

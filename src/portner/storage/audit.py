@@ -417,7 +417,7 @@ _PG_GENESIS = "INSERT INTO audit_head (id, seq, hash) VALUES (%s, 0, %s) ON CONF
 def _append_few(conn: Connection, prepared: list[tuple[str, Any, AuditEntry, str]], *,
                 commit: bool) -> int:
     """Chain a few prepared entries on PostgreSQL in one statement (see _PG_APPEND_FEW), and
-    with `commit` send the transaction's COMMIT behind it."""
+    with `commit` send the transaction's COMMIT behind it: one round trip either way."""
     params = {
         "head": _HEAD_ID,
         "tails": [_entry_tail(instant, e.actor, e.action, e.subject, details)
@@ -428,28 +428,24 @@ def _append_few(conn: Connection, prepared: list[tuple[str, Any, AuditEntry, str
         "subjects": [e.subject for _, _, e, _ in prepared],
         "details": [details for _, _, _, details in prepared],
     }
-    if commit:
-        # Statements queued in a pipeline: each runs only if the ones before it succeeded. The
-        # head row is made first if missing, so that nothing commits without its entries.
-        dbapi: Any = conn.connection.dbapi_connection
-        try:
-            with dbapi.pipeline() as pipeline, dbapi.cursor() as genesis, \
-                    dbapi.cursor() as append, dbapi.cursor() as done:
-                genesis.execute(_PG_GENESIS, (_HEAD_ID, GENESIS_HASH))
-                append.execute(_PG_APPEND_FEW, params)
+    # Statements queued in a pipeline: each runs only if the ones before it succeeded. The head
+    # row is made first if missing (a metadata.create_all database: the migration makes it), so
+    # that the append always finds it and nothing commits without its entries.
+    dbapi: Any = conn.connection.dbapi_connection
+    try:
+        with dbapi.pipeline() as pipeline, dbapi.cursor() as genesis, dbapi.cursor() as append, \
+                dbapi.cursor() as done:
+            genesis.execute(_PG_GENESIS, (_HEAD_ID, GENESIS_HASH))
+            append.execute(_PG_APPEND_FEW, params)
+            if commit:
                 done.execute("COMMIT")
-                pipeline.sync()
-                return int(append.fetchone()[0])
-        except conn.dialect.loaded_dbapi.Error as exc:
-            # As SQLAlchemy raises a driver's error everywhere else (callers and the API's error
-            # handlers go by its classes), without the parameters.
-            raise DBAPIError.instance(_PG_APPEND_FEW, None, exc, conn.dialect.loaded_dbapi.Error,
-                                      hide_parameters=True, dialect=conn.dialect) from exc
-    seq = conn.exec_driver_sql(_PG_APPEND_FEW, params).scalar()
-    if seq is None:  # no head row yet: a metadata.create_all database (the migration makes it)
-        _insert_genesis(conn)
-        seq = conn.exec_driver_sql(_PG_APPEND_FEW, params).scalar_one()
-    return int(seq)
+            pipeline.sync()
+            return int(append.fetchone()[0])
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # As SQLAlchemy raises a driver's error everywhere else (callers and the API's error
+        # handlers go by its classes), without the parameters.
+        raise DBAPIError.instance(_PG_APPEND_FEW, None, exc, conn.dialect.loaded_dbapi.Error,
+                                  hide_parameters=True, dialect=conn.dialect) from exc
 
 
 def _chained_rows(prepared: list[tuple[str, Any, AuditEntry, str]], seq: int,

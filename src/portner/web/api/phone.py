@@ -361,7 +361,9 @@ async def _stored(request: Request, uploader: Principal | PendingPrincipal | Non
                   token: str | None = None) -> DoorEventBatchOut:
     """`_ingest` in a thread, in turn (see _TURNS)."""
     loop = asyncio.get_running_loop()
-    turns = _turns.get(loop) or _turns.setdefault(loop, _Turns())
+    turns = _turns.get(loop)
+    if turns is None:
+        turns = _turns[loop] = _Turns()
     kind = "visitor" if uploader is None else "small" if len(raw) <= _SMALL else "big"
     gate = turns.gates[kind]
     if gate.locked() and turns.waiting[kind] >= _WAITING_MOST[kind]:
