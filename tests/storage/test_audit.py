@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import bindparam, delete, event, func, select, text, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from portner.storage.audit import (
     GENESIS_HASH,
@@ -24,8 +24,10 @@ from portner.storage.audit import (
     canonical_bytes,
     chain_hash,
     prepare_audit,
+    queue_append_prepared,
     verify_audit,
 )
+from portner.storage.bulk import sent_together
 from portner.storage.tables import UtcDateTime, audit_events, audit_head
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -155,6 +157,44 @@ def test_an_append_that_ends_the_transaction_is_refused_inside_a_savepoint(engin
     with pytest.raises(ValueError, match="savepoint"), engine.begin() as conn, conn.begin_nested():
         append_prepared(conn, prepare_audit([entry(3)], conn.dialect.name), ends_transaction=True)
     assert verify(engine).count == 2
+
+
+def test_writes_and_an_append_queued_behind_them_commit_together_or_not_at_all(pg_engine: Engine) -> None:
+    # One round trip for the caller's writes, the append and the COMMIT (what an upload sends).
+    chain(pg_engine, 2)
+    _drop_caller_change(pg_engine)
+    with pg_engine.begin() as conn:
+        conn.execute(text("CREATE TABLE caller_change (n int)"))
+    with pg_engine.begin() as conn:
+        with sent_together(conn) as run:
+            run("INSERT INTO caller_change VALUES (%s)", [(1,), (2,)], many=True)
+            appended = queue_append_prepared(conn, prepare_audit([entry(3), entry(4)], "postgresql"),
+                                             ends_transaction=True)
+        assert appended() == 4
+        with pg_engine.connect() as other:  # committed already, with the append
+            assert other.execute(text("SELECT count(*) FROM caller_change")).scalar_one() == 2
+            assert other.execute(select(audit_head.c.seq)).scalar_one() == 4
+    # A write that fails: the append and the COMMIT queued behind it never run, and the error
+    # is SQLAlchemy's class, as every other statement's.
+    with pytest.raises(DataError), pg_engine.begin() as conn:
+        with sent_together(conn) as run:
+            run("INSERT INTO caller_change VALUES (%s)", ("not a number",))
+            queue_append_prepared(conn, prepare_audit([entry(5)], "postgresql"), ends_transaction=True)
+    with pg_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM caller_change")).scalar_one() == 2
+        assert conn.execute(select(audit_head.c.seq)).scalar_one() == 4
+    _drop_caller_change(pg_engine)
+    result = verify(pg_engine)
+    assert (result.ok, result.count) == (True, 4), result.problem
+
+
+def test_an_append_is_queued_only_in_an_open_pipeline_and_only_a_few_entries(pg_engine: Engine) -> None:
+    with pg_engine.begin() as conn:
+        with pytest.raises(ValueError, match="pipeline"):
+            queue_append_prepared(conn, prepare_audit([entry(1)], "postgresql"))
+        with pytest.raises(ValueError, match="not chained"), sent_together(conn):
+            queue_append_prepared(conn, prepare_audit([entry(n) for n in range(1, 66)], "postgresql"))
+    assert verify(pg_engine).count == 0
 
 
 def _drop_caller_change(engine: Engine) -> None:  # (the migrated schema is shared by tests)

@@ -7,17 +7,18 @@ the next request (each request looks the account up), and its actor gets no new 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, bindparam, exists, insert, select, update
+from sqlalchemy import Connection, Engine, Row, insert, select, update
 
 from portner.domain.access import INTEGRATION_SCOPES, AccountRole, Principal
 from portner.domain.errors import PortnerError
 from portner.services.ids import IdSource
 from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
+from portner.storage.bulk import fetch_rows, instant_writer, read_instant
 
 # The development sign-in's issuer; refused by the server outside development mode.
 DEV_ISSUER = "urn:portner:development"
@@ -136,15 +137,44 @@ def principal_by_id(conn: Connection, account_id: str, *, via: str) -> Principal
     return _principal(row, via)
 
 
-# The account of a session and whether the session is over, in one statement built once: it
-# runs on every request that carries a session.
-_SESSION_ACCOUNT = select(
-    t.accounts,
-    exists()
-    .where(t.devices.c.actor_id == t.accounts.c.actor_id,
-           t.devices.c.revoked_at > bindparam("signed_in_at"))
-    .label("phone_revoked_since"),
-).where(t.accounts.c.id == bindparam("account_id"))
+# The account of a session and whether the session is over, in one statement: it runs on every
+# request that carries a session, and the busiest handlers send it in one round trip with their
+# own first reads (session_account_query). "?" marks parameters, as bulk.fetch_together takes them.
+_SESSION_ACCOUNT = (
+    "SELECT a.id, a.municipality_id, a.role, a.actor_id, a.resident_id, a.display_name, a.scopes,"
+    " a.disabled_at, a.sessions_since,"
+    " EXISTS (SELECT 1 FROM devices d WHERE d.actor_id = a.actor_id AND d.revoked_at > ?)"
+    " FROM accounts a WHERE a.id = ?"
+)
+
+
+def session_account_query(
+    conn: Connection, account_id: str, signed_in_at: datetime
+) -> tuple[str, None, tuple[Any, ...]]:
+    """The statement that reads a session's account, as bulk.fetch_together takes it (no IN
+    list); its rows go to `principal_from_session_rows`."""
+    return _SESSION_ACCOUNT, None, (instant_writer(conn)(signed_in_at), account_id)
+
+
+def principal_from_session_rows(
+    rows: Sequence[Sequence[Any]], signed_in_at: datetime, *, via: str
+) -> Principal | None:
+    """The principal of a session signed in at `signed_in_at`, from its account's rows (see
+    `principal_for_session`)."""
+    if not rows:
+        return None
+    (account_id, municipality_id, role, actor_id, resident_id, display_name, scopes, disabled_at,
+     sessions_since, phone_revoked_since) = rows[0]
+    if disabled_at is not None:
+        raise AccountDisabled("this account is disabled")
+    sessions_since = read_instant(sessions_since)
+    if phone_revoked_since or (sessions_since is not None and signed_in_at < sessions_since):
+        return None
+    return Principal(
+        account_id=account_id, municipality_id=municipality_id, role=AccountRole(role),
+        actor_id=actor_id, resident_id=resident_id, display_name=display_name,
+        scopes=frozenset(scopes.split()) if scopes else frozenset(), via=via,
+    )
 
 
 def principal_for_session(
@@ -153,18 +183,8 @@ def principal_for_session(
     """The account of a session signed in at `signed_in_at`, or None when there is no such
     account or the session is over: the person signed out since, or one of their phones was
     revoked since (a lost phone may still be signed in). Raises AccountDisabled."""
-    row = conn.execute(
-        _SESSION_ACCOUNT, {"account_id": account_id, "signed_in_at": signed_in_at}
-    ).first()
-    if row is None:
-        return None
-    if row.disabled_at is not None:
-        raise AccountDisabled("this account is disabled")
-    if row.phone_revoked_since or (
-        row.sessions_since is not None and signed_in_at < row.sessions_since
-    ):
-        return None
-    return _principal(row, via)
+    sql, _, params = session_account_query(conn, account_id, signed_in_at)
+    return principal_from_session_rows(fetch_rows(conn, sql, params), signed_in_at, via=via)
 
 
 def get_account(conn: Connection, municipality_id: str, account_id: str) -> dict[str, object] | None:

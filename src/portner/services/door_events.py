@@ -28,11 +28,11 @@ import hmac
 import json
 import threading
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, insert, select, update
 
@@ -48,7 +48,13 @@ from portner.services.lock_wire import event_from_wire, event_to_wire
 from portner.services.writeback import KIND as ENCOUNTER_KIND
 from portner.services.writeback import build_encounter
 from portner.storage import tables as t
-from portner.storage.audit import AuditEntry, append_prepared, prepare_audit
+from portner.storage.audit import (
+    AuditEntry,
+    append_prepared,
+    chained_by_server,
+    prepare_audit,
+    queue_append_prepared,
+)
 from portner.storage.bulk import (
     copy_field,
     copy_instant,
@@ -89,6 +95,7 @@ _EVENT_COPY = f"COPY door_events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
 _EVENT_INSERT = f"INSERT INTO door_events ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join(['%s'] * 11)})"
 # Up to this many events a batch goes without a COPY (which costs two more round trips).
 _FEW_EVENTS = 64
+_T = TypeVar("_T")
 _VISIT_COLUMNS = (
     "id", "municipality_id", "resident_id", "source_key", "planned_start", "planned_end",
     "staff_ids", "status", "description", "arrived_at", "departed_at",
@@ -350,12 +357,19 @@ class _Batch:
                 self.event_rows = []
             encounters = self._encounters()
             events_audit = prepare_audit(self.audit, self.conn.dialect.name)
-        entries = self._record_anomalies() + self._filled_gaps()
-        self._write_the_rest(encounters)
+        entries = prepare_audit(self._record_anomalies() + self._filled_gaps(), events_audit.dialect)
         # The audit append last: from taking the chain's head until the commit, every other
-        # audited change waits, so nothing else is sent in between.
-        append_prepared(self.conn, prepare_audit(entries, events_audit.dialect), events_audit,
-                        ends_transaction=ends_transaction)
+        # audited change waits, so nothing else is sent in between. A few entries are queued
+        # behind the writes: the writes, the append and (ending the transaction) the COMMIT
+        # reach the server in one round trip.
+        if chained_by_server(events_audit.dialect, len(entries.rows) + len(events_audit.rows)):
+            appended = self._write_the_rest(encounters, then=lambda: queue_append_prepared(
+                self.conn, entries, events_audit, ends_transaction=ends_transaction))
+            assert appended is not None
+            appended()  # its seq: the statements were sent, and all ran
+        else:
+            self._write_the_rest(encounters)
+            append_prepared(self.conn, entries, events_audit, ends_transaction=ends_transaction)
         return list(self.reports.values())
 
     # -- reading what the batch needs, in a few queries ----------------------------------------
@@ -602,8 +616,10 @@ class _Batch:
             payloads.append(json.dumps(build_encounter(visit, nid, people)))
         return keys, places, payloads
 
-    def _write_the_rest(self, encounters: tuple[list[str], list[str], list[str]]) -> None:
-        """Visits, their Encounters, lock heads and held events, sent together."""
+    def _write_the_rest(self, encounters: tuple[list[str], list[str], list[str]],
+                        then: Callable[[], _T] | None = None) -> _T | None:
+        """Visits, their Encounters, lock heads and held events, sent together; `then` queues
+        more behind them (PostgreSQL), and what it returns is returned once all was sent."""
         changed = [v for v in self.visits.values() if v.changed]
         keys, places, payloads = encounters
         stored, pg = self.stored, self.pg
@@ -664,6 +680,8 @@ class _Batch:
                     " VALUES (?, ?, ?, ?, ?)"
                 )
                 run(sql.replace("?", mark), self.pending_new, many=True)
+            queued = then() if then is not None else None
+        return queued
 
 
 def _one_per_kind(found: list[LogAnomaly]) -> list[LogAnomaly]:

@@ -29,7 +29,7 @@ import hashlib
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -38,11 +38,11 @@ from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring as _encode_string  # what ensure_ascii=False uses
 from typing import Any
 
+from psycopg.pq import PipelineStatus
 from sqlalchemy import Text, bindparam, cast, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
-from portner.storage.bulk import copy_text, copy_writer, dialect_insert
+from portner.storage.bulk import as_sqlalchemy_error, copy_text, copy_writer, dialect_insert
 from portner.storage.tables import audit_events, audit_head
 
 GENESIS_HASH = bytes(32)
@@ -341,15 +341,10 @@ def append_prepared(
     PostgreSQL a few entries then go with the transaction's COMMIT in one round trip, so the head
     is let go as soon as the server has written them, however long this process takes to come
     back to it; the caller's own commit afterwards finds nothing left to do."""
-    dialect = conn.dialect.name
-    if any(b.dialect != dialect for b in batches):
-        raise ValueError(f"audit entries prepared for another database than {dialect}")
-    prepared = [row for b in batches for row in b.rows]
+    prepared = _rows_to_append(conn, batches, ends_transaction)
     middles = [m for b in batches for m in b.middles]
-    if ends_transaction and conn.in_nested_transaction():
-        # Its COMMIT would end the outer transaction under the savepoint's feet.
-        raise ValueError("an append that ends its transaction cannot run inside a savepoint")
-    if dialect == "postgresql" and 0 < len(prepared) <= _FEW:
+    dialect = conn.dialect.name
+    if chained_by_server(dialect, len(prepared)):
         return _append_few(conn, prepared, commit=ends_transaction)
     seq, prev = _lock_head(conn)
     if not prepared:
@@ -376,6 +371,49 @@ def append_prepared(
         conn.exec_driver_sql(_SQLITE_INSERT, rows)  # one executemany
     conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     return seq
+
+
+def _rows_to_append(conn: Connection, batches: Sequence[PreparedAudit],
+                    ends_transaction: bool) -> list[tuple[str, Any, AuditEntry, str]]:
+    dialect = conn.dialect.name
+    if any(b.dialect != dialect for b in batches):
+        raise ValueError(f"audit entries prepared for another database than {dialect}")
+    if ends_transaction and conn.in_nested_transaction():
+        # Its COMMIT would end the outer transaction under the savepoint's feet.
+        raise ValueError("an append that ends its transaction cannot run inside a savepoint")
+    return [row for b in batches for row in b.rows]
+
+
+def chained_by_server(dialect: str, entries: int) -> bool:
+    """Whether so many entries are chained by the server in one statement (_PG_APPEND_FEW), so
+    that their append may be queued in a caller's pipeline (`queue_append_prepared`)."""
+    return dialect == "postgresql" and 0 < entries <= _FEW
+
+
+def queue_append_prepared(
+    conn: Connection, *batches: PreparedAudit, ends_transaction: bool = False
+) -> Callable[[], int]:
+    """`append_prepared` for entries `chained_by_server`, queued in the psycopg pipeline the
+    caller has open (bulk.sent_together) behind the writes it queued there: the writes, the
+    append and (`ends_transaction`) the COMMIT then reach the server in one round trip, run in
+    that order, each only if those before it succeeded. Returns what gives the last seq once
+    the caller's pipeline has been synced (its block has ended)."""
+    prepared = _rows_to_append(conn, batches, ends_transaction)
+    if not chained_by_server(conn.dialect.name, len(prepared)):
+        raise ValueError(f"{len(prepared)} entries are not chained in one statement here")
+    dbapi: Any = conn.connection.dbapi_connection
+    if dbapi.pgconn.pipeline_status == PipelineStatus.OFF:
+        raise ValueError("queue_append_prepared needs a pipeline open on the connection")
+    cursors = _queue_few(dbapi, prepared, commit=ends_transaction)
+
+    def last_seq() -> int:
+        try:
+            return int(cursors[1].fetchone()[0])
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    return last_seq
 
 
 # A few entries (a phone's upload, one change) are chained by the server, in the statement that
@@ -418,6 +456,23 @@ def _append_few(conn: Connection, prepared: list[tuple[str, Any, AuditEntry, str
                 commit: bool) -> int:
     """Chain a few prepared entries on PostgreSQL in one statement (see _PG_APPEND_FEW), and
     with `commit` send the transaction's COMMIT behind it: one round trip either way."""
+    dbapi: Any = conn.connection.dbapi_connection
+    cursors: list[Any] = []
+    try:
+        with dbapi.pipeline():  # its end sends the one Sync and reads the results
+            cursors = _queue_few(dbapi, prepared, commit=commit)
+        return int(cursors[1].fetchone()[0])
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise as_sqlalchemy_error(conn, exc, _PG_APPEND_FEW) from exc
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
+def _queue_few(dbapi: Any, prepared: list[tuple[str, Any, AuditEntry, str]], *,
+               commit: bool) -> list[Any]:
+    """Queue in the open pipeline: the head row if missing, the append, and the COMMIT; return
+    their cursors (the append's, second, gives the last seq)."""
     params = {
         "head": _HEAD_ID,
         "tails": [_entry_tail(instant, e.actor, e.action, e.subject, details)
@@ -431,21 +486,12 @@ def _append_few(conn: Connection, prepared: list[tuple[str, Any, AuditEntry, str
     # Statements queued in a pipeline: each runs only if the ones before it succeeded. The head
     # row is made first if missing (a metadata.create_all database: the migration makes it), so
     # that the append always finds it and nothing commits without its entries.
-    dbapi: Any = conn.connection.dbapi_connection
-    try:
-        with dbapi.pipeline() as pipeline, dbapi.cursor() as genesis, dbapi.cursor() as append, \
-                dbapi.cursor() as done:
-            genesis.execute(_PG_GENESIS, (_HEAD_ID, GENESIS_HASH))
-            append.execute(_PG_APPEND_FEW, params)
-            if commit:
-                done.execute("COMMIT")
-            pipeline.sync()
-            return int(append.fetchone()[0])
-    except conn.dialect.loaded_dbapi.Error as exc:
-        # As SQLAlchemy raises a driver's error everywhere else (callers and the API's error
-        # handlers go by its classes), without the parameters.
-        raise DBAPIError.instance(_PG_APPEND_FEW, None, exc, conn.dialect.loaded_dbapi.Error,
-                                  hide_parameters=True, dialect=conn.dialect) from exc
+    cursors = [dbapi.cursor(), dbapi.cursor()]
+    cursors[0].execute(_PG_GENESIS, (_HEAD_ID, GENESIS_HASH))
+    cursors[1].execute(_PG_APPEND_FEW, params)
+    if commit:
+        cursors[0].execute("COMMIT")
+    return cursors
 
 
 def _chained_rows(prepared: list[tuple[str, Any, AuditEntry, str]], seq: int,

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 
 def _sqlite_instant(value: datetime) -> str:
@@ -224,30 +225,37 @@ def _pg_any(sql: str, items: list[Any], before: Sequence[Any]) -> tuple[str, tup
 
 
 def fetch_together(
-    conn: Connection, queries: Sequence[tuple[str, Iterable[Any], Sequence[Any]]]
+    conn: Connection, queries: Sequence[tuple[str, Iterable[Any] | None, Sequence[Any]]]
 ) -> list[list[tuple[Any, ...]]]:
     """`fetch_in` for several queries at once: (sql, values, before) each, their rows in order.
 
     On PostgreSQL they go through one psycopg pipeline: one round trip for all of them, each
     still its own statement (in READ COMMITTED each sees what was committed before it ran, as
-    apart). A query with no values is not run (no rows). On SQLite each runs in turn.
+    apart), and the first of a transaction carries its BEGIN. A query with no values is not run
+    (no rows); one whose values are None has no IN list and runs with `before` as its
+    parameters (`fetch_rows`). On SQLite each runs in turn.
     """
     if conn.dialect.name == "sqlite":
-        return [fetch_in(conn, sql, values, *before) for sql, values, before in queries]
+        return [fetch_in(conn, sql, values, *before) if values is not None else fetch_rows(conn, sql, before)
+                for sql, values, before in queries]
     dbapi_connection: Any = conn.connection.dbapi_connection
     cursors: list[Any] = []
     try:
-        with dbapi_connection.pipeline() as pipeline:
+        with dbapi_connection.pipeline():
             for sql, values, before in queries:
-                items = sorted(set(values))
-                if not items:
+                items = sorted(set(values)) if values is not None else None
+                if items == []:
                     cursors.append(None)
                     continue
                 cursor = dbapi_connection.cursor()
                 cursors.append(cursor)
-                cursor.execute(*_pg_any(sql, items, before))
-            pipeline.sync()
-            return [list(c.fetchall()) if c is not None else [] for c in cursors]
+                if items is None:
+                    cursor.execute(sql.replace("?", "%s"), tuple(before))
+                else:
+                    cursor.execute(*_pg_any(sql, items, before))
+        # The block's end sent the one Sync and read every result: one round trip (a sync() in
+        # the block would have made it two, the end syncing again).
+        return [list(c.fetchall()) if c is not None else [] for c in cursors]
     finally:
         for cursor in cursors:
             if cursor is not None:
@@ -271,12 +279,23 @@ def sent_together(conn: Connection) -> Iterator[Callable[..., None]]:
         yield run_now
         return
     dbapi_connection: Any = conn.connection.dbapi_connection
-    with dbapi_connection.cursor() as cursor, dbapi_connection.pipeline():
+    try:
+        with dbapi_connection.cursor() as cursor, dbapi_connection.pipeline():
 
-        def run(sql: str, params: Any, many: bool = False) -> None:
-            if many:
-                cursor.executemany(sql, params)
-            else:
-                cursor.execute(sql, params)
+            def run(sql: str, params: Any, many: bool = False) -> None:
+                if many:
+                    cursor.executemany(sql, params)
+                else:
+                    cursor.execute(sql, params)
 
-        yield run
+            yield run
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # Which of them failed is not known here (they were sent without waiting).
+        raise as_sqlalchemy_error(conn, exc, None) from exc
+
+
+def as_sqlalchemy_error(conn: Connection, exc: Exception, statement: str | None) -> DBAPIError:
+    """A driver's error as SQLAlchemy raises it everywhere else (callers and the API's error
+    handlers go by its classes), without the parameters."""
+    return DBAPIError.instance(statement, None, exc, conn.dialect.loaded_dbapi.Error,
+                               hide_parameters=True, dialect=conn.dialect)

@@ -10,17 +10,22 @@ from __future__ import annotations
 import contextlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import Depends, Request
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from portner.domain.access import AccountRole, NotPermitted, Principal
-from portner.services.accounts import principal_by_id, principal_for_session
+from portner.services.accounts import (
+    principal_by_id,
+    principal_for_session,
+    principal_from_session_rows,
+    session_account_query,
+)
 from portner.web.problems import Problem
 from portner.web.state import Portner
 
@@ -56,11 +61,12 @@ def _bearer(request: Request) -> str | None:
     return None
 
 
-def current_principal(request: Request, conn: Connection | None = None) -> Principal | None:
+def current_principal(request: Request, conn: Connection | None = None,
+                      session_rows: Sequence[Sequence[Any]] | None = None) -> Principal | None:
     """The principal, or None when nobody is signed in. Raises AccountDisabled.
 
     The session's account is read on `conn` when given (the handler's own connection), else on
-    a connection of its own."""
+    a connection of its own; or it was read already, `session_rows` (see PendingPrincipal)."""
     cached = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
@@ -82,6 +88,8 @@ def current_principal(request: Request, conn: Connection | None = None) -> Princ
                     # A session without a usable sign-in time predates these rules: it is over
                     # (but a disabled account still hears that it is disabled).
                     principal_by_id(c, account_id, via="session")
+                elif session_rows is not None:
+                    found = principal_from_session_rows(session_rows, signed_in, via="session")
                 else:
                     found = principal_for_session(c, account_id, signed_in, via="session")
             if found is None:
@@ -116,9 +124,11 @@ def principal(request: Request) -> Principal:
     return principal_on(request, None)
 
 
-def principal_on(request: Request, conn: Connection | None) -> Principal:
-    """`principal`, with the session's account read on `conn` (None: a connection of its own)."""
-    found = current_principal(request, conn)
+def principal_on(request: Request, conn: Connection | None,
+                 session_rows: Sequence[Sequence[Any]] | None = None) -> Principal:
+    """`principal`, with the session's account read on `conn` (None: a connection of its own),
+    or read already (`session_rows`)."""
+    found = current_principal(request, conn, session_rows)
     if found is None:
         raise _not_signed_in()
     _check_csrf(request, found)
@@ -150,6 +160,29 @@ class PendingPrincipal:
         if self.verified is not None:
             return self.verified
         return check_role(principal_on(self.request, conn), self.roles)
+
+    def session_query(self, conn: Connection) -> tuple[str, None, tuple[Any, ...]] | None:
+        """The statement that reads the session's account (accounts.session_account_query), for
+        a handler that sends it in one round trip with its own first reads and then calls
+        `resolve_read` with its rows; None when there is nothing to read that way (a verified
+        token, a principal known already, a session without a usable sign-in time): `resolve`."""
+        if self.verified is not None or getattr(self.request.state, "principal", None) is not None:
+            return None
+        account_id = self.session_account_id()
+        signed_in = _signed_in_at(self.request) if account_id else None
+        if account_id is None or signed_in is None:
+            return None
+        return session_account_query(conn, account_id, signed_in)
+
+    def session_account_id(self) -> str | None:
+        """The account id the session names (its account not read yet)."""
+        if "session" not in self.request.scope:
+            return None
+        return self.request.session.get(SESSION_ACCOUNT) or None
+
+    def resolve_read(self, conn: Connection, session_rows: Sequence[Sequence[Any]]) -> Principal:
+        """`resolve`, with the rows of `session_query` read already."""
+        return check_role(principal_on(self.request, conn, session_rows), self.roles)
 
 
 def require_later(*roles: AccountRole) -> Callable[..., Awaitable[PendingPrincipal]]:

@@ -33,7 +33,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from portner.domain.access import SCOPE_EVENTS_UPLOAD, AccountRole, NotPermitted, Principal
@@ -53,7 +53,7 @@ from portner.services.door_events import (
 from portner.services.lock_wire import WireError, event_from_wire
 from portner.services.one_time import visitor_upload_locks
 from portner.services.revocation import latest_revocation_list
-from portner.storage import tables as t
+from portner.storage.bulk import fetch_together, instant_writer
 from portner.web.api.common import IdempotencyKeyHeader, bounded_body, idempotent, problem_response
 from portner.web.api.encoding import ID_PATTERN, b64url, from_b64url
 from portner.web.api.shift import RevocationListOut
@@ -252,44 +252,52 @@ def _hex(value: str, field: str) -> bytes:
         raise field_problem(field, "must be hex digits") from None
 
 
-_lk_, _dr, _hm, _rs = t.locks, t.doors, t.homes, t.residents
-# Who may upload for which lock (see the module docstring), built once: it runs per upload.
+# Who may upload for which lock (see the module docstring), as bulk.fetch_together takes it ("?"
+# parameters, {ids} the lock ids): a gateway, any lock of its municipality.
 _MUNICIPALITY_LOCKS = (
-    select(_lk_.c.id)
-    .join(_dr, _dr.c.id == _lk_.c.door_id)
-    .join(_hm, _hm.c.id == _dr.c.home_id)
-    .join(_rs, _rs.c.id == _hm.c.resident_id)
-    .where(_lk_.c.id.in_(bindparam("lock_ids", expanding=True)),
-           _rs.c.municipality_id == bindparam("municipality_id"))
+    "SELECT l.id FROM locks l JOIN doors d ON d.id = l.door_id JOIN homes h ON h.id = d.home_id"
+    " JOIN residents r ON r.id = h.resident_id WHERE r.municipality_id = ?"
 )
-# A nurse's: those of the homes her visit grants in the relay window lead her to.
-_NURSE_LOCKS = _MUNICIPALITY_LOCKS.where(
-    select(t.grants.c.id)
-    .join(t.visits, t.visits.c.id == t.grants.c.visit_id)
-    .where(t.visits.c.resident_id == _hm.c.resident_id,
-           t.grants.c.actor_id == bindparam("actor_id"),
-           t.grants.c.not_after >= bindparam("relay_since"),
-           t.grants.c.not_before <= bindparam("relay_until"))
-    .exists()
+# A nurse, those of the homes her visit grants in the relay window lead her to: she is named by
+# her staff id, or (read in one round trip with her session's account) by her account's.
+_NURSE_LOCKS = (
+    _MUNICIPALITY_LOCKS + " AND EXISTS (SELECT 1 FROM grants g JOIN visits v ON v.id = g.visit_id"
+    " WHERE v.resident_id = h.resident_id AND g.actor_id = {actor}"
+    " AND g.not_after >= ? AND g.not_before <= ?)"
 )
+_LOCKS_OF = {
+    "municipality": _MUNICIPALITY_LOCKS + " AND l.id {ids}",
+    "actor": _NURSE_LOCKS.format(actor="?") + " AND l.id {ids}",
+    "account": _NURSE_LOCKS.format(actor="(SELECT actor_id FROM accounts WHERE id = ?)") + " AND l.id {ids}",
+}
 
 
-def _locks_for(conn: Connection, who: Principal, wanted: list[str], now: datetime) -> set[str]:
+def _locks_query(conn: Connection, by: str, municipality_id: str, who_id: str | None, wanted: set[str],
+                 now: datetime) -> tuple[str, set[str], tuple[Any, ...]]:
+    """The query of which of `wanted` may be uploaded for, as fetch_together takes it: `by` a
+    gateway ("municipality"), a nurse's staff id ("actor") or her account id ("account")."""
+    if by == "municipality":
+        return _LOCKS_OF[by], wanted, (municipality_id,)
+    stored = instant_writer(conn)
+    return _LOCKS_OF[by], wanted, (municipality_id, who_id, stored(now - RELAY_BACK), stored(now + RELAY_AHEAD))
+
+
+def _locks_for(conn: Connection, who: Principal, wanted: set[str], now: datetime) -> set[str]:
     """Which of `wanted` this uploader may upload for (see the module docstring)."""
-    params: dict[str, Any] = {"lock_ids": wanted, "municipality_id": who.municipality_id}
     if who.role is not AccountRole.NURSE:
-        return set(conn.execute(_MUNICIPALITY_LOCKS, params).scalars())
-    if who.actor_id is None:
+        query = _locks_query(conn, "municipality", who.municipality_id, None, wanted, now)
+    elif who.actor_id is None:
         return set()
-    params.update(actor_id=who.actor_id, relay_since=now - RELAY_BACK, relay_until=now + RELAY_AHEAD)
-    return set(conn.execute(_NURSE_LOCKS, params).scalars())
+    else:
+        query = _locks_query(conn, "actor", who.municipality_id, who.actor_id, wanted, now)
+    return {row[0] for row in fetch_together(conn, [query])[0]}
 
 
 def _decode_batch(conn: Connection, who: Principal | None, batch: DoorEventBatchIn, now: datetime,
                   allowed: frozenset[str] | None = None) -> list[tuple[str, list[Any], HeadAttestation | None]]:
     if allowed is None:
         assert who is not None
-        allowed = frozenset(_locks_for(conn, who, sorted({u.lock_id for u in batch.uploads}), now))
+        allowed = frozenset(_locks_for(conn, who, {u.lock_id for u in batch.uploads}, now))
     for n, upload in enumerate(batch.uploads):
         if upload.lock_id not in allowed:
             # The same answer for a lock that is not yours and one that does not exist.
@@ -396,10 +404,21 @@ def _ingest(request: Request, uploader: Principal | PendingPrincipal | None, raw
         batch, malformed = None, exc
 
     def uploads_of(conn: Connection) -> list[LockUpload]:
-        allowed = None
+        allowed: frozenset[str] | None = None
         who = uploader
         if isinstance(uploader, PendingPrincipal):
-            who = uploader.resolve(conn)
+            session = uploader.session_query(conn)
+            if session is None:
+                who = uploader.resolve(conn)
+            else:
+                # The session's account, and (were she a nurse, as a session's uploader is) the
+                # locks she may upload for: one round trip, the transaction's BEGIN with them.
+                wanted = {u.lock_id for u in batch.uploads} if batch is not None else set()
+                rows, mine = fetch_together(conn, [session, _locks_query(
+                    conn, "account", p.municipality.id, uploader.session_account_id(), wanted, now)])
+                who = uploader.resolve_read(conn, rows)
+                if who.role is AccountRole.NURSE and who.actor_id is not None:
+                    allowed = frozenset(row[0] for row in mine)
             _may_upload(who)
         if malformed is not None:
             raise malformed

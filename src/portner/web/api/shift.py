@@ -1,9 +1,9 @@
 """GET /me/credentials: the shift's credentials, visits and door paths, for the nurse's phone.
 
 A phone reloads these often, so the read is built for it: one connection and one thread hop a
-request (the session's account is read on the same connection, see deps.PendingPrincipal), and
-after the account one statement that reads the phone, its owner, every grant of the window with
-this phone's credential and each visit's door path. The signed revocation list is read only
+request, and one round trip (on PostgreSQL) for the session's account (see deps.PendingPrincipal)
+and the one statement that reads the phone, its owner, every grant of the window with this
+phone's credential and each visit's door path. The signed revocation list is read only
 when its version is new to this process (a published list never changes). The answer is JSON
 written straight from the rows; the tests hold it to the ShiftOut model byte for byte.
 """
@@ -25,7 +25,7 @@ from portner.domain.access import AccountRole
 from portner.domain.model import DeviceStatus, GrantStatus
 from portner.services.issuing import IssuanceRefused, issue_for_shift, signed_credential
 from portner.storage import tables as t
-from portner.storage.bulk import id_tuple, read_instant
+from portner.storage.bulk import fetch_together, id_tuple, instant_writer, read_instant
 from portner.web.api.encoding import ID_PATTERN, b64url
 from portner.web.deps import PendingPrincipal, portner, require_later
 from portner.web.problems import Problem, not_found
@@ -111,6 +111,25 @@ _SHIFT = (
 # The rows as named tuples: the answer reads some twenty fields of each row, and a field of a
 # SQLAlchemy Row costs about 0.3 µs by name, of a named tuple 0.04 (measured).
 _ShiftRow = namedtuple("_ShiftRow", [c.key for c in _SHIFT.selected_columns])  # type: ignore[misc]
+# _SHIFT as the driver takes it, per dialect ("?" parameters, as bulk.fetch_together takes them):
+# sent in one round trip with the session's account. Its rows are the driver's own (instants
+# and JSON as read_instant and id_tuple read them), so no SQLAlchemy type applies either way.
+_SHIFT_SQL: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+
+
+def _shift_query(conn: Connection, params: dict[str, Any]) -> tuple[str, None, tuple[Any, ...]]:
+    compiled = _SHIFT_SQL.get(conn.dialect.name)
+    if compiled is None:
+        done = _SHIFT.compile(dialect=type(conn.dialect)(paramstyle="qmark"))
+        assert done.positiontup is not None
+        # The values bound in the statement itself (the grant status); the rest come per request.
+        bound = {name: bind.value for name, bind in done.binds.items()}
+        compiled = _SHIFT_SQL[conn.dialect.name] = (str(done), tuple(done.positiontup), bound)
+    sql, order, defaults = compiled
+    values = {**defaults, **params}
+    return sql, None, tuple(values[name] for name in order)
+
+
 _LIST = select(_rl.c.blob).where(_rl.c.municipality_id == bindparam("municipality_id"),
                                  _rl.c.version == bindparam("version"))
 
@@ -148,11 +167,20 @@ def _shift(request: Request, pending: PendingPrincipal, device_id: str) -> Respo
     p = portner(request)
     now = p.now()
     start, end = now - SHIFT_BEFORE, now + SHIFT_AFTER
-    params = {"device_id": device_id, "municipality_id": p.municipality.id, "start": start, "end": end}
     for attempt in range(2):
         with _reading(p.engine) as conn:
-            who = pending.resolve(conn)
-            rows = list(map(_ShiftRow._make, conn.execute(_SHIFT, params)))
+            stored = instant_writer(conn)
+            shift = _shift_query(conn, {"device_id": device_id, "municipality_id": p.municipality.id,
+                                        "start": stored(start), "end": stored(end)})
+            session = pending.session_query(conn)
+            if session is None:
+                who = pending.resolve(conn)
+                found = fetch_together(conn, [shift])[0]
+            else:
+                # The session's account and the shift: one round trip.
+                account, found = fetch_together(conn, [session, shift])
+                who = pending.resolve_read(conn, account)
+            rows = list(map(_ShiftRow._make, found))
             if not rows or rows[0].owner != who.actor_id:
                 # The same answer for someone else's phone and for no phone: ids are not confirmed.
                 raise not_found(f"no device {device_id} of yours")
