@@ -396,7 +396,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port and "PORTNER_PUBLIC_URL" not in os.environ:
         settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
     if "PORTNER_BRIDGE_URL" not in os.environ:
-        settings = replace(settings, bridge_url=f"http://{args.host}:{args.bridge_port}")
+        # The simulated locks' radio bridge runs only in development; in production there is
+        # none unless one is named, so the apps neither offer it nor allow it in their CSP.
+        local = f"http://{args.host}:{args.bridge_port}"
+        settings = replace(settings, bridge_url=local if settings.development else "")
     from portner.bootstrap import utcnow
     from portner.services.fleet_runtime import backends_from_settings
 

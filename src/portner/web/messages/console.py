@@ -222,6 +222,10 @@ MESSAGES = {
         "nb": "Siden trenger JavaScript for å åpne døren.",
         "en": "This page needs JavaScript to open the door.",
     },
+    "console.visit.no_radio": {
+        "nb": "Telefonen din har ingen radioforbindelse til låsen her. Ring responssenteret.",
+        "en": "Your phone has no radio link to the lock here. Call the response center.",
+    },
     "console.visit.unsupported": {
         "nb": "Nettleseren din kan ikke lage en sikker nøkkel. Prøv en nyere nettleser.",
         "en": "Your browser cannot make a secure key. Try a newer browser.",

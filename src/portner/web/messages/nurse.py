@@ -67,6 +67,10 @@ MESSAGES = {
                            "en": "The lock said no ({code}). Call the response center."},
     "nurse.reason.unreachable": {"nb": "Fikk ikke kontakt med låsen. Gå nærmere og prøv igjen.",
                                  "en": "Could not reach the lock. Move closer and try again."},
+    "nurse.reason.no_radio": {"nb": "Telefonen har ingen radioforbindelse til låser her. Bruk koden "
+                                    "på låsen, eller ring responssenteret.",
+                              "en": "This phone has no radio link to locks here. Use the code on the "
+                                    "lock, or call the response center."},
     "nurse.reason.no_key": {"nb": "Telefonen har ingen nøkkel til denne døren.",
                             "en": "This phone has no key for this door."},
     "nurse.queue_waiting": {"nb": "{n} dørhendelser venter på å bli sendt.",

@@ -1,0 +1,44 @@
+"""`portner serve` settings: what the apps are told about the lock radio bridge, per mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from portner.cli import main
+from portner.config import Settings
+from portner.web import serve
+from portner.web.headers import content_security_policy
+
+
+def served(monkeypatch: pytest.MonkeyPatch, *argv: str) -> Settings:
+    """The settings `portner serve ARGV` would serve with (the server itself is not started)."""
+    seen: list[Settings] = []
+
+    def capture(settings: Settings, **_: Any) -> None:
+        seen.append(settings)
+
+    monkeypatch.setattr(serve, "run", capture)
+    assert main(["serve", *argv]) == 0
+    (settings,) = seen
+    return settings
+
+
+def test_production_offers_no_radio_bridge_unless_one_is_named(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("PORTNER_BRIDGE_URL", raising=False)
+    production = served(monkeypatch, "--mode", "production", "--data-dir", str(tmp_path))
+    assert production.bridge_url == ""
+    # So the apps' CSP lets them talk to this server alone.
+    assert "connect-src 'self';" in content_security_policy(production.bridge_url)
+
+    development = served(monkeypatch, "--mode", "development", "--no-demo", "--data-dir", str(tmp_path),
+                         "--bridge-port", "8123")
+    assert development.bridge_url == "http://127.0.0.1:8123"
+    assert "connect-src 'self' http://127.0.0.1:8123;" in content_security_policy(development.bridge_url)
+
+    monkeypatch.setenv("PORTNER_BRIDGE_URL", "https://radio.example.no")
+    named = served(monkeypatch, "--mode", "production", "--data-dir", str(tmp_path))
+    assert named.bridge_url == "https://radio.example.no"
