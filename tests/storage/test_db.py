@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -9,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import insert, inspect, select, text
+from sqlalchemy import event, insert, inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, StatementError
 
@@ -151,3 +152,26 @@ def test_make_engine_defaults_to_a_sqlite_file() -> None:
     assert engine.dialect.name == "sqlite"
     assert engine.url.database == "portner.sqlite"
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_the_server_closed_is_replaced_without_a_query_per_checkout(pg_url: str) -> None:
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0)
+    sent: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
+    try:
+        with engine.connect() as conn:
+            first = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.connect() as conn:  # open: the same connection, and no ping before it
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == first
+        assert len(sent) == 2
+        admin = make_engine(pg_url)
+        with admin.connect() as conn:
+            # wait: until the backend has gone (and so has closed its end)
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": first}).scalar_one()
+        admin.dispose()
+        time.sleep(0.1)  # for the close to cross loopback
+        with engine.connect() as conn:  # a new connection, not an error
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != first
+    finally:
+        engine.dispose()

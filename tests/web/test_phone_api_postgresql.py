@@ -114,19 +114,26 @@ def test_an_upload_reads_who_and_which_locks_in_its_first_round_trip(client_for,
         answer = nurse.post(f"{API}/door-events", json=batch)
         assert answer.status_code == 200, answer.text
         # BEGIN, the account with her locks, the locks' heads, who holds the credentials and
-        # the visits, whom an Encounter names, then the writes with the audit append and the
-        # COMMIT: six.
+        # the visits, whom the Encounter names (she locked up as she left: her visit ended),
+        # then the writes with the audit append and the COMMIT: six.
         assert counted() == 6
     result = answer.json()["results"][0]
-    assert (result["accepted"], result["opened"], result["arrivals"]) == (len(events), 2, 1)
+    assert (result["accepted"], result["opened"], result["arrivals"], result["departures"]) == \
+        (len(events), 2, 1, 1), result
     with p.engine.connect() as conn:
         stored = conn.execute(select(func.count()).select_from(t.door_events)
                               .where(t.door_events.c.lock_id == lock_id)).scalar_one()
         status = conn.execute(select(t.visits.c.status).where(t.visits.c.id == visit_id)).scalar_one()
-    assert stored == len(events) and status in ("in_progress", "completed")
-    # Sent again: nothing new, and still an answer for the lock.
-    retry = nurse.post(f"{API}/door-events", json=batch)
-    assert retry.status_code == 200 and retry.json()["results"][0]["accepted"] == 0
+        encounter = conn.execute(select(t.outbox.c.payload)
+                                 .where(t.outbox.c.idempotency_key == f"encounter:{visit_id}")).scalar_one()
+    assert stored == len(events) and status == "completed"
+    assert encounter["resourceType"] == "Encounter" and encounter["participant"], encounter
+    # Sent again: nothing new, and no visit ends twice; read in one round trip fewer, as no
+    # Encounter is due.
+    with round_trips(p.engine) as counted:
+        retry = nurse.post(f"{API}/door-events", json=batch)
+        assert retry.status_code == 200 and counted() == 5
+    assert retry.json()["results"][0]["accepted"] == 0 and retry.json()["results"][0]["departures"] == 0
 
 
 def test_a_lock_she_may_not_upload_for_is_refused_before_anything_is_stored(client_for, portner_app) -> None:

@@ -328,6 +328,8 @@ class _Batch:
         self.in_progress: dict[str, list[_VisitState]] = {}
         self.completed: list[_VisitState] = []
         self.copy_texts: dict[tuple[str, bool | None, str], str] = {}  # see _copy_what
+        self.residents: dict[str, tuple[Any, ...]] = {}  # whom Encounters name (_load_people)
+        self.actors: dict[str, tuple[Any, ...]] = {}
         self.open_gaps: list[tuple[Any, ...]] | None = None  # read with the locks (PostgreSQL)
         self.copy = False  # the events go in by COPY (many of them, PostgreSQL)
         self.event_rows: list[tuple[Any, ...]] = []  # else here, for _write_the_rest (PostgreSQL)
@@ -340,6 +342,9 @@ class _Batch:
         self.copy = self.pg and sum(len(u.events) + len(self.locks[u.lock_id].held)
                                     for u in self.uploads) > _FEW_EVENTS
         if self.copy:
+            # Whom an Encounter names, should one of the visits finish here: read now, as
+            # nothing can be read while the COPY holds the connection.
+            self._load_people([v for v in self.visits.values() if v.status in (_PLANNED, _IN_PROGRESS)])
             with copy_writer(self.conn, _EVENT_COPY) as write:
                 # No queries in here: the COPY holds the connection, and the server inserts
                 # one lock's rows while we check the next, then build the Encounters.
@@ -355,6 +360,9 @@ class _Batch:
             if not self.pg:
                 insert_rows(self.conn, t.door_events, _EVENT_COLUMNS, self.event_rows)
                 self.event_rows = []
+            # Whom the Encounters name, read only when a visit did finish (most uploads end none).
+            if self.completed:
+                self._load_people(self.completed)
             encounters = self._encounters()
             events_audit = prepare_audit(self.audit, self.conn.dialect.name)
         entries = prepare_audit(self._record_anomalies() + self._filled_gaps(), events_audit.dialect)
@@ -362,7 +370,10 @@ class _Batch:
         # audited change waits, so nothing else is sent in between. A few entries are queued
         # behind the writes: the writes, the append and (ending the transaction) the COMMIT
         # reach the server in one round trip.
-        if chained_by_server(events_audit.dialect, len(entries.rows) + len(events_audit.rows)):
+        if not entries.rows and not events_audit.rows:
+            # Nothing to chain (a batch sent again): the chain's head is not taken at all.
+            self._write_the_rest(encounters)
+        elif chained_by_server(events_audit.dialect, len(entries.rows) + len(events_audit.rows)):
             appended = self._write_the_rest(encounters, then=lambda: queue_append_prepared(
                 self.conn, entries, events_audit, ends_transaction=ends_transaction))
             assert appended is not None
@@ -406,8 +417,8 @@ class _Batch:
 
     def _load_owners_and_visits(self) -> None:
         """Events stored before (a re-sent event's stored hash tells a retry from a rewrite), who
-        holds each credential, the visits openings may start or departures end, and whom an
-        Encounter of those would name: two round trips on PostgreSQL."""
+        holds each credential, and the visits openings may start or departures end: one round
+        trip on PostgreSQL (whom an Encounter names is read when one is due, _load_people)."""
         creds = {
             e.credential_id
             for u in self.uploads
@@ -437,11 +448,12 @@ class _Batch:
                 state = self.visits[row[0]] = _VisitState(row)
                 if state.status == _IN_PROGRESS and state.arrived_at is not None:
                     insort(self.in_progress.setdefault(state.resident_id, []), state, key=_arrival)
-        # Whom an Encounter names, should the visit finish in this batch.
-        live = [v for v in self.visits.values() if v.status in (_PLANNED, _IN_PROGRESS)]
-        staff = {s for v in live for s in id_tuple(v.row[6])}
+
+    def _load_people(self, visits: Sequence[_VisitState]) -> None:
+        """Whom the Encounters of these visits would name: one round trip on PostgreSQL."""
+        staff = {s for v in visits for s in id_tuple(v.row[6])}
         people, staff_ids = fetch_together(self.conn, [
-            (_RESIDENT_IDS, {v.resident_id for v in live}, ()), (_STAFF_IDS, staff, ()),
+            (_RESIDENT_IDS, {v.resident_id for v in visits}, ()), (_STAFF_IDS, staff, ()),
         ])
         self.residents = {row[0]: tuple(row[1:]) for row in people}
         self.actors = {row[0]: tuple(row[1:]) for row in staff_ids}
@@ -680,8 +692,10 @@ class _Batch:
                     " VALUES (?, ?, ?, ?, ?)"
                 )
                 run(sql.replace("?", mark), self.pending_new, many=True)
-            queued = then() if then is not None else None
-        return queued
+            if then is None:
+                return None
+            run.open()
+            return then()
 
 
 def _one_per_kind(found: list[LogAnomaly]) -> list[LogAnomaly]:

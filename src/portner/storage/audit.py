@@ -487,10 +487,15 @@ def _queue_few(dbapi: Any, prepared: list[tuple[str, Any, AuditEntry, str]], *,
     # row is made first if missing (a metadata.create_all database: the migration makes it), so
     # that the append always finds it and nothing commits without its entries.
     cursors = [dbapi.cursor(), dbapi.cursor()]
-    cursors[0].execute(_PG_GENESIS, (_HEAD_ID, GENESIS_HASH))
-    cursors[1].execute(_PG_APPEND_FEW, params)
-    if commit:
-        cursors[0].execute("COMMIT")
+    try:
+        cursors[0].execute(_PG_GENESIS, (_HEAD_ID, GENESIS_HASH))
+        cursors[1].execute(_PG_APPEND_FEW, params)
+        if commit:
+            cursors[0].execute("COMMIT")
+    except BaseException:
+        for cursor in cursors:
+            cursor.close()
+        raise
     return cursors
 
 

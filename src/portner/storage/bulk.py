@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -179,17 +179,34 @@ def _copy_utc_instant(value: datetime) -> str:
 copy_field = _copy_field
 
 
+def _driver(conn: Connection) -> Any:
+    """The driver's connection under `conn`, its transaction begun as `conn.execute` would begin
+    it: on SQLite the engine's begin event sends BEGIN, so the raw reads of one connection share
+    one snapshot, as SQLAlchemy's own do (psycopg begins by itself)."""
+    if not conn.in_transaction():
+        conn.begin()
+    return conn.connection.dbapi_connection
+
+
+@contextmanager
+def _as_sqlalchemy_errors(conn: Connection, statement: str | None) -> Iterator[None]:
+    try:
+        yield
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise as_sqlalchemy_error(conn, exc, statement) from exc
+
+
 def fetch_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Run a query written with "?" placeholders straight on the driver; return plain tuples."""
     if conn.dialect.name != "sqlite":
         sql = sql.replace("?", "%s")
-    dbapi_connection: Any = conn.connection.dbapi_connection
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(sql, tuple(params))
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
+    with _as_sqlalchemy_errors(conn, sql):
+        cursor = _driver(conn).cursor()
+        try:
+            cursor.execute(sql, tuple(params))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
 
 def marks(n: int) -> str:
@@ -213,9 +230,9 @@ def fetch_in(
             chunk = items[start : start + 500]
             rows += fetch_rows(conn, sql.format(ids=f"IN ({marks(len(chunk))})"), [*before, *chunk])
         return rows
-    dbapi_connection: Any = conn.connection.dbapi_connection
-    with dbapi_connection.cursor() as cursor:
-        cursor.execute(*_pg_any(sql, items, before))
+    query = _pg_any(sql, items, before)
+    with _as_sqlalchemy_errors(conn, query[0]), _driver(conn).cursor() as cursor:
+        cursor.execute(*query)
         return list(cursor.fetchall())
 
 
@@ -231,17 +248,17 @@ def fetch_together(
 
     On PostgreSQL they go through one psycopg pipeline: one round trip for all of them, each
     still its own statement (in READ COMMITTED each sees what was committed before it ran, as
-    apart), and the first of a transaction carries its BEGIN. A query with no values is not run
-    (no rows); one whose values are None has no IN list and runs with `before` as its
-    parameters (`fetch_rows`). On SQLite each runs in turn.
+    apart). A query with no values is not run (no rows); one whose values are None has no IN
+    list and runs with `before` as its parameters (`fetch_rows`). On SQLite each runs in turn,
+    in one transaction. Errors are SQLAlchemy's classes, as `conn.execute` raises them.
     """
     if conn.dialect.name == "sqlite":
         return [fetch_in(conn, sql, values, *before) if values is not None else fetch_rows(conn, sql, before)
                 for sql, values, before in queries]
-    dbapi_connection: Any = conn.connection.dbapi_connection
+    dbapi_connection: Any = _driver(conn)
     cursors: list[Any] = []
     try:
-        with dbapi_connection.pipeline():
+        with _as_sqlalchemy_errors(conn, None), dbapi_connection.pipeline():
             for sql, values, before in queries:
                 items = sorted(set(values)) if values is not None else None
                 if items == []:
@@ -262,33 +279,44 @@ def fetch_together(
                 cursor.close()
 
 
+class Sender:
+    """`run(sql, params, many=False)` for writes whose results nobody reads (sent_together)."""
+
+    def __init__(self, conn: Connection, stack: ExitStack) -> None:
+        self.conn, self.stack = conn, stack
+        self.cursor: Any = None
+
+    def open(self) -> None:
+        """Enter the pipeline now (PostgreSQL): for a caller that queues statements of its own
+        on the driver behind these (audit.queue_append_prepared)."""
+        if self.cursor is None and self.conn.dialect.name != "sqlite":
+            dbapi_connection: Any = self.conn.connection.dbapi_connection
+            self.cursor = self.stack.enter_context(dbapi_connection.cursor())
+            self.stack.enter_context(dbapi_connection.pipeline())
+
+    def __call__(self, sql: str, params: Any, many: bool = False) -> None:
+        if self.conn.dialect.name == "sqlite":
+            self.conn.exec_driver_sql(sql, list(params) if many else tuple(params))
+            return
+        self.open()
+        if many:
+            self.cursor.executemany(sql, params)
+        else:
+            self.cursor.execute(sql, params)
+
+
 @contextmanager
-def sent_together(conn: Connection) -> Iterator[Callable[..., None]]:
-    """Yield `run(sql, params, many=False)` for writes whose results nobody reads.
+def sent_together(conn: Connection) -> Iterator[Sender]:
+    """Yield a Sender: `run(sql, params, many=False)` for writes whose results nobody reads.
 
     On PostgreSQL they go through one psycopg pipeline: each is sent without waiting for the one
     before, so the server works while the caller computes the next; errors surface when the block
-    ends (COPY cannot run in here). On SQLite each runs at once. The SQL is the dialect's own
-    (psycopg's %s/%b or SQLite's ?).
+    ends (COPY cannot run in here), and a block that sent nothing costs no round trip. On SQLite
+    each runs at once. The SQL is the dialect's own (psycopg's %s/%b or SQLite's ?).
     """
-    if conn.dialect.name == "sqlite":
-
-        def run_now(sql: str, params: Any, many: bool = False) -> None:
-            conn.exec_driver_sql(sql, list(params) if many else tuple(params))
-
-        yield run_now
-        return
-    dbapi_connection: Any = conn.connection.dbapi_connection
     try:
-        with dbapi_connection.cursor() as cursor, dbapi_connection.pipeline():
-
-            def run(sql: str, params: Any, many: bool = False) -> None:
-                if many:
-                    cursor.executemany(sql, params)
-                else:
-                    cursor.execute(sql, params)
-
-            yield run
+        with ExitStack() as stack:
+            yield Sender(conn, stack)
     except conn.dialect.loaded_dbapi.Error as exc:
         # Which of them failed is not known here (they were sent without waiting).
         raise as_sqlalchemy_error(conn, exc, None) from exc

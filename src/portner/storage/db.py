@@ -6,14 +6,17 @@ so an installed Portner can migrate its own database without a source checkout.
 
 from __future__ import annotations
 
+import select
 from importlib import resources
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from psycopg.pq import ConnStatus
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import StaticPool
 
 DEFAULT_URL = "sqlite:///portner.sqlite"
@@ -37,8 +40,33 @@ def make_engine(url: str | URL = DEFAULT_URL, **kwargs: Any) -> Engine:
     kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, **kwargs)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(parsed, **kwargs)
+    engine = create_engine(parsed, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        event.listen(engine, "checkout", _refuse_if_closed)
+    return engine
+
+
+def _refuse_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Hand out no pooled connection the server has closed (a restart, an idle timeout, a
+    terminated backend); the pool then opens a new one.
+
+    What pool_pre_ping finds with a query, found without a round trip (it cost one on every
+    request): a closed connection has something to read while idle, its end or the error before
+    it. A NOTIFY or a changed server setting is readable too, and leaves it open."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise DisconnectionError("the connection is closed")
+    pgconn = dbapi_connection.pgconn
+    try:
+        # A terminated backend sends its error, then its end: each read takes one of them.
+        for _ in range(4):
+            readable, _, _ = select.select([pgconn.socket], [], [], 0)
+            if not readable:
+                break
+            pgconn.consume_input()
+    except (OSError, ValueError, dbapi_connection.OperationalError) as exc:
+        raise DisconnectionError(f"the server closed the connection ({type(exc).__name__})") from exc
+    if pgconn.status != ConnStatus.OK:
+        raise DisconnectionError("the server closed the connection")
 
 
 def _is_memory(url: URL) -> bool:

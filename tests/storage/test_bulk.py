@@ -1,0 +1,49 @@
+"""The driver-level reads of storage.bulk behave as SQLAlchemy's own: errors in its classes, and
+(on SQLite) the reads of one connection in one transaction."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DataError, DBAPIError
+
+from portner.storage.bulk import fetch_in, fetch_rows, fetch_together
+
+
+def test_reads_together_come_back_in_order_whatever_their_kind(engine: Engine) -> None:
+    with engine.connect() as conn:
+        plain, listed, skipped = fetch_together(conn, [
+            ("SELECT ? + 1", None, (1,)),
+            ("SELECT 10 WHERE 1 {ids}", [1, 2], ()),
+            ("SELECT 20 WHERE 1 {ids}", [], ()),  # no values: not run, no rows
+        ])
+    assert (plain, listed, skipped) == ([(2,)], [(10,)], [])
+
+
+def test_a_failing_read_raises_sqlalchemys_class_and_the_connection_goes_on(pg_engine: Engine) -> None:
+    with pg_engine.connect() as conn:
+        for read in (lambda: fetch_rows(conn, "SELECT 1 / ?", (0,)),
+                     lambda: fetch_in(conn, "SELECT 1 / ? WHERE 1 {ids}", [1], 0),
+                     lambda: fetch_together(conn, [("SELECT 1", None, ()), ("SELECT 1 / ?", None, (0,))])):
+            with pytest.raises(DataError) as raised:
+                read()
+            assert isinstance(raised.value, DBAPIError) and "division by zero" in str(raised.value.orig)
+            conn.rollback()
+        assert fetch_rows(conn, "SELECT ?", (5,)) == [(5,)]
+
+
+def test_on_sqlite_the_reads_of_one_connection_share_a_transaction(sqlite_engine: Engine) -> None:
+    # As conn.execute would: another connection's commit in between is not seen.
+    with sqlite_engine.begin() as conn:
+        conn.execute(text("CREATE TABLE seen (n int)"))
+        conn.execute(text("INSERT INTO seen VALUES (1)"))
+    with sqlite_engine.connect() as reader:
+        assert fetch_rows(reader, "SELECT count(*) FROM seen", ()) == [(1,)]
+        assert reader.in_transaction()
+        with sqlite_engine.begin() as writer:
+            writer.execute(text("INSERT INTO seen VALUES (2)"))
+        assert fetch_together(reader, [("SELECT count(*) FROM seen", None, ())]) == [[(1,)]]
+    with sqlite_engine.connect() as conn:
+        assert fetch_rows(conn, "SELECT count(*) FROM seen", ()) == [(2,)]
+        conn.execute(text("DROP TABLE seen"))
+        conn.commit()
