@@ -147,6 +147,25 @@ def test_events_are_stored_as_sent_whatever_the_zone(ready: dict[str, Any], writ
     assert [details[f"{lock_id}#{e.seq}"]["at"] for e in sent] == [e.at.isoformat() for e in sent]
 
 
+def test_a_held_opening_still_names_its_nurse_when_an_upload_without_credentials_fills_the_gap(
+        ready: dict[str, Any]) -> None:
+    # The opening's credential is not in the upload that completes the chain: who holds it is
+    # read for the held event (on PostgreSQL the first reads go with the locks' heads).
+    engine, events = ready["engine"], ready["events"]
+    assert _ingest(ready, events[1:], at(9)).pending == 5  # beyond the gap, the opening too
+    filled = _ingest(ready, events[:1], at(10))  # the boot alone
+    assert (filled.accepted, filled.opened, filled.arrivals, filled.departures) == (6, 1, 1, 1)
+    with engine.connect() as conn:
+        opening = conn.execute(select(t.door_events).where(t.door_events.c.seq == 2)).one()
+        visit = conn.execute(select(t.visits).where(t.visits.c.source_key == "k1")).one()
+        owner = conn.execute(
+            select(t.grants.c.actor_id).join(t.credentials, t.credentials.c.grant_id == t.grants.c.id)
+            .where(t.credentials.c.id == events[1].credential_id)
+        ).scalar_one()
+    assert (opening.credential_id, opening.actor_id, opening.visit_id) == (events[1].credential_id, owner, visit.id)
+    assert (visit.status, visit.arrived_at) == ("completed", events[1].at)
+
+
 def test_a_retried_upload_changes_nothing(ready: dict[str, Any]) -> None:
     engine, events = ready["engine"], ready["events"]
     first = _ingest(ready, events[3:], at(9))

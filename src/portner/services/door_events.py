@@ -28,7 +28,7 @@ import hmac
 import json
 import threading
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -269,6 +269,17 @@ _OWNERS = (
     " WHERE c.id {ids}"
 )
 _VISITS_IN_PROGRESS = f"SELECT {_visit_columns('')} FROM visits WHERE status = ? AND resident_id {{ids}}"
+# The same two, read with the locks' heads (a few events: see _Batch._load_locks), before the
+# heads are known: re-sent events by the verified seq the locks' rows hold, residents by lock.
+_STORED_HASHES_BELOW_HEAD = (
+    "SELECT seq, hash FROM door_events WHERE lock_id = ?"
+    " AND seq <= (SELECT synced_seq FROM locks WHERE id = ?) AND seq {ids}"
+)
+_VISITS_IN_PROGRESS_AT_LOCKS = (
+    f"SELECT {_visit_columns('')} FROM visits WHERE status = ? AND resident_id IN"
+    " (SELECT h.resident_id FROM locks l JOIN doors d ON d.id = l.door_id"
+    " JOIN homes h ON h.id = d.home_id WHERE l.id {ids})"
+)
 _RESIDENT_IDS = "SELECT id, national_id FROM residents WHERE id {ids}"
 _STAFF_IDS = "SELECT id, hpr_number, her_id FROM actors WHERE id {ids}"
 
@@ -328,6 +339,7 @@ class _Batch:
         self.in_progress: dict[str, list[_VisitState]] = {}
         self.completed: list[_VisitState] = []
         self.copy_texts: dict[tuple[str, bool | None, str], str] = {}  # see _copy_what
+        self.read_ahead: list[list[tuple[Any, ...]]] = []  # _load_owners_and_visits's, if read
         self.residents: dict[str, tuple[Any, ...]] = {}  # whom Encounters name (_load_people)
         self.actors: dict[str, tuple[Any, ...]] = {}
         self.open_gaps: list[tuple[Any, ...]] | None = None  # read with the locks (PostgreSQL)
@@ -389,9 +401,12 @@ class _Batch:
         ids = sorted(self.reports)  # one locking order for every batch: no deadlocks
         if self.pg:
             # One round trip: the lock rows first, then (each its own statement, so it sees
-            # what was committed before the locks were ours) what is held for them, their gaps.
-            heads, pending, self.open_gaps = fetch_together(self.conn, [
+            # what was committed before the locks were ours) what is held for them, their gaps,
+            # and for a few events (a phone's upload) what _load_owners_and_visits reads too.
+            few = _events_in(self.uploads) <= _FEW_EVENTS
+            heads, pending, self.open_gaps, *self.read_ahead = fetch_together(self.conn, [
                 (_LOCK_HEADS + " FOR UPDATE OF l", ids, ()), (_PENDING, ids, ()), (_OPEN_GAPS, ids, ("gap",)),
+                *(self._owners_and_visits_queries(None, ids) if few else ()),
             ])
         else:
             lk = t.locks
@@ -415,27 +430,45 @@ class _Batch:
                 lock.unreadable.append(key[0])
         return locks
 
+    def _owners_and_visits_queries(
+        self, creds: set[str] | None, lock_ids: list[str]
+    ) -> list[tuple[str, Any, tuple[Any, ...]]]:
+        """What _load_owners_and_visits reads, as fetch_together takes it: with the locks'
+        heads known (`creds` those of the uploads and held events), or before (None: the
+        uploads' own, and the heads read by the queries themselves)."""
+        queries = []
+        for u in self.uploads:
+            if creds is None:  # those at or below the head its row holds
+                seqs = {_seq_of(e) for e in u.events}
+                queries.append((_STORED_HASHES_BELOW_HEAD, seqs - {0}, (u.lock_id, u.lock_id)))
+            else:
+                lock = self.locks[u.lock_id]
+                old = {e.seq for e in u.events if _seq_of(e) <= lock.synced_seq}
+                old.discard(0)
+                queries.append((_STORED_HASHES, old, (u.lock_id,)))
+        if creds is None:
+            queries += [(_OWNERS, _credentials_of(u.events for u in self.uploads), ()),
+                        (_VISITS_IN_PROGRESS_AT_LOCKS, lock_ids, (_IN_PROGRESS,))]
+        else:
+            residents = {lock.resident_id for lock in self.locks.values()}
+            queries += [(_OWNERS, creds, ()), (_VISITS_IN_PROGRESS, residents, (_IN_PROGRESS,))]
+        return queries
+
     def _load_owners_and_visits(self) -> None:
         """Events stored before (a re-sent event's stored hash tells a retry from a rewrite), who
         holds each credential, and the visits openings may start or departures end: one round
-        trip on PostgreSQL (whom an Encounter names is read when one is due, _load_people)."""
-        creds = {
-            e.credential_id
-            for u in self.uploads
-            for events in (u.events, self.locks[u.lock_id].held)
-            for e in events
-            if isinstance(e, LockEvent) and type(e.credential_id) is str
-        }
-        resent = []
-        for u in self.uploads:
-            lock = self.locks[u.lock_id]
-            old = {e.seq for e in u.events if _seq_of(e) <= lock.synced_seq}
-            old.discard(0)
-            resent.append((_STORED_HASHES, old, (u.lock_id,)))
-        residents = {lock.resident_id for lock in self.locks.values()}
-        *stored, owned, in_progress = fetch_together(self.conn, [
-            *resent, (_OWNERS, creds, ()), (_VISITS_IN_PROGRESS, residents, (_IN_PROGRESS,)),
-        ])
+        trip on PostgreSQL, or none when read with the locks' heads (whom an Encounter names is
+        read when one is due, _load_people)."""
+        creds = _credentials_of(
+            events for u in self.uploads for events in (u.events, self.locks[u.lock_id].held))
+        if self.read_ahead:
+            *stored, owned, in_progress = self.read_ahead
+            # Held events' credentials that the uploads do not carry (rare): read now.
+            unread = creds - _credentials_of(u.events for u in self.uploads)
+            owned = owned + (fetch_in(self.conn, _OWNERS, unread) if unread else [])
+        else:
+            *stored, owned, in_progress = fetch_together(
+                self.conn, self._owners_and_visits_queries(creds, sorted(self.locks)))
         for u, found in zip(self.uploads, stored, strict=True):
             self.locks[u.lock_id].known.update((int(s), bytes(h)) for s, h in found)
         rows = []
@@ -777,6 +810,12 @@ def _copy_what(kind: str, allowed: bool | None, reason: str) -> str:
 
 def _arrival(visit: _VisitState) -> tuple[datetime, str]:
     return (visit.arrived_at, visit.id)  # type: ignore[return-value]
+
+
+def _credentials_of(batches: Iterable[Sequence[object]]) -> set[str]:
+    """The credential ids the events of these batches were opened with."""
+    return {e.credential_id for events in batches for e in events
+            if isinstance(e, LockEvent) and type(e.credential_id) is str}
 
 
 def _seq_of(event: object) -> int:
