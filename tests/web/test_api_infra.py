@@ -302,3 +302,35 @@ def test_the_etag_of_a_get_is_the_if_match_of_the_update(client_for: Client) -> 
                           headers={"If-Match": current})
     assert renamed.status_code == 200
     assert admin.get(f"{API}/residents/{resident['id']}").json()["display_name"] == "Ny Navnesen"
+
+
+def test_no_two_routes_match_the_same_request() -> None:
+    """So the order of app.FEATURES (the busiest first) decides only how soon a request's route
+    is found, never which route answers it."""
+    import re
+
+    from starlette.routing import compile_path
+
+    from portner.web.app import FEATURES
+
+    routes = []
+    for name, prefix in FEATURES:
+        module = importlib.import_module(name)
+        for router in (module.router, getattr(module, "dev_router", None)):
+            for route in getattr(router, "routes", []):
+                path = prefix + route.path
+                routes.append((name, path, set(getattr(route, "methods", None) or ()), compile_path(path)[0]))
+    assert len(routes) > 100
+
+    def concrete(path: str) -> str:
+        return re.sub(r"\{[^}]+\}", "x1", path)
+
+    clashes = [
+        (a[1], b[1], sorted(a[2] & b[2]))
+        for i, a in enumerate(routes) for b in routes[i + 1:]
+        if a[2] & b[2] and (b[3].match(concrete(a[1])) or a[3].match(concrete(b[1])))
+    ]
+    assert clashes == []
+    # The check can fail: a parameter route matches a fixed one of the same method.
+    probe = compile_path("/api/v1/devices/{device_id}")[0]
+    assert probe.match(concrete("/api/v1/devices/registration-challenge"))
