@@ -47,3 +47,23 @@ def test_on_sqlite_the_reads_of_one_connection_share_a_transaction(sqlite_engine
         assert fetch_rows(conn, "SELECT count(*) FROM seen", ()) == [(2,)]
         conn.execute(text("DROP TABLE seen"))
         conn.commit()
+
+
+def test_a_failing_copy_raises_sqlalchemys_class(pg_engine: Engine) -> None:
+    from portner.storage.bulk import copy_rows, copy_writer
+
+    with pg_engine.begin() as conn:
+        conn.execute(text("CREATE TABLE copied (n int)"))
+    try:
+        for write in (lambda conn: copy_rows(conn, "COPY copied (n) FROM STDIN", [("not a number",)]),
+                      lambda conn: _write_all(copy_writer(conn, "COPY copied (n) FROM STDIN"), "x\n")):
+            with pytest.raises(DataError), pg_engine.begin() as conn:
+                write(conn)
+    finally:
+        with pg_engine.begin() as conn:
+            conn.execute(text("DROP TABLE copied"))
+
+
+def _write_all(writer, text_: str) -> None:  # type: ignore[no-untyped-def]
+    with writer as write:
+        write(text_)

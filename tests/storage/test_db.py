@@ -175,3 +175,40 @@ def test_a_pooled_connection_the_server_closed_is_replaced_without_a_query_per_c
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != first
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_checkout_check_takes_descriptors_above_1023_and_keeps_a_connection_with_a_notify(
+        pg_url: str) -> None:
+    import os
+    import resource
+
+    import psycopg
+
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    opened: list[int] = []
+    try:
+        # A server with many phones connected holds many descriptors: select() took none > 1023.
+        if soft < 2048:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+        opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+        with engine.connect() as conn:
+            assert conn.connection.dbapi_connection.pgconn.socket > 1023
+            first = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            conn.exec_driver_sql("LISTEN portner_test_channel")
+            conn.commit()
+        conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(conninfo, autocommit=True) as other:
+            other.execute("NOTIFY portner_test_channel, 'hello'")
+        time.sleep(0.1)
+        # Something to read, but not the end: pinged, and kept.
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == first
+            conn.exec_driver_sql("UNLISTEN *")
+            conn.commit()
+    finally:
+        for fd in opened:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        engine.dispose()

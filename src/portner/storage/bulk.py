@@ -110,7 +110,8 @@ def copy_rows(conn: Connection, statement: str, rows: list[Any]) -> None:
     """
     # The same DBAPI connection, so the same transaction as the rest of the caller's change.
     dbapi_connection: Any = conn.connection.dbapi_connection
-    with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
+    with _as_sqlalchemy_errors(conn, statement), dbapi_connection.cursor() as cursor, \
+            cursor.copy(statement) as copy:
         for start in range(0, len(rows), 2000):
             chunk = rows[start : start + 2000]
             copy.write("".join(["\t".join(map(_copy_field, row)) + "\n" for row in chunk]))
@@ -123,7 +124,8 @@ def copy_writer(conn: Connection, statement: str) -> Iterator[Callable[[str], No
     `copy_text`): for rows whose types it knows, per-value dispatch is the larger cost. What is
     written goes to the server at once, so it inserts while the caller makes the next lines."""
     dbapi_connection: Any = conn.connection.dbapi_connection
-    with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
+    with _as_sqlalchemy_errors(conn, statement), dbapi_connection.cursor() as cursor, \
+            cursor.copy(statement) as copy:
         yield copy.write
 
 

@@ -7,6 +7,7 @@ so an installed Portner can migrate its own database without a source checkout.
 from __future__ import annotations
 
 import select
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -42,31 +43,39 @@ def make_engine(url: str | URL = DEFAULT_URL, **kwargs: Any) -> Engine:
         return _sqlite_engine(parsed, **kwargs)
     engine = create_engine(parsed, **kwargs)
     if not kwargs.get("pool_pre_ping"):
-        event.listen(engine, "checkout", _refuse_if_closed)
+        event.listen(engine, "checkout", _open_connections_only(engine))
     return engine
 
 
-def _refuse_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-    """Hand out no pooled connection the server has closed (a restart, an idle timeout, a
-    terminated backend); the pool then opens a new one.
+def _open_connections_only(engine: Engine) -> Callable[[Any, Any, Any], None]:
+    """A checkout hook that hands out no pooled connection the server has closed (a restart, an
+    idle timeout, a terminated backend): the pool opens a new one instead.
 
-    What pool_pre_ping finds with a query, found without a round trip (it cost one on every
-    request): a closed connection has something to read while idle, its end or the error before
-    it. A NOTIFY or a changed server setting is readable too, and leaves it open."""
-    if dbapi_connection.closed or dbapi_connection.broken:
-        raise DisconnectionError("the connection is closed")
-    pgconn = dbapi_connection.pgconn
-    try:
-        # A terminated backend sends its error, then its end: each read takes one of them.
-        for _ in range(4):
-            readable, _, _ = select.select([pgconn.socket], [], [], 0)
-            if not readable:
-                break
-            pgconn.consume_input()
-    except (OSError, ValueError, dbapi_connection.OperationalError) as exc:
-        raise DisconnectionError(f"the server closed the connection ({type(exc).__name__})") from exc
-    if pgconn.status != ConnStatus.OK:
-        raise DisconnectionError("the server closed the connection")
+    What pool_pre_ping finds with a query, found without a round trip in the usual case (the
+    ping cost one on every request): an idle connection has nothing to read. One that has (its
+    end, the error before it, or a NOTIFY or a changed server setting, which leave it open) is
+    read, and if libpq has not seen its end, pinged as pool_pre_ping would: an error can arrive
+    well before the end when a proxy sits between."""
+
+    def check(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if dbapi_connection.closed or dbapi_connection.broken:
+            raise DisconnectionError("the connection is closed")
+        pgconn = dbapi_connection.pgconn
+        idle = select.poll()  # poll, not select: select() takes no descriptor above 1023
+        idle.register(pgconn.socket, select.POLLIN | select.POLLPRI)
+        if not idle.poll(0):
+            return
+        try:
+            while idle.poll(0) and pgconn.status == ConnStatus.OK:
+                pgconn.consume_input()  # each read takes what has come: an error, then the end
+            if pgconn.status == ConnStatus.OK:
+                engine.dialect.do_ping(dbapi_connection)
+        except dbapi_connection.Error as exc:
+            raise DisconnectionError(f"the server closed the connection ({type(exc).__name__})") from exc
+        if pgconn.status != ConnStatus.OK:
+            raise DisconnectionError("the server closed the connection")
+
+    return check
 
 
 def _is_memory(url: URL) -> bool:
