@@ -402,7 +402,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = replace(settings, bridge_url=local if settings.development else "")
     from portner.bootstrap import utcnow
     from portner.services.fleet_runtime import backends_from_settings
+    from portner.web.app import check_settings
 
+    check_settings(settings)  # before saying what is served: a refusal says only why
     lock_backends = backends_from_settings(settings, now=utcnow)  # a bad lock setting stops us here
     demo = settings.development and not settings.database_url and not args.no_demo
     if demo:

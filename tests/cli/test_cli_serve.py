@@ -26,9 +26,16 @@ def served(monkeypatch: pytest.MonkeyPatch, *argv: str) -> Settings:
     return settings
 
 
+def production_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (("PORTNER_OIDC_ISSUER", "https://idp.example.no"), ("PORTNER_OIDC_CLIENT_ID", "portner"),
+                        ("PORTNER_OIDC_CLIENT_SECRET", "s"), ("PORTNER_SMS_GATEWAY", "smtp://127.0.0.1:2525")):
+        monkeypatch.setenv(name, value)
+
+
 def test_production_offers_no_radio_bridge_unless_one_is_named(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("PORTNER_BRIDGE_URL", raising=False)
+    production_settings(monkeypatch)
     production = served(monkeypatch, "--mode", "production", "--data-dir", str(tmp_path))
     assert production.bridge_url == ""
     # So the apps' CSP lets them talk to this server alone.
@@ -42,3 +49,14 @@ def test_production_offers_no_radio_bridge_unless_one_is_named(
     monkeypatch.setenv("PORTNER_BRIDGE_URL", "https://radio.example.no")
     named = served(monkeypatch, "--mode", "production", "--data-dir", str(tmp_path))
     assert named.bridge_url == "https://radio.example.no"
+
+
+@pytest.mark.parametrize("missing", ["PORTNER_OIDC_ISSUER", "PORTNER_SMS_GATEWAY"])
+def test_production_refuses_to_start_without_a_provider_or_a_gateway_and_says_only_why(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: str) -> None:
+    production_settings(monkeypatch)
+    monkeypatch.delenv(missing)
+    monkeypatch.setattr(serve, "run", lambda *a, **k: pytest.fail("served"))
+    assert main(["serve", "--mode", "production", "--data-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr()
+    assert missing in out.err and "Serving on" not in out.out

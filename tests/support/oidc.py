@@ -123,7 +123,10 @@ class RunningProvider:
         return str(self.metadata["token_endpoint"])
 
     def settings_for(self, settings: Settings, **overrides: Any) -> Settings:
-        """Settings that make a Portner server use this provider."""
+        """Settings that make a Portner server use this provider (and, in production, which
+        needs one, an SMS gateway that nothing in these tests sends to)."""
+        if overrides.get("mode") == "production":
+            overrides.setdefault("sms_gateway", "smtp://127.0.0.1:2525")
         return replace(settings, oidc_issuer=self.issuer, oidc_client_id=self.web_client.client_id,
                        oidc_client_secret=self.web_client.client_secret, api_audience=API_AUDIENCE,
                        **overrides)

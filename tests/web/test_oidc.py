@@ -57,6 +57,7 @@ from tests.support.oidc import (
     RunningProvider,
     free_port,
 )
+from tests.web.conftest import sign_in as dev_sign_in
 
 pytestmark = pytest.mark.oidc
 
@@ -377,6 +378,24 @@ def test_production_needs_the_client_secret_and_has_no_development_sign_in(
         assert page.status_code == 200 and "/auth/login" in page.text and "/signin/dev" not in page.text
         assert client.post("/signin/dev", data={"subject": "demo-admin"}).status_code in (404, 405)
         assert client.get("/auth/login", follow_redirects=False).status_code == 302
+
+
+def test_production_honours_no_session_of_a_development_account_nor_one_without_a_gateway(
+    oidc_provider: RunningProvider, demo_settings: Settings, clock: RunningClock
+) -> None:
+    # The same data directory (so the same session secret) served in development, then in
+    # production: the development sign-in's cookie signs nobody in there.
+    with TestClient(create_app(demo_settings, clock=clock), base_url=TEST_CLIENT_URL) as dev:
+        dev_sign_in(dev, "demo-nurse-1")
+        assert dev.get("/api/v1/municipalities/current").status_code == 200
+        cookies = dict(dev.cookies)
+    app = oidc_app(oidc_provider, demo_settings, clock, mode="production")
+    with TestClient(app, base_url=TEST_CLIENT_URL, cookies=cookies) as client:
+        assert client.get("/api/v1/municipalities/current").status_code == 401
+        assert client.get("/nurse", follow_redirects=False).status_code == 303
+    with pytest.raises(StartupError, match="PORTNER_SMS_GATEWAY"):
+        create_app(replace(oidc_provider.settings_for(demo_settings, mode="production"),
+                           sms_gateway="outbox"), clock=clock)
 
 
 def test_without_a_provider_bearer_tokens_and_openid_sign_in_are_unavailable(

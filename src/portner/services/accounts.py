@@ -143,7 +143,7 @@ def principal_by_id(conn: Connection, account_id: str, *, via: str) -> Principal
 _SESSION_ACCOUNT = (
     "SELECT a.id, a.municipality_id, a.role, a.actor_id, a.resident_id, a.display_name, a.scopes,"
     " a.disabled_at, a.sessions_since,"
-    " EXISTS (SELECT 1 FROM devices d WHERE d.actor_id = a.actor_id AND d.revoked_at > ?)"
+    " EXISTS (SELECT 1 FROM devices d WHERE d.actor_id = a.actor_id AND d.revoked_at > ?), a.issuer"
     " FROM accounts a WHERE a.id = ?"
 )
 
@@ -157,14 +157,18 @@ def session_account_query(
 
 
 def principal_from_session_rows(
-    rows: Sequence[Sequence[Any]], signed_in_at: datetime, *, via: str
+    rows: Sequence[Sequence[Any]], signed_in_at: datetime, *, via: str,
+    issuers: frozenset[str] | None = None,
 ) -> Principal | None:
     """The principal of a session signed in at `signed_in_at`, from its account's rows (see
-    `principal_for_session`)."""
+    `principal_for_session`); with `issuers`, None for an account of any other issuer (one that
+    could not sign in here: production honours no development account's session)."""
     if not rows:
         return None
     (account_id, municipality_id, role, actor_id, resident_id, display_name, scopes, disabled_at,
-     sessions_since, phone_revoked_since) = rows[0]
+     sessions_since, phone_revoked_since, issuer) = rows[0]
+    if issuers is not None and issuer not in issuers:
+        return None
     if disabled_at is not None:
         raise AccountDisabled("this account is disabled")
     sessions_since = read_instant(sessions_since)
@@ -178,13 +182,16 @@ def principal_from_session_rows(
 
 
 def principal_for_session(
-    conn: Connection, account_id: str, signed_in_at: datetime, *, via: str
+    conn: Connection, account_id: str, signed_in_at: datetime, *, via: str,
+    issuers: frozenset[str] | None = None,
 ) -> Principal | None:
     """The account of a session signed in at `signed_in_at`, or None when there is no such
-    account or the session is over: the person signed out since, or one of their phones was
-    revoked since (a lost phone may still be signed in). Raises AccountDisabled."""
+    account (of `issuers`, when given) or the session is over: the person signed out since, or
+    one of their phones was revoked since (a lost phone may still be signed in). Raises
+    AccountDisabled."""
     sql, _, params = session_account_query(conn, account_id, signed_in_at)
-    return principal_from_session_rows(fetch_rows(conn, sql, params), signed_in_at, via=via)
+    return principal_from_session_rows(fetch_rows(conn, sql, params), signed_in_at, via=via,
+                                       issuers=issuers)
 
 
 def get_account(conn: Connection, municipality_id: str, account_id: str) -> dict[str, object] | None:

@@ -82,13 +82,23 @@ def _session_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _check_settings(settings: Settings) -> None:
+def check_settings(settings: Settings, adapters: dict[str, object] | None = None) -> None:
+    """Refuse to start as configured when the server could not do its job (StartupError says
+    what to set); `portner serve` asks before it says what it serves."""
     if settings.mode not in ("development", "production"):
         raise StartupError(f"PORTNER_MODE must be development or production, not {settings.mode!r}")
-    if not settings.development and not settings.oidc_issuer:
+    if settings.development:
+        return
+    if not settings.oidc_issuer:
         raise StartupError(
             "production mode needs an OpenID provider: set PORTNER_OIDC_ISSUER, "
             "PORTNER_OIDC_CLIENT_ID and PORTNER_OIDC_CLIENT_SECRET (the development sign-in is off)"
+        )
+    if settings.sms_gateway.strip() == "outbox" and "sms" not in (adapters or {}):
+        raise StartupError(
+            "production mode needs an SMS gateway: set PORTNER_SMS_GATEWAY to its https:// URL or "
+            "to smtp://host:port (one-time access codes would stay in the outbox, which only "
+            "development shows)"
         )
 
 
@@ -99,7 +109,7 @@ def create_app(
     adapters: dict[str, object] | None = None,
 ) -> FastAPI:
     """Build the server for one municipality (which must exist; `portner serve` makes the demo)."""
-    _check_settings(settings)
+    check_settings(settings, adapters)
     opened = open_app(settings)
     with opened.engine.begin() as conn:
         keys = load_or_create_secrets(conn, settings.data_dir, opened.municipality.id, now=clock())
@@ -199,4 +209,4 @@ def _install_page_handlers(app: FastAPI) -> None:
         return await problem_for_forbidden(request, exc)
 
 
-__all__ = ["create_app", "StartupError", "HTMLResponse"]
+__all__ = ["create_app", "check_settings", "StartupError", "HTMLResponse"]

@@ -89,15 +89,24 @@ def current_principal(request: Request, conn: Connection | None = None,
                     # (but a disabled account still hears that it is disabled).
                     principal_by_id(c, account_id, via="session")
                 elif session_rows is not None:
-                    found = principal_from_session_rows(session_rows, signed_in, via="session")
+                    found = principal_from_session_rows(session_rows, signed_in, via="session",
+                                                        issuers=_session_issuers(p))
                 else:
-                    found = principal_for_session(c, account_id, signed_in, via="session")
+                    found = principal_for_session(c, account_id, signed_in, via="session",
+                                                  issuers=_session_issuers(p))
             if found is None:
                 request.session.clear()
     if found is not None and found.municipality_id != p.municipality.id:
         found = None  # an account of another tenant on this server: not signed in here
     request.state.principal = found
     return found
+
+
+def _session_issuers(p: Portner) -> frozenset[str] | None:
+    """Whose accounts a session may be of: in production, the OpenID provider's alone (a cookie
+    the development sign-in made on the same data directory signs nobody in); in development,
+    any (the development sign-in's and the provider's)."""
+    return None if p.settings.development else frozenset({p.settings.oidc_issuer or ""})
 
 
 def _signed_in_at(request: Request) -> datetime | None:
