@@ -28,7 +28,7 @@ def served(monkeypatch: pytest.MonkeyPatch, *argv: str) -> Settings:
 
 def production_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in (("PORTNER_OIDC_ISSUER", "https://idp.example.no"), ("PORTNER_OIDC_CLIENT_ID", "portner"),
-                        ("PORTNER_OIDC_CLIENT_SECRET", "s"), ("PORTNER_SMS_GATEWAY", "smtp://127.0.0.1:2525")):
+                        ("PORTNER_OIDC_CLIENT_SECRET", "s"), ("PORTNER_SMS_GATEWAY", "smtp://127.0.0.1:1")):
         monkeypatch.setenv(name, value)
 
 
@@ -51,12 +51,19 @@ def test_production_offers_no_radio_bridge_unless_one_is_named(
     assert named.bridge_url == "https://radio.example.no"
 
 
-@pytest.mark.parametrize("missing", ["PORTNER_OIDC_ISSUER", "PORTNER_SMS_GATEWAY"])
+@pytest.mark.parametrize(("setting", "value"), [
+    ("PORTNER_OIDC_ISSUER", None), ("PORTNER_OIDC_CLIENT_SECRET", None), ("PORTNER_SMS_GATEWAY", None),
+    ("PORTNER_SMS_GATEWAY", ""), ("PORTNER_SMS_GATEWAY", "smtp:/x"),
+])
 def test_production_refuses_to_start_without_a_provider_or_a_gateway_and_says_only_why(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: str) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        setting: str, value: str | None) -> None:
     production_settings(monkeypatch)
-    monkeypatch.delenv(missing)
+    if value is None:
+        monkeypatch.delenv(setting)
+    else:
+        monkeypatch.setenv(setting, value)
     monkeypatch.setattr(serve, "run", lambda *a, **k: pytest.fail("served"))
     assert main(["serve", "--mode", "production", "--data-dir", str(tmp_path)]) == 2
     out = capsys.readouterr()
-    assert missing in out.err and "Serving on" not in out.out
+    assert setting in out.err and "Serving on" not in out.out

@@ -202,11 +202,19 @@ def test_the_checkout_check_takes_descriptors_above_1023_and_keeps_a_connection_
         with psycopg.connect(conninfo, autocommit=True) as other:
             other.execute("NOTIFY portner_test_channel, 'hello'")
         time.sleep(0.1)
-        # Something to read, but not the end: pinged, and kept.
+        pings: list[object] = []
+        real_ping = engine.dialect.do_ping
+        engine.dialect.do_ping = lambda dbapi: pings.append(dbapi) or real_ping(dbapi)  # type: ignore[method-assign]
+        # Something to read, but not the end: pinged (a proxy may pass an error on long before
+        # the end), and kept; an idle connection is not pinged.
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == first
+        assert len(pings) == 1
         with engine.connect() as conn:
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == first
             conn.exec_driver_sql("UNLISTEN *")
             conn.commit()
+        assert len(pings) == 1
     finally:
         for fd in opened:
             os.close(fd)

@@ -124,9 +124,9 @@ class RunningProvider:
 
     def settings_for(self, settings: Settings, **overrides: Any) -> Settings:
         """Settings that make a Portner server use this provider (and, in production, which
-        needs one, an SMS gateway that nothing in these tests sends to)."""
+        needs one, an SMS gateway: port 1 on loopback, where nothing listens)."""
         if overrides.get("mode") == "production":
-            overrides.setdefault("sms_gateway", "smtp://127.0.0.1:2525")
+            overrides.setdefault("sms_gateway", "smtp://127.0.0.1:1")
         return replace(settings, oidc_issuer=self.issuer, oidc_client_id=self.web_client.client_id,
                        oidc_client_secret=self.web_client.client_secret, api_audience=API_AUDIENCE,
                        **overrides)

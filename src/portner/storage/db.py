@@ -61,12 +61,11 @@ def _open_connections_only(engine: Engine) -> Callable[[Any, Any, Any], None]:
         if dbapi_connection.closed or dbapi_connection.broken:
             raise DisconnectionError("the connection is closed")
         pgconn = dbapi_connection.pgconn
-        idle = select.poll()  # poll, not select: select() takes no descriptor above 1023
-        idle.register(pgconn.socket, select.POLLIN | select.POLLPRI)
-        if not idle.poll(0):
+        readable = _readable_now(pgconn.socket)
+        if not readable():
             return
         try:
-            while idle.poll(0) and pgconn.status == ConnStatus.OK:
+            while readable() and pgconn.status == ConnStatus.OK:
                 pgconn.consume_input()  # each read takes what has come: an error, then the end
             if pgconn.status == ConnStatus.OK:
                 engine.dialect.do_ping(dbapi_connection)
@@ -76,6 +75,17 @@ def _open_connections_only(engine: Engine) -> Callable[[Any, Any, Any], None]:
             raise DisconnectionError("the server closed the connection")
 
     return check
+
+
+def _readable_now(fd: int) -> Callable[[], bool]:
+    """Whether the socket has something to read, asked without waiting: poll (select() takes no
+    descriptor above 1023, which a server with many phones connected reaches), or select where
+    there is no poll (Windows)."""
+    if not hasattr(select, "poll"):
+        return lambda: bool(select.select([fd], [], [], 0)[0])
+    idle = select.poll()
+    idle.register(fd, select.POLLIN | select.POLLPRI)
+    return lambda: bool(idle.poll(0))
 
 
 def _is_memory(url: URL) -> bool:

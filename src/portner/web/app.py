@@ -85,8 +85,18 @@ def _session_secret(data_dir: Path) -> str:
 def check_settings(settings: Settings, adapters: dict[str, object] | None = None) -> None:
     """Refuse to start as configured when the server could not do its job (StartupError says
     what to set); `portner serve` asks before it says what it serves."""
+    from portner.services.messaging import gateway_from_setting
+
     if settings.mode not in ("development", "production"):
         raise StartupError(f"PORTNER_MODE must be development or production, not {settings.mode!r}")
+    if settings.oidc_issuer and not (settings.oidc_client_id and settings.oidc_client_secret):
+        raise StartupError("PORTNER_OIDC_ISSUER is set: also set PORTNER_OIDC_CLIENT_ID and "
+                           "PORTNER_OIDC_CLIENT_SECRET (this server's client at the provider)")
+    if "sms" not in (adapters or {}):
+        try:
+            gateway_from_setting(settings.sms_gateway)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
     if settings.development:
         return
     if not settings.oidc_issuer:
