@@ -235,6 +235,7 @@ class Run:
     errors: int
     statuses: dict[int, int]
     client_cpu_ms: float = float("nan")  # the load generator's own CPU per request
+    retried: int = 0  # answered 503 (busy) and sent again after Retry-After, as phones do
 
     def pct(self, q: float) -> float:
         if not self.latencies_ms:
@@ -296,7 +297,7 @@ def run_latency_bench(*, rate: float = 200, seconds: float = 10, warmup: float =
                     cpu = time.process_time()
                     got = await open_loop(url, requests, rate=rate, seconds=seconds, warmup=warmup)
                     cpu_ms = (time.process_time() - cpu) * 1000 / max(1, int(rate * (seconds + warmup)))
-                    runs.append(Run(name, got.latencies_ms, got.errors, got.statuses, cpu_ms))
+                    runs.append(Run(name, got.latencies_ms, got.errors, got.statuses, cpu_ms, got.retried))
                 return runs
 
             # In a thread of its own: the caller may already run an event loop (a test session
@@ -315,7 +316,7 @@ def run_latency_bench(*, rate: float = 200, seconds: float = 10, warmup: float =
             "endpoint": run.name, "requests": len(run.latencies_ms) + run.errors, "errors": run.errors,
             "statuses": run.statuses, "p50_ms": round(run.pct(0.50), 2), "p99_ms": round(p99, 2),
             "p99_ratio": round(p99 / base.pct(0.99), 2) if base else None,
-            "client_cpu_ms_per_request": round(run.client_cpu_ms, 3),
+            "client_cpu_ms_per_request": round(run.client_cpu_ms, 3), "retried": run.retried,
         })
     verdicts = {
         r["endpoint"]: (r["p99_ms"] <= TARGETS["p99_ms"] and r["p99_ratio"] <= TARGETS["p99_ratio"]
@@ -333,15 +334,18 @@ def print_report(result: dict[str, Any]) -> None:
     table = Table(title=f"HTTP latency on loopback at {result['rate_per_s']:.0f} requests/s, "
                         f"{result['seconds']:.0f} s each (open loop; every answer in full, no "
                         f"conditional requests; {result['workers']} server worker(s) for both)")
-    for col in ("endpoint", "requests", "errors", "p50 ms", "p99 ms", "p99 / bare p99", "client CPU ms/req"):
+    for col in ("endpoint", "requests", "errors", "sent again", "p50 ms", "p99 ms", "p99 / bare p99",
+                "client CPU ms/req"):
         table.add_column(col)
     for r in result["rows"]:
-        table.add_row(r["endpoint"], str(r["requests"]), str(r["errors"]), f"{r['p50_ms']:.2f}",
-                      f"{r['p99_ms']:.2f}", "" if r["p99_ratio"] is None else f"{r['p99_ratio']:.2f}",
+        table.add_row(r["endpoint"], str(r["requests"]), str(r["errors"]), str(r["retried"]),
+                      f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                      "" if r["p99_ratio"] is None else f"{r['p99_ratio']:.2f}",
                       f"{r['client_cpu_ms_per_request']:.2f}")
     Console().print(table)
     Console().print("  errors: answers other than 2xx; status 0 (see --json) is no answer within 10 s "
-                    "or a connection the server did not take")
+                    "or a connection the server did not take; sent again: answered 503 (busy) and sent "
+                    "again after Retry-After, as phones do, its latency counted from when it was first due")
     for name, ok in result["met"].items():
         Console().print(f"  {name}: p99 <= {TARGETS['p99_ms']:.0f} ms and <= {TARGETS['p99_ratio']:.0f}x bare: "
                         + ("[green]met[/green]" if ok else "[red]missed[/red]"))

@@ -10,6 +10,12 @@ Open loop: request i is due at start + i/rate whatever happened to the others; a
 connections are all busy opens another one rather than wait (so a stalled server is not hidden
 by a client that waits for it), and its latency counts from when it was due.
 
+A 503 with Retry-After is sent again after that many seconds, as the nurse app and the lock
+gateways do, and its latency counts from when it was first due (`Result.retried` says how many
+were). Not sending it again would leave a gap in its lock's log that no later request fills:
+every later upload of that lock then carries more held events, and the run measures a cascade
+no phone would cause.
+
 Many clients, as phones are: the requests are spread over `clients` connections opened before
 the run, the longest idle first. Reusing the most recent one instead sent nearly every request
 down one connection, so one worker process of a server with two took all the load (0.76 s of
@@ -57,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.answer: asyncio.Future[int] | None = None
         self.lost = False
+        self.retry_after = 0.0  # seconds, from the last answer's Retry-After
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -73,6 +80,10 @@ class _Connection(asyncio.Protocol):
         self._fail(exc or ConnectionError("the server closed the connection"))
 
     # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"retry-after" and value.strip().isdigit():
+            self.retry_after = float(value)
+
     def on_message_complete(self) -> None:
         if self.answer is not None and not self.answer.done():
             self.answer.set_result(self.parser.get_status_code())
@@ -86,6 +97,7 @@ class _Connection(asyncio.Protocol):
 
     async def send(self, request: bytes) -> int:
         assert self.transport is not None
+        self.retry_after = 0.0
         self.answer = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return await self.answer
@@ -97,6 +109,7 @@ class Result:
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
     connections: int = 0
+    retried: int = 0  # requests answered 503 with Retry-After, and sent again
 
 
 async def open_loop(base_url: str, requests: Sequence[bytes] | Callable[[int], bytes], *, rate: float,
@@ -134,19 +147,28 @@ async def open_loop(base_url: str, requests: Sequence[bytes] | Callable[[int], b
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        status, conn = 0, None
-        try:
-            conn = await connection()
-            async with asyncio.timeout(timeout):
-                status = await conn.send(pick(i))
-            idle.append(conn)
-        except (OSError, ConnectionError, TimeoutError, httptools.HttpParserError):
-            status = 0
-            if conn is not None and conn.transport is not None:
-                conn.transport.close()  # a late answer must not be read as the next request's
+        status, retried = 0, False
+        while True:
+            conn = None
+            try:
+                conn = await connection()
+                async with asyncio.timeout(max(0.001, due + timeout - time.perf_counter())):
+                    status = await conn.send(pick(i))
+                idle.append(conn)
+            except (OSError, ConnectionError, TimeoutError, httptools.HttpParserError):
+                status = 0
+                if conn is not None and conn.transport is not None:
+                    conn.transport.close()  # a late answer must not be read as the next request's
+            if status != 503 or conn is None or not conn.retry_after:
+                break
+            if time.perf_counter() + conn.retry_after > due + timeout:
+                break  # no answer within the timeout: an error
+            retried = True
+            await asyncio.sleep(conn.retry_after)
         done = time.perf_counter()
         if i < skip:
             return
+        result.retried += retried
         result.statuses[status] = result.statuses.get(status, 0) + 1
         if 200 <= status < 300:
             result.latencies_ms.append((done - due) * 1000)
