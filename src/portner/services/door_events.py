@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, select, update
 
@@ -95,7 +95,6 @@ _EVENT_COPY = f"COPY door_events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
 _EVENT_INSERT = f"INSERT INTO door_events ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join(['%s'] * 11)})"
 # Up to this many events a batch goes without a COPY (which costs two more round trips).
 _FEW_EVENTS = 64
-_T = TypeVar("_T")
 _VISIT_COLUMNS = (
     "id", "municipality_id", "resident_id", "source_key", "planned_start", "planned_end",
     "staff_ids", "status", "description", "arrived_at", "departed_at",
@@ -262,20 +261,20 @@ _LOCK_HEADS = (
 )
 _PENDING = "SELECT lock_id, seq, hash, payload, received_at FROM door_event_pending WHERE lock_id {ids}"
 _OPEN_GAPS = "SELECT lock_id, first_seq, last_seq FROM lock_log_anomalies WHERE kind = ? AND lock_id {ids}"
-_STORED_HASHES = "SELECT seq, hash FROM door_events WHERE lock_id = ? AND seq {ids}"
+# Events stored before, at or below the head the lock's row holds (read before the heads are
+# known too; after, only the seqs at or below it are asked for).
+_STORED_HASHES = (
+    "SELECT seq, hash FROM door_events WHERE lock_id = ?"
+    " AND seq <= (SELECT synced_seq FROM locks WHERE id = ?) AND seq {ids}"
+)
 _OWNERS = (
     f"SELECT c.id, g.actor_id, {_visit_columns('v.')} FROM credentials c"
     " JOIN grants g ON g.id = c.grant_id LEFT JOIN visits v ON v.id = g.visit_id"
     " WHERE c.id {ids}"
 )
-_VISITS_IN_PROGRESS = f"SELECT {_visit_columns('')} FROM visits WHERE status = ? AND resident_id {{ids}}"
-# The same two, read with the locks' heads (a few events: see _Batch._load_locks), before the
-# heads are known: re-sent events by the verified seq the locks' rows hold, residents by lock.
-_STORED_HASHES_BELOW_HEAD = (
-    "SELECT seq, hash FROM door_events WHERE lock_id = ?"
-    " AND seq <= (SELECT synced_seq FROM locks WHERE id = ?) AND seq {ids}"
-)
-_VISITS_IN_PROGRESS_AT_LOCKS = (
+# Visits in progress at the homes of these locks: by lock, so that a batch of a few events can
+# read them with the locks' heads (_Batch._load_locks), before the heads are known.
+_VISITS_IN_PROGRESS = (
     f"SELECT {_visit_columns('')} FROM visits WHERE status = ? AND resident_id IN"
     " (SELECT h.resident_id FROM locks l JOIN doors d ON d.id = l.door_id"
     " JOIN homes h ON h.id = d.home_id WHERE l.id {ids})"
@@ -406,7 +405,8 @@ class _Batch:
             few = _events_in(self.uploads) <= _FEW_EVENTS
             heads, pending, self.open_gaps, *self.read_ahead = fetch_together(self.conn, [
                 (_LOCK_HEADS + " FOR UPDATE OF l", ids, ()), (_PENDING, ids, ()), (_OPEN_GAPS, ids, ("gap",)),
-                *(self._owners_and_visits_queries(None, ids) if few else ()),
+                *(self._owners_and_visits_queries(_credentials_of(u.events for u in self.uploads), False)
+                  if few else ()),
             ])
         else:
             lk = t.locks
@@ -431,28 +431,19 @@ class _Batch:
         return locks
 
     def _owners_and_visits_queries(
-        self, creds: set[str] | None, lock_ids: list[str]
+        self, creds: set[str], heads_known: bool
     ) -> list[tuple[str, Any, tuple[Any, ...]]]:
-        """What _load_owners_and_visits reads, as fetch_together takes it: with the locks'
-        heads known (`creds` those of the uploads and held events), or before (None: the
-        uploads' own, and the heads read by the queries themselves)."""
+        """What _load_owners_and_visits reads, as fetch_together takes it, for the credentials
+        `creds`; with the heads not yet known, every seq of an upload is asked for (the query
+        keeps those at or below the head)."""
         queries = []
         for u in self.uploads:
-            if creds is None:  # those at or below the head its row holds
-                seqs = {_seq_of(e) for e in u.events}
-                queries.append((_STORED_HASHES_BELOW_HEAD, seqs - {0}, (u.lock_id, u.lock_id)))
-            else:
-                lock = self.locks[u.lock_id]
-                old = {e.seq for e in u.events if _seq_of(e) <= lock.synced_seq}
-                old.discard(0)
-                queries.append((_STORED_HASHES, old, (u.lock_id,)))
-        if creds is None:
-            queries += [(_OWNERS, _credentials_of(u.events for u in self.uploads), ()),
-                        (_VISITS_IN_PROGRESS_AT_LOCKS, lock_ids, (_IN_PROGRESS,))]
-        else:
-            residents = {lock.resident_id for lock in self.locks.values()}
-            queries += [(_OWNERS, creds, ()), (_VISITS_IN_PROGRESS, residents, (_IN_PROGRESS,))]
-        return queries
+            seqs = {_seq_of(e) for e in u.events}
+            if heads_known:
+                seqs = {s for s in seqs if s <= self.locks[u.lock_id].synced_seq}
+            queries.append((_STORED_HASHES, seqs - {0}, (u.lock_id, u.lock_id)))
+        return [*queries, (_OWNERS, creds, ()),
+                (_VISITS_IN_PROGRESS, sorted(self.reports), (_IN_PROGRESS,))]
 
     def _load_owners_and_visits(self) -> None:
         """Events stored before (a re-sent event's stored hash tells a retry from a rewrite), who
@@ -468,7 +459,7 @@ class _Batch:
             owned = owned + (fetch_in(self.conn, _OWNERS, unread) if unread else [])
         else:
             *stored, owned, in_progress = fetch_together(
-                self.conn, self._owners_and_visits_queries(creds, sorted(self.locks)))
+                self.conn, self._owners_and_visits_queries(creds, True))
         for u, found in zip(self.uploads, stored, strict=True):
             self.locks[u.lock_id].known.update((int(s), bytes(h)) for s, h in found)
         rows = []
@@ -662,7 +653,7 @@ class _Batch:
         return keys, places, payloads
 
     def _write_the_rest(self, encounters: tuple[list[str], list[str], list[str]],
-                        then: Callable[[], _T] | None = None) -> _T | None:
+                        then: Callable[[], Callable[[], int]] | None = None) -> Callable[[], int] | None:
         """Visits, their Encounters, lock heads and held events, sent together; `then` queues
         more behind them (PostgreSQL), and what it returns is returned once all was sent."""
         changed = [v for v in self.visits.values() if v.changed]

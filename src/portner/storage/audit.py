@@ -404,16 +404,7 @@ def queue_append_prepared(
     dbapi: Any = conn.connection.dbapi_connection
     if dbapi.pgconn.pipeline_status == PipelineStatus.OFF:
         raise ValueError("queue_append_prepared needs a pipeline open on the connection")
-    cursors = _queue_few(dbapi, prepared, commit=ends_transaction)
-
-    def last_seq() -> int:
-        try:
-            return int(cursors[1].fetchone()[0])
-        finally:
-            for cursor in cursors:
-                cursor.close()
-
-    return last_seq
+    return _queue_few(dbapi, prepared, commit=ends_transaction)
 
 
 # A few entries (a phone's upload, one change) are chained by the server, in the statement that
@@ -457,22 +448,19 @@ def _append_few(conn: Connection, prepared: list[tuple[str, Any, AuditEntry, str
     """Chain a few prepared entries on PostgreSQL in one statement (see _PG_APPEND_FEW), and
     with `commit` send the transaction's COMMIT behind it: one round trip either way."""
     dbapi: Any = conn.connection.dbapi_connection
-    cursors: list[Any] = []
     try:
         with dbapi.pipeline():  # its end sends the one Sync and reads the results
-            cursors = _queue_few(dbapi, prepared, commit=commit)
-        return int(cursors[1].fetchone()[0])
+            last_seq = _queue_few(dbapi, prepared, commit=commit)
+        return last_seq()
     except conn.dialect.loaded_dbapi.Error as exc:
         raise as_sqlalchemy_error(conn, exc, _PG_APPEND_FEW) from exc
-    finally:
-        for cursor in cursors:
-            cursor.close()
 
 
 def _queue_few(dbapi: Any, prepared: list[tuple[str, Any, AuditEntry, str]], *,
-               commit: bool) -> list[Any]:
+               commit: bool) -> Callable[[], int]:
     """Queue in the open pipeline: the head row if missing, the append, and the COMMIT; return
-    their cursors (the append's, second, gives the last seq)."""
+    what gives the last seq (and closes their cursors) once the pipeline is synced. Cursors of
+    a pipeline that failed are left to the collector."""
     params = {
         "head": _HEAD_ID,
         "tails": [_entry_tail(instant, e.actor, e.action, e.subject, details)
@@ -496,7 +484,15 @@ def _queue_few(dbapi: Any, prepared: list[tuple[str, Any, AuditEntry, str]], *,
         for cursor in cursors:
             cursor.close()
         raise
-    return cursors
+
+    def last_seq() -> int:
+        try:
+            return int(cursors[1].fetchone()[0])
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    return last_seq
 
 
 def _chained_rows(prepared: list[tuple[str, Any, AuditEntry, str]], seq: int,

@@ -53,7 +53,7 @@ from portner.services.door_events import (
 from portner.services.lock_wire import WireError, event_from_wire
 from portner.services.one_time import visitor_upload_locks
 from portner.services.revocation import latest_revocation_list
-from portner.storage.bulk import fetch_together, instant_writer
+from portner.storage.bulk import fetch_in, fetch_together, instant_writer
 from portner.web.api.common import IdempotencyKeyHeader, bounded_body, idempotent, problem_response
 from portner.web.api.encoding import ID_PATTERN, b64url, from_b64url
 from portner.web.api.shift import RevocationListOut
@@ -290,7 +290,8 @@ def _locks_for(conn: Connection, who: Principal, wanted: set[str], now: datetime
         return set()
     else:
         query = _locks_query(conn, "actor", who.municipality_id, who.actor_id, wanted, now)
-    return {row[0] for row in fetch_together(conn, [query])[0]}
+    sql, wanted_ids, before = query
+    return {row[0] for row in fetch_in(conn, sql, wanted_ids, *before)}
 
 
 def _decode_batch(conn: Connection, who: Principal | None, batch: DoorEventBatchIn, now: datetime,
