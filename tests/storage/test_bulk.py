@@ -20,6 +20,27 @@ def test_reads_together_come_back_in_order_whatever_their_kind(engine: Engine) -
     assert (plain, listed, skipped) == ([(2,)], [(10,)], [])
 
 
+def test_one_value_reads_as_many_do(engine: Engine) -> None:
+    # One value is sent as "= value" on PostgreSQL (kept plans stay index lookups), several as
+    # one array: the rows are the same either way, for text and for numbers, run after run
+    # (past the fifth, when psycopg prepares the statement and the server may keep its plan).
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE kept (id varchar(8) PRIMARY KEY, n bigint)"))
+        conn.execute(text("INSERT INTO kept VALUES ('a', 1), ('b', 2), ('c', 3)"))
+        try:
+            for _ in range(7):
+                assert fetch_in(conn, "SELECT id FROM kept WHERE id {ids}", ["b"]) == [("b",)]
+                assert fetch_in(conn, "SELECT id FROM kept WHERE n {ids} ORDER BY id", [3, 1]) == [("a",), ("c",)]
+                one, none, many = fetch_together(conn, [
+                    ("SELECT n FROM kept WHERE n > ? AND id {ids}", ["c"], (1,)),
+                    ("SELECT n FROM kept WHERE n > ? AND id {ids}", ["a"], (1,)),
+                    ("SELECT n FROM kept WHERE id {ids} ORDER BY n", ["a", "c", "a"], ()),
+                ])
+                assert (one, none, many) == ([(3,)], [], [(1,), (3,)])
+        finally:
+            conn.execute(text("DROP TABLE kept"))
+
+
 def test_a_failing_read_raises_sqlalchemys_class_and_the_connection_goes_on(pg_engine: Engine) -> None:
     with pg_engine.connect() as conn:
         for read in (lambda: fetch_rows(conn, "SELECT 1 / ?", (0,)),

@@ -170,3 +170,21 @@ def test_a_disabled_or_signed_out_uploader_is_refused_and_a_malformed_batch_name
     signed_out = nurse.post(f"{API}/door-events", json={"uploads": [{"lock_id": "x", "events": []}]})
     assert signed_out.status_code == 401
     assert nurse.get(f"{API}/me/credentials", params={"device_id": device_id}).status_code == 401
+
+
+def test_the_demos_import_leaves_the_planner_statistics_of_what_it_filled(pg_demo: Settings) -> None:
+    # A bulk import runs ANALYZE on the tables it filled (storage.db.refresh_statistics): a
+    # table never analyzed has reltuples -1, and the upload's lock check was planned from
+    # guesses until autovacuum came by.
+    from portner.storage.db import make_engine
+
+    engine = make_engine(pg_demo.database_url)
+    try:
+        with engine.connect() as conn:
+            counted = dict(conn.exec_driver_sql(
+                "SELECT relname, reltuples FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+                " AND relname IN ('visits', 'grants', 'locks', 'homes')").all())
+    finally:
+        engine.dispose()
+    assert set(counted) == {"visits", "grants", "locks", "homes"}
+    assert all(n > 0 for n in counted.values()), counted

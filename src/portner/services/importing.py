@@ -61,6 +61,7 @@ from portner.services.ids import IdSource
 from portner.storage import tables as t
 from portner.storage.audit import AuditEntry, append_audit
 from portner.storage.bulk import instant_writer, json_id_list
+from portner.storage.db import refresh_statistics
 from portner.storage.repository import Repository
 
 SYSTEM_ACTOR = "system:import"
@@ -162,7 +163,17 @@ def import_sources(
             for problem in src.problems:
                 run.problem(problem)
         run.flush()
+    if report.visits_added + report.grants_created + report.patients >= BULK_ROWS:
+        refresh_statistics(engine, list(_FILLED_IN_BULK))
     return report
+
+
+# An import that adds this many visits, grants and patients is a bulk load (the demo's, a
+# municipality's first or a nightly one); the planner's statistics of what it filled are
+# refreshed after it (storage.db.refresh_statistics). A FHIR push of one plan is not.
+BULK_ROWS = 500
+_FILLED_IN_BULK = ("residents", "homes", "doors", "locks", "actors", "relations", "visit_plans",
+                   "visits", "grants")
 
 
 class _ImportRun:

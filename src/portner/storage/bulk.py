@@ -220,8 +220,8 @@ def fetch_in(
 ) -> list[tuple[Any, ...]]:
     """Run `sql`, where "{ids}" stands for "IN (values)" and "?" marks the `before` parameters.
 
-    On PostgreSQL one query with the values as one binary array (= ANY), however many there are;
-    on SQLite one query per chunk of 500, well under its variable limit.
+    On PostgreSQL one query with the values as one binary array (= ANY), however many there are
+    (one value is "= value": see _pg_any); on SQLite one query per chunk of 500, well under its variable limit.
     """
     items = sorted(set(values))
     if not items:
@@ -239,8 +239,16 @@ def fetch_in(
 
 
 def _pg_any(sql: str, items: list[Any], before: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+    sql = sql.replace("?", "%s")
+    if len(items) == 1:
+        # One value (a phone's upload names one lock): "= value", a statement of its own. Once
+        # prepared, "= ANY(array)" is planned for an array of unknown length, so the server
+        # either plans it again at every run or keeps a plan for many values (scans and hash
+        # joins); "= value" keeps the plan of index lookups it would choose anyway. Measured on
+        # the upload's reads: 100 to 225 us less a statement on the server.
+        return sql.format(ids="= %s"), (*before, items[0])
     # %b: the array goes in binary, so psycopg has no quoting to do per element.
-    return sql.replace("?", "%s").format(ids="= ANY(%b)"), (*before, items)
+    return sql.format(ids="= ANY(%b)"), (*before, items)
 
 
 def fetch_together(
