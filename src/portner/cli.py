@@ -395,11 +395,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = replace(settings, mode=args.mode)
     if args.port and "PORTNER_PUBLIC_URL" not in os.environ:
         settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
-    if "PORTNER_BRIDGE_URL" not in os.environ:
-        # The simulated locks' radio bridge runs only in development; in production there is
-        # none unless one is named, so the apps neither offer it nor allow it in their CSP.
-        local = f"http://{args.host}:{args.bridge_port}"
-        settings = replace(settings, bridge_url=local if settings.development else "")
+    if settings.development and settings.named_bridge_url is None:
+        # Where this serve runs the bridge (Settings.bridge_url decides whether there is one).
+        settings = replace(settings, named_bridge_url=f"http://{args.host}:{args.bridge_port}")
     from portner.bootstrap import utcnow
     from portner.services.fleet_runtime import backends_from_settings
     from portner.web.app import check_settings

@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Where `portner serve` runs the simulated locks' radio bridge in development by default.
+LOCAL_BRIDGE_URL = "http://127.0.0.1:8001"
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -35,8 +38,9 @@ class Settings:
     # How SMS leave: "outbox" (kept in the database, shown in development), an http(s) URL of an
     # SMS gateway, or smtp://host:port for an e-mail-to-SMS gateway.
     sms_gateway: str = field(default_factory=lambda: os.environ.get("PORTNER_SMS_GATEWAY", "outbox"))
-    # Where the nurse app finds the lock radio bridge (the demo's stand-in for Bluetooth).
-    bridge_url: str = field(default_factory=lambda: os.environ.get("PORTNER_BRIDGE_URL", "http://127.0.0.1:8001"))
+    # Where the nurse app finds the lock radio bridge (the demo's stand-in for Bluetooth), when
+    # one is named (PORTNER_BRIDGE_URL; "" for none); else the mode decides (see bridge_url).
+    named_bridge_url: str | None = field(default_factory=lambda: os.environ.get("PORTNER_BRIDGE_URL"))
 
     # Which adapter drives keypad and remote lock commands (see portner.locks.registry), and where
     # it connects: "simulated" (in-process), "zigbee2mqtt" (an MQTT broker URL such as
@@ -51,6 +55,15 @@ class Settings:
     @property
     def development(self) -> bool:
         return self.mode == "development"
+
+    @property
+    def bridge_url(self) -> str:
+        """The lock radio bridge the apps are told of and their CSP lets them reach: the one
+        named, else in development the local one `portner serve` runs, and in production none
+        (the bridge would let anyone on the network talk to every lock)."""
+        if self.named_bridge_url is not None:
+            return self.named_bridge_url
+        return LOCAL_BRIDGE_URL if self.development else ""
 
     @property
     def db_url(self) -> str:

@@ -97,7 +97,7 @@ def live_server(demo_template: Settings, tmp_path: Path) -> Iterator[Callable[..
         port, bridge_port = free_port(), free_port()
         settings = copy_demo(demo_template, tmp_path / f"live-{count}")
         settings = replace(settings, public_url=f"http://127.0.0.1:{port}",
-                           bridge_url=f"http://127.0.0.1:{bridge_port}", **overrides)
+                           named_bridge_url=f"http://127.0.0.1:{bridge_port}", **overrides)
         clock = RunningClock(datetime.combine(DEMO_DAY, dtime(8, 0), OSLO))
         app = create_app(settings, clock=clock, adapters=adapters)
         servers = [_ThreadServer(app, port)]

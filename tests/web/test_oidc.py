@@ -57,6 +57,7 @@ from tests.support.oidc import (
     RunningProvider,
     free_port,
 )
+from tests.web.conftest import CSRF_META
 from tests.web.conftest import sign_in as dev_sign_in
 
 pytestmark = pytest.mark.oidc
@@ -396,6 +397,33 @@ def test_production_honours_no_session_of_a_development_account_nor_one_without_
     with pytest.raises(StartupError, match="PORTNER_SMS_GATEWAY"):
         create_app(replace(oidc_provider.settings_for(demo_settings, mode="production"),
                            sms_gateway="outbox"), clock=clock)
+
+
+def provider_sign_in(client: TestClient, provider: RunningProvider, login: str) -> str:
+    """Sign `client` in at the provider as `login`; the CSRF token of the new session."""
+    start = client.get("/auth/login", follow_redirects=False)
+    assert client.get(provider.sign_in(start.headers["location"], login), follow_redirects=False).status_code == 303
+    return CSRF_META.search(client.get("/signin").text).group(1)  # type: ignore[union-attr]
+
+
+def test_production_offers_no_radio_bridge_unless_one_is_named(
+    oidc_provider: RunningProvider, demo_settings: Settings, clock: RunningClock
+) -> None:
+    # The demo's settings, made in development, then served in production by create_app
+    # itself (not through `portner serve`): no local bridge.
+    assert demo_settings.named_bridge_url is None and demo_settings.bridge_url
+    app = oidc_app(oidc_provider, demo_settings, clock, mode="production")
+    add_account(app, oidc_provider.issuer, "nurse-login", AccountRole.NURSE, actor_id=dev_actor(app, "demo-nurse-1"))
+    with TestClient(app, base_url=TEST_CLIENT_URL) as client:
+        provider_sign_in(client, oidc_provider, "nurse-login")
+        nurse = client.get("/nurse")
+        assert nurse.status_code == 200 and '<meta name="portner-bridge" content="">' in nurse.text
+        assert "connect-src 'self';" in nurse.headers["content-security-policy"]
+    named = oidc_app(oidc_provider, demo_settings, clock, mode="production",
+                     named_bridge_url="https://radio.example.no")
+    with TestClient(named, base_url=TEST_CLIENT_URL) as client:
+        csp = client.get("/signin").headers["content-security-policy"]
+        assert "connect-src 'self' https://radio.example.no;" in csp
 
 
 def test_without_a_provider_bearer_tokens_and_openid_sign_in_are_unavailable(
