@@ -20,7 +20,7 @@ from portner.bootstrap import UnknownMunicipality, open_app, utcnow
 from portner.domain.access import INTEGRATION_SCOPES, AccountRole
 from portner.domain.errors import PortnerError
 from portner.domain.national_id import redact_national_ids
-from portner.services.accounts import list_accounts
+from portner.services.accounts import list_accounts, sign_in_issuers
 from portner.services.administration import Administration
 from portner.services.ids import IdSource
 from portner.storage import tables as t
@@ -54,14 +54,9 @@ def _add(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]
     from portner.cli import _checkpoint, _emit_json, console
 
     chosen = settings(args)
-    configured = chosen.oidc_issuer
-    issuer = args.issuer or configured
+    issuer = args.issuer or chosen.oidc_issuer
     if not issuer:
         raise PortnerError("give --issuer: the sign-in provider's issuer (PORTNER_OIDC_ISSUER is not set)")
-    if configured and issuer != configured:
-        # Sign-in matches the provider's issuer exactly: such an account could never sign in.
-        raise PortnerError(f"--issuer {issuer} is not this server's sign-in provider, PORTNER_OIDC_ISSUER "
-                           f"{configured} (they must match exactly, a trailing / too)")
     if args.role == AccountRole.INTEGRATION.value and not args.scope:
         raise PortnerError("an integration account needs at least one --scope: without one it may do nothing")
     # A new installation's first command may be this one: the municipality is made if new, and
@@ -70,9 +65,11 @@ def _add(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]
         app, made = open_app(chosen), False
     except UnknownMunicipality:
         app, made = open_app(chosen, create=True), True
-    # The checks /admin applies (trimmed text, no control characters, lengths, links that exist).
+    # The checks /admin applies (trimmed text, no control characters, lengths, links that exist,
+    # an issuer whose accounts can sign in).
     admin = Administration(engine=app.engine, municipality_id=app.municipality.id, by=args.by,
-                           now=utcnow(), ids=IdSource())
+                           now=utcnow(), ids=IdSource(),
+                           issuers=sign_in_issuers(chosen.oidc_issuer, development=chosen.development))
     try:
         account_id = admin.create_account(
             role=args.role, issuer=issuer, subject=args.subject, actor_id=args.actor,

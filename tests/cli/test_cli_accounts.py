@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from portner.cli import main
+from portner.services.accounts import DEV_ISSUER
 from portner.storage import tables as t
 
 IDP = "https://idp.example.no"
@@ -16,8 +17,9 @@ IDP = "https://idp.example.no"
 
 @pytest.fixture(autouse=True)
 def _no_configured_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test says which provider is configured (PORTNER_OIDC_ISSUER), if any."""
+    """Each test says which provider is configured (PORTNER_OIDC_ISSUER), if any, and in which mode."""
     monkeypatch.delenv("PORTNER_OIDC_ISSUER", raising=False)
+    monkeypatch.delenv("PORTNER_MODE", raising=False)
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -117,6 +119,26 @@ def test_the_issuer_defaults_to_the_configured_provider_and_another_is_refused(
         assert code == 2 and "PORTNER_OIDC_ISSUER" in err
     code, out, _ = _run(capsys, "accounts", "list", *where, "--json")
     assert [(a["issuer"], a["subject"]) for a in json.loads(out)] == [(IDP, "s-1")]
+
+
+def test_production_takes_the_providers_issuer_alone_and_development_the_development_sign_ins_too(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    where = ["--data-dir", str(tmp_path), "--municipality", "nykommune"]
+    monkeypatch.setenv("PORTNER_MODE", "production")
+    # No provider configured: production would sign nobody in with this account.
+    code, _, err = _run(capsys, "accounts", "add", *where, "--role", "admin", "--issuer", IDP, "--subject", "s-1")
+    assert code == 2 and "issuer:" in err and "PORTNER_OIDC_ISSUER" in err
+    assert "no municipality 'nykommune'" in _run(capsys, "accounts", "list", *where)[2]  # not made
+    monkeypatch.setenv("PORTNER_OIDC_ISSUER", IDP)
+    code, _, err = _run(capsys, "accounts", "add", *where, "--role", "admin", "--issuer", DEV_ISSUER,
+                        "--subject", "s-2")
+    assert code == 2 and "PORTNER_OIDC_ISSUER" in err
+    assert _run(capsys, "accounts", "add", *where, "--role", "admin", "--subject", "s-3")[0] == 0
+    monkeypatch.setenv("PORTNER_MODE", "development")
+    assert _run(capsys, "accounts", "add", *where, "--role", "admin", "--issuer", DEV_ISSUER,
+                "--subject", "s-4")[0] == 0
+    code, out, _ = _run(capsys, "accounts", "list", *where, "--json")
+    assert sorted((a["subject"], a["issuer"]) for a in json.loads(out)) == [("s-3", IDP), ("s-4", DEV_ISSUER)]
 
 
 def test_without_a_configured_provider_the_issuer_must_be_given_and_an_integration_needs_a_scope(

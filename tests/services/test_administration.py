@@ -4,6 +4,7 @@ keys, staff, accounts, and correcting the import quarantine through the real FHI
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import Engine, func, select
 from portner.domain.model import Municipality, MunicipalityId
 from portner.domain.national_id import check_digits
 from portner.fhir import read_text
+from portner.services.accounts import DEV_ISSUER, sign_in_issuers
 from portner.services.administration import Administration, InvalidChange, NotFound, Refused
 from portner.services.devices import register_device
 from portner.services.ids import IdSource
@@ -259,6 +261,31 @@ def test_accounts_created_disabled_and_never_your_own(admin: Administration) -> 
         admin.set_account_disabled("acc-admin", True)
     with pytest.raises(NotFound):
         admin.set_account_disabled("acc-elsewhere", True)
+
+
+IDP = "https://idp.example.no"
+
+
+@pytest.mark.parametrize(("provider", "development", "accepted", "refused"), [
+    # Production: the provider's issuer alone, exactly (sign-in matches it so).
+    (IDP, False, [IDP], [IDP + "/", DEV_ISSUER, "https://other.example.no"]),
+    (None, False, [], [IDP, DEV_ISSUER]),  # no provider: none could sign in
+    # Development: the provider's and the development sign-in's, or any while there is no provider.
+    (IDP, True, [IDP, DEV_ISSUER], [IDP + "/", "https://other.example.no"]),
+    (None, True, [IDP, DEV_ISSUER, "https://other.example.no"], []),
+])
+def test_an_account_is_of_an_issuer_that_can_sign_in_here(
+        admin: Administration, provider: str | None, development: bool, accepted: list[str],
+        refused: list[str]) -> None:
+    admin = replace(admin, issuers=sign_in_issuers(provider, development=development))
+    for n, issuer in enumerate(refused):
+        with pytest.raises(InvalidChange) as caught:
+            admin.create_account(role="admin", issuer=issuer, subject=f"refused-{n}")
+        assert caught.value.field == "issuer" and "PORTNER_OIDC_ISSUER" in caught.value.message
+    for n, issuer in enumerate(accepted):
+        admin.create_account(role="admin", issuer=issuer, subject=f"accepted-{n}")
+    with admin.engine.connect() as conn:
+        assert sorted(conn.execute(select(t.accounts.c.issuer)).scalars()) == sorted(accepted)
 
 
 def _bad_entry(admin: Administration) -> Any:

@@ -406,6 +406,32 @@ def provider_sign_in(client: TestClient, provider: RunningProvider, login: str) 
     return CSRF_META.search(client.get("/signin").text).group(1)  # type: ignore[union-attr]
 
 
+def test_production_makes_accounts_of_the_providers_issuer_alone_in_admin_and_the_api(
+    oidc_provider: RunningProvider, demo_settings: Settings, clock: RunningClock
+) -> None:
+    app = oidc_app(oidc_provider, demo_settings, clock, mode="production")
+    add_account(app, oidc_provider.issuer, "relative-login", AccountRole.ADMIN)  # the person, as admin here
+    staff = dev_actor(app, "demo-nurse-2")
+    token = oidc_provider.user_tokens("relative-login")["access_token"]
+    with TestClient(app, base_url=TEST_CLIENT_URL) as client:
+        csrf = provider_sign_in(client, oidc_provider, "relative-login")
+        form = {"csrf": csrf, "form": "account", "role": "nurse", "subject": "kari", "actor_id": staff}
+        for other in (DEV_ISSUER, oidc_provider.issuer + "/"):  # could never sign in here
+            page = client.post("/admin/accounts", data={**form, "issuer": other}, follow_redirects=False)
+            assert page.status_code == 422 and 'id="account-issuer-error"' in page.text
+            assert f'value="{other}"' in page.text and oidc_provider.issuer in page.text  # kept, and said which
+            api = client.post("/api/v1/accounts", headers=bearer(token),
+                              json={"role": "nurse", "issuer": other, "subject": "kari", "actor_id": staff})
+            assert api.status_code == 422 and api.headers["content-type"].startswith("application/problem+json")
+            assert [e["field"] for e in api.json()["errors"]] == ["body/issuer"]
+            assert "PORTNER_OIDC_ISSUER" in api.json()["detail"]
+        made = client.post("/admin/accounts", data={**form, "issuer": oidc_provider.issuer}, follow_redirects=False)
+        assert made.status_code == 303, made.text
+        api = client.post("/api/v1/accounts", headers=bearer(token),
+                          json={"role": "nurse", "issuer": oidc_provider.issuer, "subject": "ola", "actor_id": staff})
+        assert api.status_code == 201 and api.json()["issuer"] == oidc_provider.issuer
+
+
 def test_production_offers_no_radio_bridge_unless_one_is_named(
     oidc_provider: RunningProvider, demo_settings: Settings, clock: RunningClock
 ) -> None:

@@ -24,6 +24,16 @@ from portner.storage.bulk import fetch_rows, instant_writer, read_instant
 DEV_ISSUER = "urn:portner:development"
 
 
+def sign_in_issuers(provider: str | None, *, development: bool) -> frozenset[str] | None:
+    """The issuers whose accounts can sign in here, or None for any: in production, the OpenID
+    provider's alone (`provider`, PORTNER_OIDC_ISSUER; none while it is not set); in
+    development, it and the development sign-in's, or any while no provider is configured (an
+    account made for one to come). Accounts are made of these only, and sessions honoured."""
+    if not development:
+        return frozenset({provider}) if provider else frozenset()
+    return frozenset({provider, DEV_ISSUER}) if provider else None
+
+
 class AccountError(PortnerError):
     """The account cannot be created or changed as asked."""
 

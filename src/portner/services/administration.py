@@ -195,6 +195,9 @@ class Administration:
     now: datetime
     ids: IdSource
     account_id: str | None = None  # the administrator's own account (they cannot disable it)
+    # The issuers an account may be of: those whose accounts can sign in here
+    # (accounts.sign_in_issuers); None: any.
+    issuers: frozenset[str] | None = None
 
     def _audit(self, conn: Connection, action: str, subject: str, **details: Any) -> None:
         append_audit(conn, [AuditEntry(self.now, self.by, action, subject, details)])
@@ -552,6 +555,15 @@ class Administration:
         account_role = _enum(AccountRole, role, "role")
         data = {"issuer": issuer, "subject": subject, "display_name": display_name}
         issuer = _text(data, "issuer", 300)
+        if self.issuers is not None and issuer not in self.issuers:
+            # Sign-in matches the issuer exactly: an account of another could never sign in.
+            accepted = ", ".join(sorted(self.issuers))
+            if not accepted:
+                raise InvalidChange("issuer", "no sign-in provider is configured: set PORTNER_OIDC_ISSUER",
+                                    "no_provider")
+            raise InvalidChange("issuer", f"must be one this server signs in with (PORTNER_OIDC_ISSUER), "
+                                f"exactly, a trailing / too: {accepted}", "issuer_not_provider",
+                                issuers=accepted)
         subject = _text(data, "subject", 200)
         display_name = _text(data, "display_name", 200, required=False)
         if account_role in (AccountRole.NURSE, AccountRole.RELATIVE) and not actor_id:

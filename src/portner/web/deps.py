@@ -25,6 +25,7 @@ from portner.services.accounts import (
     principal_for_session,
     principal_from_session_rows,
     session_account_query,
+    sign_in_issuers,
 )
 from portner.web.problems import Problem
 from portner.web.state import Portner
@@ -103,10 +104,10 @@ def current_principal(request: Request, conn: Connection | None = None,
 
 
 def _session_issuers(p: Portner) -> frozenset[str] | None:
-    """Whose accounts a session may be of: in production, the OpenID provider's alone (a cookie
-    the development sign-in made on the same data directory signs nobody in); in development,
-    any (the development sign-in's and the provider's)."""
-    return None if p.settings.development else frozenset({p.settings.oidc_issuer or ""})
+    """Whose accounts a session may be of: those that can sign in here (in production, the
+    OpenID provider's alone: a cookie the development sign-in made on the same data directory
+    signs nobody in)."""
+    return sign_in_issuers(p.settings.oidc_issuer, development=p.settings.development)
 
 
 def _signed_in_at(request: Request) -> datetime | None:

@@ -23,7 +23,7 @@ from portner.domain.access import AccountRole, Principal
 from portner.domain.model import DoorKind, Role, ServiceModel
 from portner.locks.registry import ADAPTERS
 from portner.services import directory_queries as dq
-from portner.services.accounts import get_account
+from portner.services.accounts import get_account, sign_in_issuers
 from portner.services.administration import (
     Administration,
     InTransaction,
@@ -189,7 +189,8 @@ class ImportOut(BaseModel):
 def _admin(request: Request, who: Principal, conn: Connection | None = None) -> Administration:
     p = portner(request)
     return Administration(InTransaction(conn) if conn is not None else p.engine, p.municipality.id,
-                          who.audit_actor, p.now(), p.ids, account_id=who.account_id)
+                          who.audit_actor, p.now(), p.ids, account_id=who.account_id,
+                          issuers=sign_in_issuers(p.settings.oidc_issuer, development=p.settings.development))
 
 
 @contextmanager

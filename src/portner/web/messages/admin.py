@@ -276,6 +276,14 @@ MESSAGES = {
     "admin.err.has_lock": {"nb": "Døren har allerede en lås.", "en": "The door already has a lock."},
     "admin.err.own_account": {"nb": "Du kan ikke deaktivere din egen konto.", "en": "You cannot disable your own account."},
     "admin.err.entry_closed": {"nb": "Denne oppføringen venter ikke lenger på retting.", "en": "This entry is no longer waiting for correction."},
+    "admin.err.issuer_not_provider": {
+        "nb": "Må være nøyaktig en denne serveren logger inn med (også en / til slutt teller): {issuers}",
+        "en": "Must be exactly one this server signs in with (a trailing / counts too): {issuers}",
+    },
+    "admin.err.no_provider": {
+        "nb": "Ingen innloggingstjeneste er satt opp (PORTNER_OIDC_ISSUER).",
+        "en": "No sign-in provider is configured (PORTNER_OIDC_ISSUER).",
+    },
     "admin.err.account": {"nb": "Kontoen kunne ikke opprettes: {detail}", "en": "The account could not be created: {detail}"},
     "admin.err.file_too_big": {"nb": "Filen er for stor (høyst 1 MB).", "en": "The file is too big (at most 1 MB)."},
     "admin.err.not_utf8": {"nb": "Filen er ikke UTF-8-tekst.", "en": "The file is not UTF-8 text."},

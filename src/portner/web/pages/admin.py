@@ -24,7 +24,7 @@ from portner.domain.access import INTEGRATION_SCOPES, AccountRole, Principal
 from portner.domain.model import DoorKind, ServiceModel
 from portner.locks.registry import ADAPTERS
 from portner.services import directory_queries as dq
-from portner.services.accounts import DEV_ISSUER, list_accounts
+from portner.services.accounts import DEV_ISSUER, list_accounts, sign_in_issuers
 from portner.services.administration import (
     STAFF_ROLES,
     Administration,
@@ -71,7 +71,8 @@ def install(app: FastAPI, runtime: Portner) -> None:
 
 def _admin(request: Request, who: Principal) -> Administration:
     p = portner(request)
-    return Administration(p.engine, p.municipality.id, who.audit_actor, p.now(), p.ids, account_id=who.account_id)
+    return Administration(p.engine, p.municipality.id, who.audit_actor, p.now(), p.ids, account_id=who.account_id,
+                          issuers=sign_in_issuers(p.settings.oidc_issuer, development=p.settings.development))
 
 
 def _page(request: Request, template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
