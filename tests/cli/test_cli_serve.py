@@ -53,7 +53,10 @@ def test_production_offers_no_radio_bridge_unless_one_is_named(
 
 @pytest.mark.parametrize(("setting", "value"), [
     ("PORTNER_OIDC_ISSUER", None), ("PORTNER_OIDC_CLIENT_SECRET", None), ("PORTNER_SMS_GATEWAY", None),
-    ("PORTNER_SMS_GATEWAY", ""), ("PORTNER_SMS_GATEWAY", "smtp:/x"),
+    ("PORTNER_SMS_GATEWAY", ""), ("PORTNER_SMS_GATEWAY", "smtp:/x"), ("PORTNER_API_AUDIENCE", " "),
+    ("PORTNER_PUBLIC_URL", "http://portner.kommune.no"), ("PORTNER_PUBLIC_URL", "portner.kommune.no"),
+    ("PORTNER_PUBLIC_URL", "https://"), ("PORTNER_PUBLIC_URL", "https://portner.kommune.no/?x=1"),
+    ("PORTNER_PUBLIC_URL", "http://127.0.0.1.example.no"),
 ])
 def test_production_refuses_to_start_without_a_provider_or_a_gateway_and_says_only_why(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -67,3 +70,23 @@ def test_production_refuses_to_start_without_a_provider_or_a_gateway_and_says_on
     assert main(["serve", "--mode", "production", "--data-dir", str(tmp_path)]) == 2
     out = capsys.readouterr()
     assert setting in out.err and "Serving on" not in out.out
+
+
+@pytest.mark.parametrize("public_url", [
+    "https://portner.kommune.no", "https://portner.kommune.no/", "http://127.0.0.1:8000", "http://localhost:8000",
+    "http://[::1]:8000",
+])
+def test_production_is_served_at_an_https_url_or_over_http_on_loopback(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, public_url: str) -> None:
+    production_settings(monkeypatch)
+    monkeypatch.setenv("PORTNER_PUBLIC_URL", public_url)
+    assert served(monkeypatch, "--mode", "production", "--data-dir", str(tmp_path)).public_url == public_url
+
+
+def test_production_on_every_interface_needs_its_public_url(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    production_settings(monkeypatch)
+    monkeypatch.delenv("PORTNER_PUBLIC_URL", raising=False)
+    monkeypatch.setattr(serve, "run", lambda *a, **k: pytest.fail("served"))
+    assert main(["serve", "--mode", "production", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 2
+    assert "PORTNER_PUBLIC_URL" in capsys.readouterr().err  # http://0.0.0.0:8000 is no address to be reached at

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import ipaddress
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -92,6 +94,11 @@ def check_settings(settings: Settings, adapters: dict[str, object] | None = None
     if settings.oidc_issuer and not (settings.oidc_client_id and settings.oidc_client_secret):
         raise StartupError("PORTNER_OIDC_ISSUER is set: also set PORTNER_OIDC_CLIENT_ID and "
                            "PORTNER_OIDC_CLIENT_SECRET (this server's client at the provider)")
+    if settings.oidc_issuer and not settings.api_audience.strip():
+        # Access tokens are verified against it (and sign-in asks the provider for it): with
+        # none, every integration's and person's token would be refused.
+        raise StartupError("PORTNER_API_AUDIENCE is empty: set it to the audience (resource "
+                           "indicator) the provider puts in this API's access tokens, such as urn:portner:api")
     if "sms" not in (adapters or {}):
         try:
             gateway_from_setting(settings.sms_gateway)
@@ -104,12 +111,36 @@ def check_settings(settings: Settings, adapters: dict[str, object] | None = None
             "production mode needs an OpenID provider: set PORTNER_OIDC_ISSUER, "
             "PORTNER_OIDC_CLIENT_ID and PORTNER_OIDC_CLIENT_SECRET (the development sign-in is off)"
         )
+    if not _public_url_served_safely(settings.public_url):
+        raise StartupError(
+            f"PORTNER_PUBLIC_URL is {settings.public_url!r}: production needs where people reach "
+            "this server as an absolute https:// URL, such as https://portner.kommune.no (http:// "
+            "only on a loopback host, for a local trial): sign-in redirects, the session cookie's "
+            "Secure flag and the links sent by SMS are made from it"
+        )
     if settings.sms_gateway.strip() == "outbox" and "sms" not in (adapters or {}):
         raise StartupError(
             "production mode needs an SMS gateway: set PORTNER_SMS_GATEWAY to its https:// URL or "
             "to smtp://host:port (one-time access codes would stay in the outbox, which only "
             "development shows)"
         )
+
+
+def _public_url_served_safely(url: str) -> bool:
+    """An absolute https:// URL (http:// on a loopback host only) to which paths can be added."""
+    parts = urlsplit(url.strip())
+    if not parts.hostname or parts.query or parts.fragment:
+        return False
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def create_app(
