@@ -389,18 +389,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from portner.web import serve
+    from portner.web.app import StartupError, check_settings
 
     settings = _settings(args)
     if args.mode:
         settings = replace(settings, mode=args.mode)
-    if args.port and "PORTNER_PUBLIC_URL" not in os.environ:
-        settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
+    if "PORTNER_PUBLIC_URL" not in os.environ:
+        if not settings.development:
+            # Sign-in redirects, the session cookie's Secure flag and the links sent by SMS are
+            # made from it: behind a TLS proxy, this server's own host and port are not it.
+            raise StartupError("production mode needs PORTNER_PUBLIC_URL: set it to the https:// "
+                               "address people reach this server at (its TLS proxy's)")
+        if args.port:
+            settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
     if settings.development and settings.named_bridge_url is None:
         # Where this serve runs the bridge (Settings.bridge_url decides whether there is one).
         settings = replace(settings, named_bridge_url=f"http://{args.host}:{args.bridge_port}")
-    from portner.bootstrap import utcnow
+    from portner.bootstrap import UnknownMunicipality, utcnow
     from portner.services.fleet_runtime import backends_from_settings
-    from portner.web.app import check_settings
 
     check_settings(settings)  # before saying what is served: a refusal says only why
     lock_backends = backends_from_settings(settings, now=utcnow)  # a bad lock setting stops us here
@@ -412,16 +418,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"[bold]Portner[/bold] (development) - Demokommune, {prepared.day.isoformat()}"
             + (" (demo data made now)" if prepared.made else "")
         )
-    console.print(f"Open {settings.public_url}/ and sign in (development sign-in: choose a user)."
-                  if settings.development else f"Serving on {settings.public_url}/")
-    console.print(f"API: {settings.public_url}/api/v1, OpenAPI: {settings.public_url}/openapi.json")
-    if settings.development:
-        console.print(f"Lock radio bridge (simulated locks, stands in for Bluetooth): {settings.bridge_url}")
-    if lock_backends:
-        console.print("Lock backends: " + ", ".join(sorted(lock_backends)) + " (PORTNER_LOCKS); the lock fleet "
-                      "worker onboards their locks and keeps their codes in step")
-    serve.run(settings, host=args.host, port=args.port,
-              bridge_port=args.bridge_port if settings.development else None, workers=args.workers)
+
+    def announce() -> None:  # once the server is made: a refusal before says only why
+        console.print(f"Open {settings.public_url}/ and sign in (development sign-in: choose a user)."
+                      if settings.development else f"Serving on {settings.public_url}/")
+        console.print(f"API: {settings.public_url}/api/v1, OpenAPI: {settings.public_url}/openapi.json")
+        if settings.development:
+            console.print(f"Lock radio bridge (simulated locks, stands in for Bluetooth): {settings.bridge_url}")
+        if lock_backends:
+            console.print("Lock backends: " + ", ".join(sorted(lock_backends)) + " (PORTNER_LOCKS); the lock "
+                          "fleet worker onboards their locks and keeps their codes in step")
+
+    try:
+        serve.run(settings, host=args.host, port=args.port, announce=announce,
+                  bridge_port=args.bridge_port if settings.development else None, workers=args.workers)
+    except UnknownMunicipality as exc:
+        raise UnknownMunicipality(f"{exc} (a new database: `portner accounts add --role admin ...` makes "
+                                  "the municipality with its first administrator)") from None
     return 0
 
 
@@ -560,11 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=200, help="requests per second (default 200)")
     p.add_argument("--seconds", type=float, default=10, help="seconds per endpoint (default 10)")
     p.add_argument("--events", type=int, default=20000, help="door events for the ingest run")
-    p.add_argument("--locks", type=int, default=100)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--locks", type=int, default=100, help="locks the ingest run's events come from (default 100)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="ingest and COPY runs each; medians are reported (default 3)")
     p.add_argument("--workers", type=_at_least_one, default=os.cpu_count() or 1,
                    help="server worker processes, the same for the bare and the real server (default: one per core)")
-    p.add_argument("--pg", default=None, help="PostgreSQL URL (default: the local test database)")
+    p.add_argument("--pg", default=None, help="PostgreSQL URL (default: PORTNER_TEST_PG_URL, else "
+                   "postgresql+psycopg://postgres@127.0.0.1:5432/test)")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_service)

@@ -28,7 +28,8 @@ def served(monkeypatch: pytest.MonkeyPatch, *argv: str) -> Settings:
 
 def production_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in (("PORTNER_OIDC_ISSUER", "https://idp.example.no"), ("PORTNER_OIDC_CLIENT_ID", "portner"),
-                        ("PORTNER_OIDC_CLIENT_SECRET", "s"), ("PORTNER_SMS_GATEWAY", "smtp://127.0.0.1:1")):
+                        ("PORTNER_OIDC_CLIENT_SECRET", "s"), ("PORTNER_SMS_GATEWAY", "smtp://127.0.0.1:1"),
+                        ("PORTNER_PUBLIC_URL", "https://portner.kommune.no")):
         monkeypatch.setenv(name, value)
 
 
@@ -56,7 +57,9 @@ def test_production_offers_no_radio_bridge_unless_one_is_named(
     ("PORTNER_SMS_GATEWAY", ""), ("PORTNER_SMS_GATEWAY", "smtp:/x"), ("PORTNER_API_AUDIENCE", " "),
     ("PORTNER_PUBLIC_URL", "http://portner.kommune.no"), ("PORTNER_PUBLIC_URL", "portner.kommune.no"),
     ("PORTNER_PUBLIC_URL", "https://"), ("PORTNER_PUBLIC_URL", "https://portner.kommune.no/?x=1"),
-    ("PORTNER_PUBLIC_URL", "http://127.0.0.1.example.no"),
+    ("PORTNER_PUBLIC_URL", "http://127.0.0.1.example.no"), ("PORTNER_PUBLIC_URL", "HTTPS://portner.kommune.no"),
+    ("PORTNER_PUBLIC_URL", " https://portner.kommune.no"), ("PORTNER_PUBLIC_URL", "https://portner.kommune.no/ "),
+    ("PORTNER_PUBLIC_URL", "https://portner.kommune.no/portner"), ("PORTNER_PUBLIC_URL", "https://u:p@portner.kommune.no"),
 ])
 def test_production_refuses_to_start_without_a_provider_or_a_gateway_and_says_only_why(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -83,10 +86,29 @@ def test_production_is_served_at_an_https_url_or_over_http_on_loopback(
     assert served(monkeypatch, "--mode", "production", "--data-dir", str(tmp_path)).public_url == public_url
 
 
-def test_production_on_every_interface_needs_its_public_url(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_production_needs_its_public_url_named_wherever_it_listens(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], host: str) -> None:
+    # Not made from --host and --port as in development: behind a TLS proxy (the usual way, on
+    # loopback), http://127.0.0.1:8000 would be the sign-in's redirect and the SMS links' address.
     production_settings(monkeypatch)
     monkeypatch.delenv("PORTNER_PUBLIC_URL", raising=False)
     monkeypatch.setattr(serve, "run", lambda *a, **k: pytest.fail("served"))
-    assert main(["serve", "--mode", "production", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 2
-    assert "PORTNER_PUBLIC_URL" in capsys.readouterr().err  # http://0.0.0.0:8000 is no address to be reached at
+    assert main(["serve", "--mode", "production", "--host", host, "--data-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr()
+    assert "needs PORTNER_PUBLIC_URL" in out.err and "Serving on" not in out.out
+
+
+def test_serve_says_what_it_serves_only_once_the_server_is_made(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    production_settings(monkeypatch)
+    # A database with no municipality yet (no administrator added): refused, with how to make one.
+    monkeypatch.setenv("PORTNER_DB", f"sqlite:///{tmp_path / 'empty.sqlite'}")
+    assert main(["serve", "--mode", "production", "--data-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr()
+    assert "no municipality" in out.err and "portner accounts add --role admin" in out.err
+    assert "Serving on" not in out.out
+    # More workers than SQLite serves: refused before a word of what would be served.
+    assert main(["serve", "--mode", "production", "--workers", "2", "--data-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr()
+    assert "--workers 1" in out.err and "Serving on" not in out.out

@@ -8,6 +8,7 @@ import pytest
 
 from portner.config import Settings
 from portner.web import serve
+from portner.web.app import StartupError
 
 
 def test_a_worker_gets_exactly_the_settings_its_parent_serves_with(tmp_path: Path) -> None:
@@ -21,10 +22,10 @@ def test_a_worker_gets_exactly_the_settings_its_parent_serves_with(tmp_path: Pat
 
 def test_several_workers_need_production_and_postgresql(tmp_path: Path) -> None:
     # Development keeps its simulated locks and live stream in one process's memory.
-    with pytest.raises(SystemExit, match="production mode and PostgreSQL"):
+    with pytest.raises(StartupError, match="production mode and PostgreSQL"):
         serve.run(Settings(data_dir=tmp_path, mode="development"), host="127.0.0.1", port=0,
                   bridge_port=None, workers=2)
-    with pytest.raises(SystemExit, match="production mode and PostgreSQL"):
+    with pytest.raises(StartupError, match="production mode and PostgreSQL"):
         serve.run(Settings(data_dir=tmp_path, mode="production", database_url=None), host="127.0.0.1",
                   port=0, bridge_port=None, workers=2)
 

@@ -127,13 +127,16 @@ def check_settings(settings: Settings, adapters: dict[str, object] | None = None
 
 
 def _public_url_served_safely(url: str) -> bool:
-    """An absolute https:// URL (http:// on a loopback host only) to which paths can be added."""
-    parts = urlsplit(url.strip())
-    if not parts.hostname or parts.query or parts.fragment:
+    """An absolute https:// URL (http:// on a loopback host only) of the site's root, written as
+    the session cookie's Secure flag and HSTS read it (lowercase "https://", no spaces)."""
+    parts = urlsplit(url)
+    if url != url.strip() or not parts.hostname or parts.username is not None:
         return False
-    if parts.scheme == "https":
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return False  # the apps' links and redirects are root-relative
+    if url.startswith("https://"):
         return True
-    if parts.scheme != "http":
+    if not url.startswith("http://"):
         return False
     if parts.hostname == "localhost":
         return True

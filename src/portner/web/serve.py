@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, time
 from pathlib import Path
@@ -94,8 +95,10 @@ def server_options(*, access_log: bool = True, log_level: str = "info") -> dict[
             "proxy_headers": False, "server_header": False, "lifespan": "on"}
 
 
-def run(settings: Settings, *, host: str, port: int, bridge_port: int | None, workers: int = 1) -> None:
+def run(settings: Settings, *, host: str, port: int, bridge_port: int | None, workers: int = 1,
+        announce: Callable[[], None] = lambda: None) -> None:
     """Serve until interrupted. The bridge (development only) listens on its own port.
+    `announce` says what is served, once the server could be made (a refusal says only why).
 
     With `workers` > 1 (production, PostgreSQL) the API runs in that many processes, one per core
     being the usual choice: a request's Python work holds one core, and PostgreSQL keeps the
@@ -106,14 +109,19 @@ def run(settings: Settings, *, host: str, port: int, bridge_port: int | None, wo
 
     logging.getLogger("uvicorn.access").addFilter(RedactSecretPaths())
 
-    from portner.web.app import create_app
+    from portner.web.app import StartupError, create_app
 
     if workers > 1:
         if settings.development or not settings.database_url or \
                 normalise_url(settings.database_url).get_backend_name() != "postgresql":
-            raise SystemExit("portner serve: more than one worker needs production mode and PostgreSQL")
+            raise StartupError(
+                f"--workers {workers} needs production mode and PostgreSQL "
+                "(PORTNER_MODE=production, PORTNER_DB=postgresql+psycopg://...); SQLite and development "
+                "mode serve from one process: --workers 1"
+            )
         # Made once before the workers start, so that they only read what a first start writes.
         create_app(settings).state.portner.engine.dispose()
+        announce()
         # The workers are spawned processes: they get the settings through their environment
         # (readable by this user only, where PORTNER_OIDC_CLIENT_SECRET already is).
         os.environ[WORKER_SETTINGS] = settings_to_text(settings)
@@ -121,6 +129,7 @@ def run(settings: Settings, *, host: str, port: int, bridge_port: int | None, wo
                     port=port, **server_options())  # type: ignore[arg-type]
         return
     app = create_app(settings)
+    announce()
     servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=port, **server_options()))]  # type: ignore[arg-type]
     if bridge_port is not None:
         from portner.web.bridge import create_bridge_app
