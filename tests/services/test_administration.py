@@ -311,6 +311,19 @@ def test_a_correction_that_imports_cleanly_resolves_the_entry(admin: Administrat
         admin.correct_quarantine(entry.id, json.dumps(fixed))
 
 
+def test_a_correction_as_big_as_a_bulk_load_is_not_analyzed_inside_its_transaction(
+        admin: Administration, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The correction imports inside the administration's transaction: the statistics' refresh
+    # after a bulk import is for imports of their own (it took the engine the caller had not).
+    import portner.services.importing as importing
+
+    monkeypatch.setattr(importing, "BULK_ROWS", 1)
+    entry = _bad_entry(admin)
+    fixed = careplan_json("2026-12-03T12:00:00+01:00", "2026-12-03T12:30:00+01:00", pid="cp-bad")
+    result = admin.correct_quarantine(entry.id, json.dumps(fixed))
+    assert result.resolved and result.report.visits_added == 1
+
+
 def test_a_correction_must_be_one_readable_resource_of_the_same_kind(admin: Administration) -> None:
     entry = _bad_entry(admin)
     audit_before = _one(admin.engine, select(func.count()).select_from(t.audit_events))[0]

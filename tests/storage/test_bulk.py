@@ -41,6 +41,15 @@ def test_one_value_reads_as_many_do(engine: Engine) -> None:
             conn.execute(text("DROP TABLE kept"))
 
 
+def test_on_postgresql_one_value_is_compared_as_itself_and_several_as_one_array() -> None:
+    from portner.storage.bulk import _pg_any
+
+    assert _pg_any("SELECT 1 WHERE a = ? AND id {ids}", ["x"], (1,)) == (
+        "SELECT 1 WHERE a = %s AND id = %s", (1, "x"))
+    assert _pg_any("SELECT 1 WHERE a = ? AND id {ids}", ["x", "y"], (1,)) == (
+        "SELECT 1 WHERE a = %s AND id = ANY(%b)", (1, ["x", "y"]))
+
+
 def test_a_failing_read_raises_sqlalchemys_class_and_the_connection_goes_on(pg_engine: Engine) -> None:
     with pg_engine.connect() as conn:
         for read in (lambda: fetch_rows(conn, "SELECT 1 / ?", (0,)),

@@ -220,3 +220,15 @@ def test_the_checkout_check_takes_descriptors_above_1023_and_keeps_a_connection_
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         engine.dispose()
+
+
+def test_statistics_after_a_bulk_load_are_refreshed_or_the_failure_logged(
+        pg_engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    from portner.storage.db import refresh_statistics
+
+    refresh_statistics(pg_engine, ["visits", "grants"])  # the tables of this schema, by name
+    with caplog.at_level("WARNING", logger="portner.storage.db"):
+        refresh_statistics(pg_engine, ["no_such_table"])  # the load committed: nothing is raised
+    assert "ANALYZE after a bulk load failed" in caplog.text
+    with pg_engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT 1").scalar() == 1  # the pool's connection went back clean

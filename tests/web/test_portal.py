@@ -92,6 +92,10 @@ def test_a_relative_lands_on_their_residents_door_with_todays_visits(portner_app
     kinds = re.findall(r'data-door-kind="([^"]+)"', page.text)
     assert kinds == [d.kind.value for d in _doors(portner_app, resident)]
     assert "Besøk fra " in page.text and "til kl. " in page.text
+    # In English too, each time said once: "visit at 20:10, until 21:05" (it read "at at", "until at").
+    english = client.get(f"/portal/{resident}?lang=en").text
+    assert re.search(r"visit at \d\d:\d\d", english) and re.search(r"until \d\d:\d\d", english)
+    assert " at at " not in english and "until at " not in english
 
 
 def test_another_residents_id_gets_the_not_found_page_on_every_portal_page(portner_app, client_for) -> None:

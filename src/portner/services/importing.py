@@ -163,12 +163,13 @@ def import_sources(
             for problem in src.problems:
                 run.problem(problem)
         run.flush()
-    if report.visits_added + report.grants_created + report.patients >= BULK_ROWS:
+    if isinstance(engine, Engine) and report.visits_added + report.grants_created >= BULK_ROWS:
+        # Not inside a caller's transaction (a quarantine correction): its own, after the commit.
         refresh_statistics(engine, list(_FILLED_IN_BULK))
     return report
 
 
-# An import that adds this many visits, grants and patients is a bulk load (the demo's, a
+# An import that adds this many visits and grants is a bulk load (the demo's, a
 # municipality's first or a nightly one); the planner's statistics of what it filled are
 # refreshed after it (storage.db.refresh_statistics). A FHIR push of one plan is not.
 BULK_ROWS = 500

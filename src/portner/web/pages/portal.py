@@ -103,6 +103,13 @@ class Words:
         local = at.astimezone(self.zone) if at.tzinfo else at
         return self("portal.at_time", time=f"{local:%H:%M}") if local.date() == self.today else self.when(local)
 
+    def until(self, at: datetime) -> str:
+        """"til kl. 21:05" / "until 21:05" today, otherwise with the whole date."""
+        local = at.astimezone(self.zone) if at.tzinfo else at
+        if local.date() == self.today:
+            return self("portal.until_time", time=f"{local:%H:%M}")
+        return self("portal.until", when=self.when(local))
+
     def doors(self, kinds: list[str]) -> str:
         names = [self(f"portal.door.{k}") for k in kinds]
         if len(names) <= 1:
@@ -214,7 +221,7 @@ def _who_can_open(request: Request, conn: Connection, resident_id: str, words: W
             now_open = None if starts is None else starts <= now
             sort_at = starts or now
         entries.append({"doors": w.doors, "name": w.name, "role": words.role(role), "why": why,
-                        "until": words("portal.until", when=words.clock(until)), "now": now_open,
+                        "until": words.until(until), "now": now_open,
                         "sort": sort_at})
     entries.sort(key=lambda e: (e["now"] is not True, e["sort"]))
     return [
