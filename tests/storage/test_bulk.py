@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DataError, DBAPIError
 
-from portner.storage.bulk import fetch_in, fetch_rows, fetch_together
+from portner.storage.bulk import fetch_in, fetch_rows, fetch_together, instant_writer
 
 
 def test_reads_together_come_back_in_order_whatever_their_kind(engine: Engine) -> None:
@@ -48,6 +50,55 @@ def test_on_postgresql_one_value_is_compared_as_itself_and_several_as_one_array(
         "SELECT 1 WHERE a = %s AND id = %s", (1, "x"))
     assert _pg_any("SELECT 1 WHERE a = ? AND id {ids}", ["x", "y"], (1,)) == (
         "SELECT 1 WHERE a = %s AND id = ANY(%b)", (1, ["x", "y"]))
+
+
+def test_one_value_of_every_kind_the_callers_pass_reads_as_it_does_among_others(engine: Engine) -> None:
+    # The callers pass ids (text, some with the characters the query text gives a meaning:
+    # "%s", "?", "{ids}", "%"), sequence numbers (bigint, past int4 too), digests and instants;
+    # each one alone ("= value" on PostgreSQL) finds what it finds among others (one array).
+    at = datetime(2026, 12, 3, 7, 0, tzinfo=UTC)
+    pg = engine.dialect.name == "postgresql"
+    odd = ["%s", "?", "{ids}", "100%", "o'hara", "a\\b"]
+    with engine.begin() as conn:
+        stored = instant_writer(conn)
+        conn.exec_driver_sql(f"CREATE TABLE kinds (s varchar(20), n bigint, b {'bytea' if pg else 'blob'},"
+                             f" at {'timestamptz' if pg else 'text'})")
+        rows = [(s, 2**40 + i, bytes([i]) * 32, stored(at + timedelta(minutes=i))) for i, s in enumerate(odd)]
+        conn.exec_driver_sql(f"INSERT INTO kinds VALUES ({', '.join(['%s' if pg else '?'] * 4)})", rows)
+        try:
+            for column, position in (("s", 0), ("n", 1), ("b", 2), ("at", 3)):
+                sql = f"SELECT s FROM kinds WHERE s <> ? AND {column} {{ids}} ORDER BY s"
+                for n, row in enumerate(rows):
+                    value, other = row[position], rows[n - 1][position]
+                    assert fetch_in(conn, sql, [value], "-") == [(row[0],)], (column, row[0])
+                    assert fetch_in(conn, sql, [value, other], "-") == sorted([(row[0],), (rows[n - 1][0],)])
+                    alone, among = fetch_together(conn, [(sql, [value], ("-",)), (sql, {value, other}, ("-",))])
+                    assert alone == [(row[0],)] and len(among) == 2
+            # A value nothing holds, alone or not; None alone (no row equals NULL).
+            assert fetch_in(conn, "SELECT s FROM kinds WHERE n {ids}", [2**62]) == []
+            assert fetch_in(conn, "SELECT s FROM kinds WHERE n {ids}", [2**62, 2**62 + 1]) == []
+            assert fetch_in(conn, "SELECT s FROM kinds WHERE s {ids}", [None]) == []
+        finally:
+            conn.exec_driver_sql("DROP TABLE kinds")
+
+
+def test_one_value_reads_where_its_list_stands_whatever_surrounds_it(engine: Engine) -> None:
+    # "{ids}" after NOT, inside a subquery and a function's argument, and with parameters
+    # before it in a subquery too: the door_events reads' shapes, one value as several.
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE kept (id varchar(8) PRIMARY KEY, n bigint)"))
+        conn.execute(text("INSERT INTO kept VALUES ('a', 1), ('b', 2), ('c', 3)"))
+        try:
+            for values, expected in ((["b"], [("a",), ("c",)]), (["b", "c"], [("a",)])):
+                assert fetch_in(conn, "SELECT id FROM kept WHERE NOT id {ids} ORDER BY id", values) == expected
+                assert fetch_in(conn, "SELECT id FROM kept WHERE NOT (lower(id) {ids}) ORDER BY id",
+                                values) == expected
+                assert fetch_in(conn, "SELECT id FROM kept WHERE n > ? AND id NOT IN (SELECT id FROM kept"
+                                " WHERE n >= ? AND id {ids}) ORDER BY id", values, 0, 1) == expected
+                assert fetch_in(conn, "SELECT coalesce(max(n), 0) FROM kept WHERE n <= (SELECT n FROM kept"
+                                " WHERE id = ?) AND id {ids}", values, "c") == [(max(ord(v) - 96 for v in values),)]
+        finally:
+            conn.execute(text("DROP TABLE kept"))
 
 
 def test_a_failing_read_raises_sqlalchemys_class_and_the_connection_goes_on(pg_engine: Engine) -> None:
