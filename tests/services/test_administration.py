@@ -288,6 +288,28 @@ def test_an_account_is_of_an_issuer_that_can_sign_in_here(
         assert sorted(conn.execute(select(t.accounts.c.issuer)).scalars()) == sorted(accepted)
 
 
+@pytest.mark.parametrize("development", [False, True])
+def test_an_issuer_is_compared_as_sign_in_compares_it(admin: Administration, development: bool) -> None:
+    # Sign-in matches the token's issuer exactly: surrounding blanks are trimmed (as from every
+    # field), but another case, a look-alike letter, another Unicode form or a missing or extra
+    # "/" is another issuer; an empty or overlong one is refused at the field as any text is.
+    provider = IDP + "/r\u00e9alm"  # é as one code point (NFC)
+    admin = replace(admin, issuers=sign_in_issuers(provider, development=development))
+    other = "issuer_not_provider"
+    refused = [(provider.upper(), other), (IDP.upper() + "/r\u00e9alm", other),
+               (provider.replace("e", "\u0435"), other),  # a Cyrillic e (U+0435) in the host
+               (IDP + "/re\u0301alm", other),  # é as e and a combining accent (NFD)
+               (provider + "/", other), (IDP, other), (provider + "\u200b", other),  # a zero-width space
+               ("", "required"), ("   ", "required"), ("x" * 301, "too_long"), (provider + "\u0000", "control")]
+    for n, (issuer, code) in enumerate(refused):
+        with pytest.raises(InvalidChange) as caught:
+            admin.create_account(role="admin", issuer=issuer, subject=f"refused-{n}")
+        assert (caught.value.field, caught.value.code) == ("issuer", code), repr(issuer)
+    admin.create_account(role="admin", issuer=f"  {provider}\t", subject="trimmed")
+    with admin.engine.connect() as conn:
+        assert list(conn.execute(select(t.accounts.c.issuer, t.accounts.c.subject))) == [(provider, "trimmed")]
+
+
 def _bad_entry(admin: Administration) -> Any:
     _import(admin.engine, "bad-plan.json", BAD_PLAN)
     [entry] = admin.quarantine()
@@ -311,17 +333,17 @@ def test_a_correction_that_imports_cleanly_resolves_the_entry(admin: Administrat
         admin.correct_quarantine(entry.id, json.dumps(fixed))
 
 
-def test_a_correction_as_big_as_a_bulk_load_is_not_analyzed_inside_its_transaction(
-        admin: Administration, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The correction imports inside the administration's transaction: the statistics' refresh
-    # after a bulk import is for imports of their own (it took the engine the caller had not).
-    import portner.services.importing as importing
-
-    monkeypatch.setattr(importing, "BULK_ROWS", 1)
+def test_a_correction_of_a_plan_of_many_visits_resolves_the_entry(admin: Administration) -> None:
+    # One care plan of hourly visits over the two weeks' horizon: more visits and grants than
+    # importing.BULK_ROWS, as a correction of one resource can be.
     entry = _bad_entry(admin)
     fixed = careplan_json("2026-12-03T12:00:00+01:00", "2026-12-03T12:30:00+01:00", pid="cp-bad")
+    fixed["activity"][0]["detail"]["scheduledTiming"] = {"repeat": {
+        "boundsPeriod": {"start": "2026-12-03", "end": "2026-12-16"}, "duration": 20, "durationUnit": "min",
+        "timeOfDay": [f"{hour:02d}:00:00" for hour in range(24)]}}
     result = admin.correct_quarantine(entry.id, json.dumps(fixed))
-    assert result.resolved and result.report.visits_added == 1
+    assert result.resolved and result.report.visits_added + result.report.grants_created >= 500
+    assert admin.quarantine() == []
 
 
 def test_a_correction_must_be_one_readable_resource_of_the_same_kind(admin: Administration) -> None:
