@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from portner.cli import main
-from portner.config import Settings
+from portner.config import LOCAL_BRIDGE_URL, Settings
 from portner.web import serve
 from portner.web.headers import content_security_policy
 
@@ -60,6 +61,9 @@ def test_production_offers_no_radio_bridge_unless_one_is_named(
     ("PORTNER_PUBLIC_URL", "http://127.0.0.1.example.no"), ("PORTNER_PUBLIC_URL", "HTTPS://portner.kommune.no"),
     ("PORTNER_PUBLIC_URL", " https://portner.kommune.no"), ("PORTNER_PUBLIC_URL", "https://portner.kommune.no/ "),
     ("PORTNER_PUBLIC_URL", "https://portner.kommune.no/portner"), ("PORTNER_PUBLIC_URL", "https://u:p@portner.kommune.no"),
+    ("PORTNER_PUBLIC_URL", "http://127.0.0.1.example.no"), ("PORTNER_PUBLIC_URL", "http://localhost.evil.example:8000"),
+    ("PORTNER_PUBLIC_URL", "http://0.0.0.0:8000"), ("PORTNER_PUBLIC_URL", "ftp://portner.kommune.no"),
+    ("PORTNER_PUBLIC_URL", "https://portner.kommune.no/#top"), ("PORTNER_PUBLIC_URL", "//portner.kommune.no"),
 ])
 def test_production_refuses_to_start_without_a_provider_or_a_gateway_and_says_only_why(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -77,7 +81,7 @@ def test_production_refuses_to_start_without_a_provider_or_a_gateway_and_says_on
 
 @pytest.mark.parametrize("public_url", [
     "https://portner.kommune.no", "https://portner.kommune.no/", "http://127.0.0.1:8000", "http://localhost:8000",
-    "http://[::1]:8000",
+    "http://[::1]:8000", "http://127.0.0.2:8000",
 ])
 def test_production_is_served_at_an_https_url_or_over_http_on_loopback(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, public_url: str) -> None:
@@ -112,3 +116,35 @@ def test_serve_says_what_it_serves_only_once_the_server_is_made(
     assert main(["serve", "--mode", "production", "--workers", "2", "--data-dir", str(tmp_path)]) == 2
     out = capsys.readouterr()
     assert "--workers 1" in out.err and "Serving on" not in out.out
+
+
+@pytest.mark.parametrize("public_url", [
+    pytest.param("https://user:secret@portner.kommune.no", id="userinfo, in every link sent by SMS"),
+    pytest.param("http://evil.example\\@127.0.0.1:8000", id="a browser's host is evil.example, Python's 127.0.0.1"),
+    pytest.param("https://portner.kommune.no:99999", id="no such port"),
+    pytest.param("https://[::1", id="unparsable: a StartupError, not a ValueError's traceback"),
+])
+def test_production_refuses_a_public_url_whose_links_would_not_lead_here(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], public_url: str) -> None:
+    production_settings(monkeypatch)
+    monkeypatch.setenv("PORTNER_PUBLIC_URL", public_url)
+    monkeypatch.setattr(serve, "run", lambda *a, **k: pytest.fail("served"))
+    assert main(["serve", "--mode", "production", "--data-dir", str(tmp_path)]) == 2
+    assert "PORTNER_PUBLIC_URL" in capsys.readouterr().err
+
+
+def test_the_bridge_follows_the_mode_unless_one_is_named_and_an_empty_name_is_none(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("PORTNER_BRIDGE_URL", raising=False)
+    development = Settings(data_dir=tmp_path, mode="development")
+    assert development.named_bridge_url is None and development.bridge_url == LOCAL_BRIDGE_URL
+    assert replace(development, mode="production").bridge_url == ""
+    assert replace(replace(development, mode="production"), mode="development").bridge_url == LOCAL_BRIDGE_URL
+    named = replace(development, named_bridge_url="https://radio.example.no")
+    assert replace(named, mode="production").bridge_url == "https://radio.example.no"
+    # Set but empty: no bridge, in either mode, and `portner serve` does not put its own in.
+    monkeypatch.setenv("PORTNER_BRIDGE_URL", "")
+    assert Settings(data_dir=tmp_path, mode="development").bridge_url == ""
+    assert served(monkeypatch, "--mode", "development", "--no-demo", "--data-dir", str(tmp_path)).bridge_url == ""
+    production_settings(monkeypatch)
+    assert served(monkeypatch, "--mode", "production", "--data-dir", str(tmp_path)).bridge_url == ""

@@ -264,10 +264,6 @@ def test_a_bulk_import_refreshes_the_statistics_of_what_it_filled(pg_engine: Eng
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, raises=OperationalError, reason=(
-    "BUG: the statistics are refreshed after the import committed, and ANALYZE's error (here a "
-    "lock timeout) reaches the caller: the import looks failed, its report and the CLI's and "
-    "API's audit checkpoint are lost, the API's idempotent answer is not stored"))
 def test_an_import_whose_statistics_cannot_be_refreshed_is_still_reported(pg_engine: Engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from portner.services import importing
     from portner.storage.db import make_engine

@@ -452,6 +452,30 @@ def test_production_offers_no_radio_bridge_unless_one_is_named(
         assert "connect-src 'self' https://radio.example.no;" in csp
 
 
+@pytest.mark.parametrize("public_url", [
+    "https://portner.kommune.no",
+    "HTTPS://portner.kommune.no",
+    " https://portner.kommune.no",
+])
+def test_production_at_an_https_url_sets_its_session_cookie_secure_or_refuses_to_start(
+    oidc_provider: RunningProvider, demo_settings: Settings, clock: RunningClock, public_url: str
+) -> None:
+    # Whatever PORTNER_PUBLIC_URL check_settings lets through, the session cookie is Secure and
+    # browsers are told to keep to https.
+    try:
+        app = oidc_app(oidc_provider, demo_settings, clock, mode="production", public_url=public_url)
+    except StartupError as refused:
+        assert "PORTNER_PUBLIC_URL" in str(refused)
+        return
+    with TestClient(app, base_url="https://portner.kommune.no") as client:
+        login = client.get("/auth/login", follow_redirects=False)
+        assert login.status_code == 302
+        assert "secure" in login.headers["set-cookie"].lower()
+        assert "strict-transport-security" in login.headers
+        redirect = parse_qs(urlsplit(login.headers["location"]).query)["redirect_uri"]
+        assert redirect == ["https://portner.kommune.no/auth/callback"]
+
+
 def test_without_a_provider_bearer_tokens_and_openid_sign_in_are_unavailable(
     oidc_provider: RunningProvider, demo_settings: Settings, clock: RunningClock
 ) -> None:
