@@ -7,7 +7,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import OperationalError
 
 from portner.domain.care_record import (
     Identifier,
@@ -257,7 +256,7 @@ def test_a_bulk_import_refreshes_the_statistics_of_what_it_filled(pg_engine: Eng
     _setup(pg_engine)
     small = source(patients=[patient("pat-a", NID_A)], practitioners=[nurse("prac-1", "9100001")])
     import_sources(pg_engine, M, [small], now=NOW, ids=IdSource())
-    monkeypatch.setattr(importing, "BULK_ROWS", 2)  # two patients: a bulk import here
+    monkeypatch.setattr(importing, "BULK_ROWS", 0)  # any import is a bulk load here
     bulk = source(patients=[patient("pat-a", NID_A), patient("pat-b", NID_B)])
     import_sources(pg_engine, M, [bulk], now=NOW, ids=IdSource())
     assert _statistics_refreshed(pg_engine) == {"residents": 2, "homes": 2, "actors": 1}
@@ -269,7 +268,7 @@ def test_an_import_whose_statistics_cannot_be_refreshed_is_still_reported(pg_eng
     from portner.storage.db import make_engine
 
     _setup(pg_engine)
-    monkeypatch.setattr(importing, "BULK_ROWS", 1)
+    monkeypatch.setattr(importing, "BULK_ROWS", 0)
     with pg_engine.connect() as conn:
         schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
     impatient = make_engine(pg_engine.url.render_as_string(hide_password=False),

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from psycopg.pq import Trace
 from sqlalchemy import Engine, event, func, make_url, select
-from sqlalchemy.exc import DataError
 
 from portner.config import Settings
 from portner.demo.accounts import create_dev_accounts

@@ -118,6 +118,8 @@ def _text(d: Mapping[str, Any], name: str, *, optional: bool) -> Any:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from JSON "\ud800": cannot be hashed
         raise WireError(name, "is not valid Unicode text") from None
+    if "\x00" in value:  # JSON "\u0000": PostgreSQL text cannot hold it (SQLite could)
+        raise WireError(name, "must not contain the NUL character (U+0000)")
     return value
 
 

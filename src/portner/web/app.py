@@ -129,10 +129,14 @@ def check_settings(settings: Settings, adapters: dict[str, object] | None = None
 def _public_url_served_safely(url: str) -> bool:
     """An absolute https:// URL (http:// on a loopback host only) of the site's root, written as
     the session cookie's Secure flag and HSTS read it (lowercase "https://", no spaces)."""
-    parts = urlsplit(url)
-    if url != url.strip() or not parts.hostname or parts.username is not None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port past 65535 raises)
+    except ValueError:  # "https://[::1", "https://x.no:99999"
         return False
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
+    if url != url.strip() or "\\" in url or not parts.hostname or parts.username is not None:
+        return False  # a browser reads a backslash as "/": http://evil.example\@127.0.0.1 is not loopback
+    if parts.path not in ("", "/") or "?" in url or "#" in url:
         return False  # the apps' links and redirects are root-relative
     if url.startswith("https://"):
         return True
