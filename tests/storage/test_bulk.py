@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from portner.storage.bulk import fetch_in, fetch_rows, fetch_together, instant_writer
+from portner.storage.bulk import (
+    fetch_in,
+    fetch_rows,
+    fetch_together,
+    instant_writer,
+    pipelined_transaction,
+    sent_together,
+)
 
 
 def test_reads_together_come_back_in_order_whatever_their_kind(engine: Engine) -> None:
@@ -148,3 +156,61 @@ def test_a_failing_copy_raises_sqlalchemys_class(pg_engine: Engine) -> None:
 def _write_all(writer, text_: str) -> None:  # type: ignore[no-untyped-def]
     with writer as write:
         write(text_)
+
+
+@pytest.fixture
+def scratch(pg_engine: Engine) -> Iterator[Engine]:
+    with pg_engine.begin() as conn:
+        conn.execute(text("CREATE TABLE scratch (id int PRIMARY KEY)"))
+    try:
+        yield pg_engine
+    finally:
+        with pg_engine.begin() as conn:
+            conn.execute(text("DROP TABLE scratch"))
+
+
+def _ids(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(conn.execute(text("SELECT id FROM scratch ORDER BY id")).scalars())
+
+
+@pytest.mark.parametrize("first", ["pipeline", "sqlalchemy", "driver"])
+def test_a_pipelined_transaction_is_one_whatever_runs_first(scratch: Engine, first: str) -> None:
+    # Its BEGIN goes with whatever comes first (the driver's connection is in autocommit): an
+    # error after a write undoes that write, as engine.begin() would.
+    with pytest.raises(RuntimeError), pipelined_transaction(scratch) as conn:
+        if first == "pipeline":
+            with sent_together(conn) as run:
+                run("INSERT INTO scratch VALUES (%s)", (1,))
+        elif first == "sqlalchemy":
+            conn.execute(text("INSERT INTO scratch VALUES (1)"))
+        else:
+            fetch_rows(conn, "INSERT INTO scratch VALUES (?) RETURNING id", (1,))
+        assert fetch_together(conn, [("SELECT id FROM scratch", None, ())]) == [[(1,)]]
+        raise RuntimeError("after the write")
+    assert _ids(scratch) == []
+    # Committed at the end when the caller queued no COMMIT.
+    with pipelined_transaction(scratch) as conn:
+        conn.execute(text("INSERT INTO scratch VALUES (2)"))
+    assert _ids(scratch) == [2]
+
+
+def test_a_pipelined_transaction_ends_where_the_caller_queued_its_commit(scratch: Engine) -> None:
+    with pipelined_transaction(scratch) as conn:
+        (seen,) = fetch_together(conn, [("SELECT count(*) FROM scratch", None, ())])
+        with sent_together(conn) as run:
+            run("INSERT INTO scratch VALUES (%s)", (3,))
+            run("COMMIT", ())
+    assert seen == [(0,)] and _ids(scratch) == [3]
+    # A write that fails in the last pipeline: nothing of the transaction is stored.
+    with pytest.raises(IntegrityError), pipelined_transaction(scratch) as conn:
+        with sent_together(conn) as run:
+            run("INSERT INTO scratch VALUES (%s)", (4,))
+            run("INSERT INTO scratch VALUES (%s)", (3,))  # taken
+            run("COMMIT", ())
+    assert _ids(scratch) == [3]
+    # The pool's connection went back as engine.begin() expects it: a transaction of its own.
+    with pytest.raises(RuntimeError), scratch.begin() as conn:
+        conn.execute(text("INSERT INTO scratch VALUES (5)"))
+        raise RuntimeError("rolled back")
+    assert _ids(scratch) == [3]

@@ -42,7 +42,13 @@ from psycopg.pq import PipelineStatus
 from sqlalchemy import Text, bindparam, cast, select, update
 from sqlalchemy.engine import Connection
 
-from portner.storage.bulk import as_sqlalchemy_error, copy_text, copy_writer, dialect_insert
+from portner.storage.bulk import (
+    as_sqlalchemy_error,
+    copy_text,
+    copy_writer,
+    dialect_insert,
+    driver_pipeline,
+)
 from portner.storage.tables import audit_events, audit_head
 
 GENESIS_HASH = bytes(32)
@@ -447,9 +453,8 @@ def _append_few(conn: Connection, prepared: list[tuple[str, Any, AuditEntry, str
                 commit: bool) -> int:
     """Chain a few prepared entries on PostgreSQL in one statement (see _PG_APPEND_FEW), and
     with `commit` send the transaction's COMMIT behind it: one round trip either way."""
-    dbapi: Any = conn.connection.dbapi_connection
     try:
-        with dbapi.pipeline():  # its end sends the one Sync and reads the results
+        with driver_pipeline(conn) as dbapi:  # its end sends the one Sync and reads the results
             last_seq = _queue_few(dbapi, prepared, commit=commit)
         return last_seq()
     except conn.dialect.loaded_dbapi.Error as exc:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -109,7 +109,7 @@ def copy_rows(conn: Connection, statement: str, rows: list[Any]) -> None:
     Python call per row, cost more than the server's work.
     """
     # The same DBAPI connection, so the same transaction as the rest of the caller's change.
-    dbapi_connection: Any = conn.connection.dbapi_connection
+    dbapi_connection: Any = _driver(conn)
     with _as_sqlalchemy_errors(conn, statement), dbapi_connection.cursor() as cursor, \
             cursor.copy(statement) as copy:
         for start in range(0, len(rows), 2000):
@@ -123,7 +123,7 @@ def copy_writer(conn: Connection, statement: str) -> Iterator[Callable[[str], No
     transaction, for text the caller writes itself (lines ending in a newline; see
     `copy_text`): for rows whose types it knows, per-value dispatch is the larger cost. What is
     written goes to the server at once, so it inserts while the caller makes the next lines."""
-    dbapi_connection: Any = conn.connection.dbapi_connection
+    dbapi_connection: Any = _driver(conn)
     with _as_sqlalchemy_errors(conn, statement), dbapi_connection.cursor() as cursor, \
             cursor.copy(statement) as copy:
         yield copy.write
@@ -184,10 +184,70 @@ copy_field = _copy_field
 def _driver(conn: Connection) -> Any:
     """The driver's connection under `conn`, its transaction begun as `conn.execute` would begin
     it: on SQLite the engine's begin event sends BEGIN, so the raw reads of one connection share
-    one snapshot, as SQLAlchemy's own do (psycopg begins by itself)."""
+    one snapshot, as SQLAlchemy's own do (psycopg begins by itself, or a pipelined_transaction's
+    BEGIN is sent now)."""
     if not conn.in_transaction():
         conn.begin()
-    return conn.connection.dbapi_connection
+    dbapi_connection = conn.connection.dbapi_connection
+    if conn.info.pop(_BEGIN_PENDING, False):
+        dbapi_connection.execute("BEGIN")  # type: ignore[union-attr]
+    return dbapi_connection
+
+
+@contextmanager
+def driver_pipeline(conn: Connection) -> Iterator[Any]:
+    """The driver's connection (PostgreSQL) in a psycopg pipeline, whose end is its one sync; a
+    pipelined_transaction's BEGIN, not sent yet, is its first statement."""
+    if not conn.in_transaction():
+        conn.begin()
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    with dbapi_connection.pipeline():
+        if conn.info.pop(_BEGIN_PENDING, False):
+            dbapi_connection.execute("BEGIN")
+        yield dbapi_connection
+
+
+# conn.info's key for "this transaction's BEGIN goes with its first statement" (pipelined_transaction).
+_BEGIN_PENDING = "portner.begin_pending"
+
+
+def send_pending_begin(conn: Connection, cursor: Any, *_: Any) -> None:
+    """The engine's before_cursor_execute (storage.db.make_engine, PostgreSQL): a statement of
+    SQLAlchemy's that comes first in a pipelined_transaction sends its BEGIN before it."""
+    if conn.info.pop(_BEGIN_PENDING, False):
+        cursor.execute("BEGIN")
+
+
+@contextmanager
+def pipelined_transaction(engine: Engine) -> Iterator[Connection]:
+    """`engine.begin()` for a transaction of a few psycopg pipelines (a phone's upload): its
+    BEGIN goes to the server with the first pipeline's statements (fetch_together, sent_together)
+    instead of in a round trip of its own, as psycopg sends the BEGIN it makes, and a COMMIT the
+    caller queued in the last one (audit.queue_append_prepared) ends it there. The driver's
+    connection is in autocommit, so it sends no BEGIN of its own; whatever runs on `conn` first
+    (a statement of SQLAlchemy's or the driver's) sends the BEGIN before it, so nothing runs
+    outside the transaction. Committed at the end if the caller did not; rolled back on an
+    error, as engine.begin() does. Elsewhere than PostgreSQL, engine.begin()."""
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        dbapi_connection: Any = conn.connection.dbapi_connection
+        conn.info[_BEGIN_PENDING] = True
+        try:
+            try:
+                yield conn
+            finally:
+                began = not conn.info.pop(_BEGIN_PENDING, False)
+        except BaseException:
+            if began and not dbapi_connection.closed:
+                dbapi_connection.rollback()  # only if the server holds a transaction open
+            raise
+        if began:
+            with _as_sqlalchemy_errors(conn, "COMMIT"):
+                dbapi_connection.commit()  # a no-op when the caller's COMMIT has ended it
 
 
 @contextmanager
@@ -265,10 +325,9 @@ def fetch_together(
     if conn.dialect.name == "sqlite":
         return [fetch_in(conn, sql, values, *before) if values is not None else fetch_rows(conn, sql, before)
                 for sql, values, before in queries]
-    dbapi_connection: Any = _driver(conn)
     cursors: list[Any] = []
     try:
-        with _as_sqlalchemy_errors(conn, None), dbapi_connection.pipeline():
+        with _as_sqlalchemy_errors(conn, None), driver_pipeline(conn) as dbapi_connection:
             for sql, values, before in queries:
                 items = sorted(set(values)) if values is not None else None
                 if items == []:
@@ -300,9 +359,8 @@ class Sender:
         """Enter the pipeline now (PostgreSQL): for a caller that queues statements of its own
         on the driver behind these (audit.queue_append_prepared)."""
         if self.cursor is None and self.conn.dialect.name != "sqlite":
-            dbapi_connection: Any = self.conn.connection.dbapi_connection
+            dbapi_connection = self.stack.enter_context(driver_pipeline(self.conn))
             self.cursor = self.stack.enter_context(dbapi_connection.cursor())
-            self.stack.enter_context(dbapi_connection.pipeline())
 
     def __call__(self, sql: str, params: Any, many: bool = False) -> None:
         if self.conn.dialect.name == "sqlite":

@@ -21,6 +21,8 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from portner.storage.bulk import send_pending_begin
+
 DEFAULT_URL = "sqlite:///portner.sqlite"
 _log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ def make_engine(url: str | URL = DEFAULT_URL, **kwargs: Any) -> Engine:
     engine = create_engine(parsed, **kwargs)
     if not kwargs.get("pool_pre_ping"):
         event.listen(engine, "checkout", _open_connections_only(engine))
+    event.listen(engine, "before_cursor_execute", send_pending_begin)
     return engine
 
 

@@ -53,7 +53,7 @@ from portner.services.door_events import (
 from portner.services.lock_wire import WireError, event_from_wire
 from portner.services.one_time import visitor_upload_locks
 from portner.services.revocation import latest_revocation_list
-from portner.storage.bulk import fetch_in, fetch_together, instant_writer
+from portner.storage.bulk import fetch_in, fetch_together, instant_writer, pipelined_transaction
 from portner.web.api.common import IdempotencyKeyHeader, bounded_body, idempotent, problem_response
 from portner.web.api.encoding import ID_PATTERN, b64url, from_b64url
 from portner.web.api.shift import RevocationListOut
@@ -433,8 +433,9 @@ def _ingest(request: Request, uploader: Principal | PendingPrincipal | None, raw
 
     # The whole batch is stored in one transaction, or (on a failure) none of it.
     if p.engine.dialect.name == "postgresql":
-        # Who may upload what is read in that transaction too: one connection, one commit.
-        with p.engine.begin() as conn:
+        # Who may upload what is read in that transaction too: one connection, one commit, its
+        # BEGIN sent with those reads and its COMMIT with the writes.
+        with pipelined_transaction(p.engine) as conn:
             reports = ingest_uploads_in(conn, uploads_of(conn), now=now, ends_transaction=True)
     else:
         # SQLite cannot turn a read transaction into a write one once another writer has
