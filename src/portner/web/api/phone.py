@@ -367,7 +367,7 @@ _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.W
 
 
 async def _stored(request: Request, uploader: Principal | PendingPrincipal | None, raw: bytes,
-                  token: str | None = None) -> DoorEventBatchOut:
+                  token: str | None = None) -> Response:
     """`_ingest` in a thread, in turn (see _TURNS)."""
     loop = asyncio.get_running_loop()
     turns = _turns.get(loop)
@@ -390,7 +390,7 @@ async def _stored(request: Request, uploader: Principal | PendingPrincipal | Non
 
 
 def _ingest(request: Request, uploader: Principal | PendingPrincipal | None, raw: bytes,
-            token: str | None = None) -> DoorEventBatchOut:
+            token: str | None = None) -> Response:
     """Store a batch. `uploader` is who is asking (PendingPrincipal: read on the batch's own
     connection, then checked as _may_upload checks), or None for a one-time visitor's `token`."""
     p = portner(request)
@@ -443,12 +443,15 @@ def _ingest(request: Request, uploader: Principal | PendingPrincipal | None, raw
         with p.engine.connect() as conn:
             uploads = uploads_of(conn)
         reports = ingest_uploads(p.engine, uploads, now=now)
-    return DoorEventBatchOut(results=[
+    out = DoorEventBatchOut(results=[
         LockUploadResult(lock_id=r.lock_id, accepted=r.accepted, pending=r.pending, opened=r.opened,
                          denied=r.denied, arrivals=r.arrivals, departures=r.departures,
                          gaps_filled=r.gaps_filled, anomalies=list(r.anomalies))
         for r in reports
     ])
+    # Serialized here, by the model that made it (the route's response_model still documents
+    # it): FastAPI would validate it again and then encode it, on the event loop.
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -480,7 +483,7 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 async def upload_door_events(
     request: Request,
     pending: PendingPrincipal = Depends(require_later(AccountRole.NURSE, AccountRole.INTEGRATION)),
-) -> DoorEventBatchOut:
+) -> Response:
     # The body is read here, within the uploader's size limit, not by FastAPI. An access token
     # is verified already (require_later), so its bound is known. A session's body that declares
     # at most a nurse's bound is within every uploader's: it is read from the holder of a session
@@ -509,7 +512,7 @@ async def upload_door_events(
 )
 async def upload_visitor_door_events(
     request: Request, token: Annotated[str, Path(min_length=16, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")],
-) -> DoorEventBatchOut:
+) -> Response:
     """A one-time visitor's phone hands in the logs it read at the doors its link opens. The
     link's token is the authority (the visitor has no account); only those doors' locks."""
     raw = await bounded_body(request, MAX_NURSE_BYTES)
