@@ -139,13 +139,7 @@ def test_a_write_failing_on_the_server_stores_nothing_of_the_upload(
 
 @pytest.mark.parametrize("table", _WRITTEN)
 def test_the_session_ended_mid_upload_stores_nothing(
-        ready: dict[str, Any], one: Engine, inject: Any, way: str, table: str,  # noqa: F811
-        request: pytest.FixtureRequest) -> None:
-    if way == "many" and table == "audit_head":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=UnboundLocalError, reason=(
-            "the head is moved by a statement of SQLAlchemy's, which invalidates the connection "
-            "it lost, and pipelined_transaction then raises UnboundLocalError in place of the "
-            "OperationalError (tests/storage/test_pipelined_transaction.py)")))
+        ready: dict[str, Any], one: Engine, inject: Any, way: str, table: str) -> None:  # noqa: F811
     before = _snapshot(one)
     inject("die", table)
     with pytest.raises(OperationalError):

@@ -112,10 +112,7 @@ def _sent(conn: Any, sql: str) -> None:
 
 @pytest.mark.parametrize("by", [
     "pipeline", "driver", "together",
-    pytest.param("sqlalchemy", marks=pytest.mark.xfail(strict=True, raises=UnboundLocalError, reason=(
-        "SQLAlchemy invalidates the connection it lost; pipelined_transaction's finally then "
-        "reads conn.info, which raises PendingRollbackError before `began` is set, and the "
-        "except clause's `began` raises UnboundLocalError in place of the OperationalError"))),
+    pytest.param("sqlalchemy"),
 ])
 def test_the_server_ending_the_session_is_sqlalchemys_error_and_stores_nothing(one: Engine, by: str) -> None:
     before = _backend(one)
@@ -181,9 +178,7 @@ def _interrupted_after(seconds: float) -> Callable[[], None]:
 
 @pytest.mark.parametrize("during", [
     "pipeline", "driver", "together", "python", "copy",
-    pytest.param("sqlalchemy", marks=pytest.mark.xfail(strict=True, raises=UnboundLocalError, reason=(
-        "SQLAlchemy invalidates the connection on a KeyboardInterrupt in a statement; the "
-        "KeyboardInterrupt becomes UnboundLocalError (see the session-ended test)"))),
+    pytest.param("sqlalchemy"),
 ])
 def test_ctrl_c_anywhere_is_a_keyboardinterrupt_and_stores_nothing(one: Engine, during: str) -> None:
     disarm = _interrupted_after(0.3)
@@ -229,9 +224,6 @@ def test_a_generator_closed_in_the_block_stores_nothing(one: Engine) -> None:
     _assert_pool_clean(one)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a statement after the caller's queued COMMIT runs in autocommit: the block's error does not "
-    "undo it (nothing in the upload runs there today; ends_transaction is the caller's promise)"))
 def test_nothing_runs_in_autocommit_after_the_callers_commit(one: Engine) -> None:
     with pytest.raises(RuntimeError), pipelined_transaction(one) as conn:
         _sent(conn, "INSERT INTO scratch VALUES (1)")
@@ -242,9 +234,6 @@ def test_nothing_runs_in_autocommit_after_the_callers_commit(one: Engine) -> Non
     _assert_pool_clean(one)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the BEGIN of a statement of SQLAlchemy's is sent by an engine event that only "
-    "storage.db.make_engine installs: on another engine the statement runs in autocommit"))
 def test_an_engine_not_made_by_make_engine_keeps_the_transaction_or_is_refused(pg_engine: Engine) -> None:
     with pg_engine.begin() as conn:
         conn.execute(text("CREATE TABLE scratch (id int PRIMARY KEY)"))
@@ -260,12 +249,10 @@ def test_an_engine_not_made_by_make_engine_keeps_the_transaction_or_is_refused(p
             conn.execute(text("DROP TABLE scratch"))
 
 
-@pytest.mark.xfail(strict=True, raises=DBAPIError, reason=(
-    "send_pending_begin runs BEGIN on the statement's own cursor: a server-side one "
-    "(stream_results, yield_per) declares a cursor FOR BEGIN, a syntax error"))
 def test_a_streamed_read_may_come_first(one: Engine) -> None:
     with pipelined_transaction(one) as conn:
-        assert list(conn.execution_options(stream_results=True).execute(text("SELECT 1")).scalars()) == [1]
+        # The statement's option, not the connection's (which would stream the INSERT too).
+        assert list(conn.execute(text("SELECT 1").execution_options(stream_results=True)).scalars()) == [1]
         conn.execute(text("INSERT INTO scratch VALUES (1)"))
     assert _ids(one) == [1]
     _assert_pool_clean(one)

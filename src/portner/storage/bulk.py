@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table
+from psycopg.pq import PipelineStatus, TransactionStatus
+from sqlalchemy import Connection, Engine, Table, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -184,38 +185,52 @@ copy_field = _copy_field
 def _driver(conn: Connection) -> Any:
     """The driver's connection under `conn`, its transaction begun as `conn.execute` would begin
     it: on SQLite the engine's begin event sends BEGIN, so the raw reads of one connection share
-    one snapshot, as SQLAlchemy's own do (psycopg begins by itself, or a pipelined_transaction's
-    BEGIN is sent now)."""
+    one snapshot, as SQLAlchemy's own do (psycopg begins by itself; in a pipelined_transaction
+    the BEGIN is sent now)."""
     if not conn.in_transaction():
         conn.begin()
-    dbapi_connection = conn.connection.dbapi_connection
-    if conn.info.pop(_BEGIN_PENDING, False):
-        dbapi_connection.execute("BEGIN")  # type: ignore[union-attr]
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    if _begins_here(conn, dbapi_connection):
+        dbapi_connection.execute("BEGIN")
     return dbapi_connection
 
 
 @contextmanager
 def driver_pipeline(conn: Connection) -> Iterator[Any]:
-    """The driver's connection (PostgreSQL) in a psycopg pipeline, whose end is its one sync; a
-    pipelined_transaction's BEGIN, not sent yet, is its first statement."""
+    """The driver's connection (PostgreSQL) in a psycopg pipeline, whose end is its one sync; in
+    a pipelined_transaction whose BEGIN is not sent yet, that BEGIN is its first statement."""
     if not conn.in_transaction():
         conn.begin()
     dbapi_connection: Any = conn.connection.dbapi_connection
+    begin = _begins_here(conn, dbapi_connection)
     with dbapi_connection.pipeline():
-        if conn.info.pop(_BEGIN_PENDING, False):
+        if begin:
             dbapi_connection.execute("BEGIN")
         yield dbapi_connection
 
 
-# conn.info's key for "this transaction's BEGIN goes with its first statement" (pipelined_transaction).
-_BEGIN_PENDING = "portner.begin_pending"
+# conn.info's key: "in a pipelined_transaction" (its driver connection is in autocommit).
+_PIPELINED = "portner.pipelined_transaction"
+
+
+def _begins_here(conn: Connection, dbapi_connection: Any) -> bool:
+    """In a pipelined_transaction, whether the next statement must send BEGIN before it: the
+    server holds no transaction, none yet or the caller's COMMIT ended it (a statement after it
+    begins a transaction of its own, as it would in engine.begin()). Known outside a pipeline
+    only: in one, libpq learns the transaction's state at its sync, and its BEGIN was queued at
+    its start."""
+    if not conn.info.get(_PIPELINED):
+        return False
+    pgconn = dbapi_connection.pgconn
+    return pgconn.pipeline_status == PipelineStatus.OFF and pgconn.transaction_status == TransactionStatus.IDLE
 
 
 def send_pending_begin(conn: Connection, cursor: Any, *_: Any) -> None:
-    """The engine's before_cursor_execute (storage.db.make_engine, PostgreSQL): a statement of
-    SQLAlchemy's that comes first in a pipelined_transaction sends its BEGIN before it."""
-    if conn.info.pop(_BEGIN_PENDING, False):
-        cursor.execute("BEGIN")
+    """The engine's before_cursor_execute (PostgreSQL): a statement of SQLAlchemy's that comes
+    first in a pipelined_transaction sends its BEGIN before it."""
+    if _begins_here(conn, cursor.connection):
+        # On the connection, not on `cursor`: a streamed read's is a server-side cursor.
+        cursor.connection.execute("BEGIN")
 
 
 @contextmanager
@@ -224,30 +239,36 @@ def pipelined_transaction(engine: Engine) -> Iterator[Connection]:
     BEGIN goes to the server with the first pipeline's statements (fetch_together, sent_together)
     instead of in a round trip of its own, as psycopg sends the BEGIN it makes, and a COMMIT the
     caller queued in the last one (audit.queue_append_prepared) ends it there. The driver's
-    connection is in autocommit, so it sends no BEGIN of its own; whatever runs on `conn` first
-    (a statement of SQLAlchemy's or the driver's) sends the BEGIN before it, so nothing runs
-    outside the transaction. Committed at the end if the caller did not; rolled back on an
-    error, as engine.begin() does. Elsewhere than PostgreSQL, engine.begin()."""
+    connection is in autocommit, so it sends no BEGIN of its own; whatever runs on `conn` when
+    the server holds no transaction (a statement of SQLAlchemy's or the driver's) sends BEGIN
+    before it, so nothing runs outside a transaction. Committed at the end if the caller did
+    not; rolled back on an error, as engine.begin() does. Elsewhere than PostgreSQL,
+    engine.begin()."""
     if engine.dialect.name != "postgresql":
         with engine.begin() as conn:
             yield conn
         return
+    if not event.contains(engine, "before_cursor_execute", send_pending_begin):
+        event.listen(engine, "before_cursor_execute", send_pending_begin)  # an engine not of make_engine
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         dbapi_connection: Any = conn.connection.dbapi_connection
-        conn.info[_BEGIN_PENDING] = True
+        # Held here: once SQLAlchemy has invalidated a connection that failed, conn.info raises.
+        info = conn.info
+        info[_PIPELINED] = True
         try:
-            try:
-                yield conn
-            finally:
-                began = not conn.info.pop(_BEGIN_PENDING, False)
+            yield conn
         except BaseException:
-            if began and not dbapi_connection.closed:
-                dbapi_connection.rollback()  # only if the server holds a transaction open
+            # psycopg's rollback and commit act only when the server holds a transaction open.
+            with suppress(Exception):  # a lost connection: the error that lost it is the one to raise
+                if not dbapi_connection.closed:
+                    dbapi_connection.rollback()
             raise
-        if began:
+        else:
             with _as_sqlalchemy_errors(conn, "COMMIT"):
                 dbapi_connection.commit()  # a no-op when the caller's COMMIT has ended it
+        finally:
+            info.pop(_PIPELINED, None)
 
 
 @contextmanager
