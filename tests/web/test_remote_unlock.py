@@ -68,7 +68,7 @@ def test_an_offline_lock_is_an_honest_no(portner_app: FastAPI, backend: Any,
     backend.device("door-1").go_offline()
     answer = client_for("demo-operator").post(f"/api/v1/locks/{lock_id}/remote-unlock",
                                                json={"reason": "resident_asked"})
-    assert answer.json()["state"] in ("timed_out", "refused")
+    assert answer.json().get("state") in ("timed_out", "refused"), answer.text
     assert backend.device("door-1").bolt == "locked"
 
 
