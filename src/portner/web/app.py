@@ -178,9 +178,8 @@ def create_app(
         # What the server holds from its start (modules, routes, schemas, the demo's data) is
         # kept out of the collector's full passes: each walked all of it, stopping the worker
         # for 94 ms in a 12 s run of uploads (gc.callbacks), a stall every request of the
-        # moment waited out. Python's own advice for pre-fork servers (gc.freeze); garbage is
-        # collected first, so that none of it is kept, and a stopped app's objects are let go.
-        gc.collect()
+        # moment waited out. Python's own advice for pre-fork servers (gc.freeze). Not collected
+        # first: a full pass per start cost the test suite minutes; a stopped app lets all go.
         gc.freeze()
         tasks = [
             asyncio.create_task(worker(runtime), name=f"{module.__name__}.{worker.__name__}")
