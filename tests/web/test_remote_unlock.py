@@ -147,3 +147,34 @@ def test_another_worker_running_the_fleet_delivers_and_the_operator_hears_the_an
     assert [d.state for d in delivered] == ["confirmed"]  # sent once, by the fleet's process
     assert backend.device("door-1").bolt == "unlocked"
     assert [a for a, _ in _audit(portner_app)] == ["lock:remote_unlock_requested", "lock:remote_unlock_confirmed"]
+
+
+def test_a_request_made_while_another_connection_writes_waits_its_turn(portner_app: FastAPI, backend: Any) -> None:
+    # SQLite: a transaction that read before another connection committed cannot write after it
+    # ("database is locked", at once). The request takes the write lock before it reads, so it
+    # waits for the other writer (the lock fleet's worker, in a server) instead of failing.
+    import threading
+
+    from portner.services.ids import IdSource
+    from portner.services.remote_operation import Reason, request_remote_unlock
+
+    lock_id = _keypad_lock(portner_app, backend)
+    p = portner_app.state.portner
+    failed: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            with p.engine.begin() as conn:
+                request_remote_unlock(conn, p.municipality.id, lock_id, reason=Reason.RESIDENT_ASKED,
+                                      actor="test", now=p.now(), ids=IdSource(5))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failed.append(exc)
+
+    with p.engine.begin() as other:  # another writer holds the write lock, then commits
+        other.execute(update(t.locks).where(t.locks.c.id == lock_id).values(battery_percent=50))
+        asking = threading.Thread(target=request)
+        asking.start()
+        asking.join(0.5)  # it reads (or waits) meanwhile
+    asking.join(30)
+    assert not asking.is_alive() and failed == [], failed
+    assert [a for a, _ in _audit(portner_app)] == ["lock:remote_unlock_requested"]

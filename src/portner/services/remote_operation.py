@@ -27,7 +27,7 @@ from portner.services.fleet import lock_ids_of
 from portner.services.ids import IdSource
 from portner.services.keypad.model import capabilities_from_json
 from portner.storage import tables as t
-from portner.storage.audit import AuditEntry, append_audit
+from portner.storage.audit import AuditEntry, append_audit, take_write_lock
 
 MAX_AGE = timedelta(seconds=60)
 KIND = "operate"
@@ -59,6 +59,7 @@ class RemoteOutcome:
 def request_remote_unlock(conn: Connection, municipality_id: str, lock_id: str, *, reason: Reason, actor: str,
                           now: datetime, ids: IdSource) -> str:
     """Queue a remote unlock of `lock_id` and audit who asked and why; return the command id."""
+    take_write_lock(conn)  # the lock fleet's worker writes too (SQLite)
     if not lock_ids_of(conn, municipality_id, [lock_id]):
         raise RemoteNotFound(f"no lock {lock_id}")
     # (A lock taken off its door is no longer the municipality's: lock_ids_of found it on a door.)

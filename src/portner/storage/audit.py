@@ -244,6 +244,15 @@ _MOVE_HEAD = update(audit_head).where(_HEAD_WHERE).values(
 )
 
 
+def take_write_lock(conn: Connection) -> None:
+    """On SQLite, this transaction takes the database's one write lock now, before it reads: an
+    audited change that reads and then writes would otherwise fail ("database is locked", at
+    once, without waiting) when another connection commits in between, as its reads' snapshot is
+    then too old to write from. It waits its turn instead. PostgreSQL locks rows where needed."""
+    if conn.dialect.name == "sqlite" and conn.execute(_TOUCH_HEAD).rowcount == 0:
+        _insert_genesis(conn)
+
+
 def _lock_head(conn: Connection) -> tuple[int, bytes]:
     """Lock the head row for this transaction and return (last seq, last hash)."""
     if conn.dialect.name == "sqlite":
