@@ -51,7 +51,7 @@ from portner.services.issuing import IssuedCredential, issue_for_shift
 from portner.services.keys import MunicipalitySecrets
 from portner.services.messaging import queue_message
 from portner.storage import tables as t
-from portner.storage.audit import AuditEntry, append_audit
+from portner.storage.audit import AuditEntry, append_audit, take_write_lock
 from portner.storage.repository import Repository
 
 MAX_BOX = timedelta(hours=12)
@@ -366,6 +366,7 @@ def redeem_invitation(
     verify_registration_proof(challenge_key(secrets), holder=holder, public_key=public_key,
                               challenge=challenge, signature=proof, now=now)
     with engine.begin() as conn:
+        take_write_lock(conn)  # read, then written: the SMS sender's worker writes too (SQLite)
         row = _invitation_row(conn, token)
         state = _state(row, now) if row is not None else "revoked"
         if state != "open":
