@@ -1,11 +1,12 @@
 """The phone's two busiest calls on PostgreSQL, where each reads who is asking in the round trip
 of its first reads: the shift's credentials, and the door-event upload (the session's account
-and the locks she may upload for, with the transaction's BEGIN). The other web tests run on
-SQLite; these hold the PostgreSQL path to the same answers, and to its round trips."""
+with the transaction's BEGIN and the heads of the locks she may upload for). The other web
+tests run on SQLite; these hold the PostgreSQL path to the same answers, and to its round trips."""
 
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -105,7 +106,7 @@ def test_the_shift_is_read_with_the_session_in_one_round_trip(client_for, portne
     assert other.get(f"{API}/me/credentials", params={"device_id": device_id}).status_code == 404
 
 
-def test_an_upload_reads_who_and_which_locks_in_its_first_round_trip(client_for, portner_app) -> None:
+def test_an_upload_reads_who_and_the_heads_of_her_locks_in_its_first_round_trip(client_for, portner_app) -> None:
     p = portner_app.state.portner
     nurse = client_for("demo-nurse-1")
     lock_id, events, visit_id = lock_with_opening(p, nurse)
@@ -113,10 +114,10 @@ def test_an_upload_reads_who_and_which_locks_in_its_first_round_trip(client_for,
     with round_trips(p.engine) as counted:
         answer = nurse.post(f"{API}/door-events", json=batch)
         assert answer.status_code == 200, answer.text
-        # BEGIN with the account and her locks, the locks' heads with the events stored
-        # before, who holds the credentials and the visits, whom the Encounter names (she locked
-        # up as she left: her visit ended), then the writes with the audit append and the COMMIT.
-        assert counted() == 4
+        # BEGIN with the account, the heads of the locks she may upload for, the events stored
+        # before, who holds the credentials and the visits; whom the Encounter names (she locked
+        # up as she left: her visit ended); then the writes with the audit append and the COMMIT.
+        assert counted() == 3
     result = answer.json()["results"][0]
     assert (result["accepted"], result["opened"], result["arrivals"], result["departures"]) == \
         (len(events), 2, 1, 1), result
@@ -132,7 +133,7 @@ def test_an_upload_reads_who_and_which_locks_in_its_first_round_trip(client_for,
     # Encounter is due.
     with round_trips(p.engine) as counted:
         retry = nurse.post(f"{API}/door-events", json=batch)
-        assert retry.status_code == 200 and counted() == 3  # ... and a plain COMMIT
+        assert retry.status_code == 200 and counted() == 2  # ... and a plain COMMIT
     assert retry.json()["results"][0]["accepted"] == 0 and retry.json()["results"][0]["departures"] == 0
 
 
@@ -149,6 +150,31 @@ def test_a_lock_she_may_not_upload_for_is_refused_before_anything_is_stored(clie
         assert refused.status_code == 403 and fields(refused) == ["body/uploads/0/lock_id"], refused.text
     with p.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.door_events)).scalar_one() == before
+
+
+def test_a_lock_she_may_not_upload_for_is_never_locked_by_her_batch(client_for, portner_app) -> None:
+    """Who may upload for which lock is decided in the statement that locks the locks' rows:
+    another nurse's batch takes no lock of a lock that is not hers, so it is refused at once
+    while that lock's row is held elsewhere (an upload of its own nurse), and the lock's own
+    uploads never wait behind a stranger's."""
+    p = portner_app.state.portner
+    nurse1, nurse2 = client_for("demo-nurse-1"), client_for("demo-nurse-2")
+    lock_id, events, _ = lock_with_opening(p, nurse1)
+    batch = {"uploads": [{"lock_id": lock_id, "events": events}]}
+    holder = p.engine.connect()
+    try:
+        holder.exec_driver_sql("SELECT id FROM locks WHERE id = %s FOR UPDATE", (lock_id,))
+        answers: list[Any] = []
+        refused = threading.Thread(target=lambda: answers.append(nurse2.post(f"{API}/door-events", json=batch)))
+        refused.start()
+        refused.join(timeout=10)
+        waited = refused.is_alive()
+    finally:
+        holder.rollback()
+        holder.close()
+    refused.join(timeout=30)
+    assert not waited, "the refused batch waited for the row of a lock that is not hers"
+    assert answers[0].status_code == 403 and fields(answers[0]) == ["body/uploads/0/lock_id"], answers[0].text
 
 
 def test_a_disabled_or_signed_out_uploader_is_refused_and_a_malformed_batch_named(

@@ -17,7 +17,9 @@ For a national fleet that syncs at once: what a batch needs is read up front in 
 (on PostgreSQL pipelined: two or three round trips); on PostgreSQL many door events stream into
 one COPY while the next lock's chain is checked, and the visit, outbox and lock writes go out
 together in one pipeline while Encounters are built. A phone's few events (at most _FEW_EVENTS)
-go in that pipeline too, as INSERTs: a COPY would cost two more round trips than it saves.
+go in that pipeline too, in one INSERT: a COPY would cost two more round trips than it saves.
+Who uploads, and for which locks they may, can be decided with the first reads
+(UploadAuthority): one round trip for a phone's upload, its BEGIN included, then its writes.
 `ingest_uploads` takes many locks in one transaction with one audit append.
 """
 
@@ -92,7 +94,16 @@ _EVENT_COLUMNS = (
     "actor_id", "visit_id", "hash",
 )
 _EVENT_COPY = f"COPY door_events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
-_EVENT_INSERT = f"INSERT INTO door_events ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join(['%s'] * 11)})"
+# A few events in one statement, each column as an array in binary (a row per event is a
+# statement per event, and the server's work per statement is most of an event's).
+_EVENT_TYPES = (
+    "varchar", "bigint", "timestamptz", "timestamptz", "varchar", "boolean", "varchar", "varchar",
+    "varchar", "varchar", "bytea",
+)
+_EVENT_INSERT = (
+    f"INSERT INTO door_events ({', '.join(_EVENT_COLUMNS)})"
+    f" SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for kind in _EVENT_TYPES)})"
+)
 # Up to this many events a batch goes without a COPY (which costs two more round trips).
 _FEW_EVENTS = 64
 _VISIT_COLUMNS = (
@@ -122,6 +133,33 @@ class HeadAttestation:
     seq: int
     hash: bytes
     mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UploadAuthority:
+    """Who is uploading and for which locks they may, decided in the batch's first reads (one
+    round trip on PostgreSQL, with the locks' heads) rather than in a round trip before them.
+
+    `where` is SQL over the lock's home `h` with "?" marking `params`: it keeps the locks the
+    uploader may upload for, and only their rows are locked. `reads` (fetch_together's form) go
+    first in that round trip, and `check` gets their rows before anything else is done: it
+    raises to refuse the batch (who is asking: a session's account), or returns the authority
+    to read the locks by instead, in the same transaction (who is asking turned out to be
+    another kind of uploader). A lock of the batch that `where` does not keep, existing or not,
+    raises LocksRefused."""
+
+    where: str
+    params: tuple[Any, ...]
+    reads: Sequence[tuple[str, Iterable[Any] | None, Sequence[Any]]] = ()
+    check: Callable[[list[list[tuple[Any, ...]]]], UploadAuthority | None] | None = None
+
+
+class LocksRefused(Exception):
+    """Locks of a batch its uploader may not upload for (see UploadAuthority)."""
+
+    def __init__(self, lock_ids: Sequence[str]) -> None:
+        super().__init__(f"not a lock this uploader may upload for: {', '.join(lock_ids)}")
+        self.lock_ids = frozenset(lock_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,18 +210,21 @@ def ingest_uploads(
 
 
 def ingest_uploads_in(
-    conn: Connection, uploads: Sequence[LockUpload], *, now: datetime, ends_transaction: bool = False
+    conn: Connection, uploads: Sequence[LockUpload], *, now: datetime, ends_transaction: bool = False,
+    authority: UploadAuthority | None = None,
 ) -> list[IngestReport]:
     """`ingest_uploads` inside the caller's transaction (which commits, or rolls all back):
     for a caller that reads what it needs to decide on the batch in the same transaction.
     `ends_transaction`: the caller does nothing more in it, so the COMMIT may go with the audit
     append (see audit.append_prepared): all is then committed here, or on an error nothing, and
-    the caller's own commit has nothing left to do."""
+    the caller's own commit has nothing left to do. `authority`: who may upload for which locks,
+    decided with the batch's first reads (UploadAuthority)."""
     _check_batch(uploads, now)
     if not uploads:
         return []
     with _collector_paused(_events_in(uploads)):
-        return _Batch(conn, uploads, now.astimezone(UTC)).run(ends_transaction=ends_transaction)
+        batch = _Batch(conn, uploads, now.astimezone(UTC), authority)
+        return batch.run(ends_transaction=ends_transaction)
 
 
 _pause = {"batches": 0, "resume": False}  # large batches running, and whether to turn it back on
@@ -254,11 +295,12 @@ def _visit_columns(alias: str) -> str:
 
 # The batch's reads, built once (a phone's upload of a few events should not pay for building
 # them), in fetch_in's form ("{ids}" is the IN list, "?" a parameter before it).
-_LOCK_HEADS = (
+_LOCK_HEADS_WHERE = (
     "SELECT l.id, l.synced_seq, l.synced_hash, h.resident_id FROM locks l"
     " JOIN doors d ON d.id = l.door_id JOIN homes h ON h.id = d.home_id"
-    " WHERE l.id {ids} ORDER BY l.id"
+    " WHERE {where} AND l.id {{ids}} ORDER BY l.id"
 )
+_LOCK_HEADS = _LOCK_HEADS_WHERE.format(where="TRUE")
 _PENDING = "SELECT lock_id, seq, hash, payload, received_at FROM door_event_pending WHERE lock_id {ids}"
 _OPEN_GAPS = "SELECT lock_id, first_seq, last_seq FROM lock_log_anomalies WHERE kind = ? AND lock_id {ids}"
 # Events stored before, at or below the head the lock's row holds (read before the heads are
@@ -322,8 +364,9 @@ class _VisitState:
 class _Batch:
     """One transaction's ingest: read, check (no queries), then write in bulk."""
 
-    def __init__(self, conn: Connection, uploads: Sequence[LockUpload], now: datetime) -> None:
-        self.conn, self.uploads, self.now = conn, uploads, now
+    def __init__(self, conn: Connection, uploads: Sequence[LockUpload], now: datetime,
+                 authority: UploadAuthority | None = None) -> None:
+        self.conn, self.uploads, self.now, self.authority = conn, uploads, now, authority
         self.pg = conn.dialect.name == "postgresql"
         self.stored = instant_writer(conn)
         self.reports = {u.lock_id: IngestReport(u.lock_id) for u in uploads}
@@ -396,28 +439,45 @@ class _Batch:
 
     # -- reading what the batch needs, in a few queries ----------------------------------------
     def _load_locks(self) -> dict[str, _Lock]:
-        """The locks' verified heads (their rows locked), their held events and open gaps."""
+        """The locks' heads (their rows locked), their held events and open gaps; with an
+        authority, who is asking first, and only the locks it keeps."""
         ids = sorted(self.reports)  # one locking order for every batch: no deadlocks
+        authority = self.authority
+        heads_sql, before = _LOCK_HEADS, ()
+        if authority is not None:
+            heads_sql, before = _LOCK_HEADS_WHERE.format(where=authority.where), authority.params
+        reads = list(authority.reads) if authority is not None else []
         if self.pg:
-            # One round trip: the lock rows first, then (each its own statement, so it sees
-            # what was committed before the locks were ours) what is held for them, their gaps,
-            # and for a few events (a phone's upload) what _load_owners_and_visits reads too.
+            # One round trip: the authority's reads, the lock rows, then (each its own
+            # statement, so it sees what was committed before the locks were ours) what is held
+            # for them, their gaps, and for a few events (a phone's upload) what
+            # _load_owners_and_visits reads too.
             few = _events_in(self.uploads) <= _FEW_EVENTS
-            heads, pending, self.open_gaps, *self.read_ahead = fetch_together(self.conn, [
-                (_LOCK_HEADS + " FOR UPDATE OF l", ids, ()), (_PENDING, ids, ()), (_OPEN_GAPS, ids, ("gap",)),
+            rows = fetch_together(self.conn, [
+                *reads, (heads_sql + " FOR UPDATE OF l", ids, before), (_PENDING, ids, ()),
+                (_OPEN_GAPS, ids, ("gap",)),
                 *(self._owners_and_visits_queries(_credentials_of(u.events for u in self.uploads), False)
                   if few else ()),
             ])
+            first, (heads, pending, self.open_gaps, *self.read_ahead) = rows[:len(reads)], rows[len(reads):]
         else:
             lk = t.locks
             # Take SQLite's write lock before reading, as FOR UPDATE does.
             self.conn.execute(update(lk).where(lk.c.id == ids[0]).values(synced_seq=lk.c.synced_seq))
-            heads, pending = fetch_together(self.conn, [(_LOCK_HEADS, ids, ()), (_PENDING, ids, ())])
+            rows = fetch_together(self.conn, [*reads, (heads_sql, ids, before), (_PENDING, ids, ())])
+            first, (heads, pending) = rows[:len(reads)], rows[len(reads):]
+        if authority is not None and authority.check is not None:
+            instead = authority.check(first)
+            if instead is not None:
+                self.authority = instead
+                return self._load_locks()
         locks: dict[str, _Lock] = {}
         for lock_id, synced_seq, synced_hash, resident_id in heads:
             head = bytes(synced_hash) if synced_hash else GENESIS_HASH
             locks[lock_id] = _Lock(lock_id, resident_id, int(synced_seq), head)
         missing = [i for i in ids if i not in locks]
+        if missing and authority is not None:
+            raise LocksRefused(missing)
         if missing:
             raise KeyError(f"unknown lock {missing[0]}")
         for lock_id, seq, digest, payload, received in pending:
@@ -661,7 +721,7 @@ class _Batch:
         stored, pg = self.stored, self.pg
         with sent_together(self.conn) as run:
             if self.event_rows:  # a few events, not sent by COPY (PostgreSQL)
-                run(_EVENT_INSERT, self.event_rows, many=True)
+                run(_EVENT_INSERT, [list(column) for column in zip(*self.event_rows, strict=True)])
             if changed and pg:  # one statement, the arrays in binary (%b)
                 run(
                     "UPDATE visits SET status = v.status, arrived_at = v.arrived_at,"

@@ -26,7 +26,7 @@ import asyncio
 import weakref
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -46,19 +46,21 @@ from portner.services.device_registration import (
 )
 from portner.services.door_events import (
     HeadAttestation,
+    LocksRefused,
     LockUpload,
-    ingest_uploads,
+    UploadAuthority,
     ingest_uploads_in,
 )
 from portner.services.lock_wire import WireError, event_from_wire
 from portner.services.one_time import visitor_upload_locks
 from portner.services.revocation import latest_revocation_list
-from portner.storage.bulk import fetch_in, fetch_together, instant_writer, pipelined_transaction
+from portner.storage.bulk import fetch_in, instant_writer, pipelined_transaction
 from portner.web.api.common import IdempotencyKeyHeader, bounded_body, idempotent, problem_response
 from portner.web.api.encoding import ID_PATTERN, b64url, from_b64url
 from portner.web.api.shift import RevocationListOut
 from portner.web.deps import PendingPrincipal, portner, principal, require, require_later
 from portner.web.problems import Problem, field_problem, not_found
+from portner.web.state import Portner
 
 router = APIRouter(tags=["phones"])
 
@@ -252,59 +254,68 @@ def _hex(value: str, field: str) -> bytes:
         raise field_problem(field, "must be hex digits") from None
 
 
-# Who may upload for which lock (see the module docstring), as bulk.fetch_together takes it ("?"
-# parameters, {ids} the lock ids): a gateway, any lock of its municipality.
-_MUNICIPALITY_LOCKS = (
-    "SELECT l.id FROM locks l JOIN doors d ON d.id = l.door_id JOIN homes h ON h.id = d.home_id"
-    " JOIN residents r ON r.id = h.resident_id WHERE r.municipality_id = ?"
-)
-# A nurse, those of the homes her visit grants in the relay window lead her to: she is named by
-# her staff id, or (read in one round trip with her session's account) by her account's.
-_NURSE_LOCKS = (
-    _MUNICIPALITY_LOCKS + " AND EXISTS (SELECT 1 FROM grants g JOIN visits v ON v.id = g.visit_id"
+# Who may upload for which lock (see the module docstring), as SQL on the lock's home h with "?"
+# parameters (door_events.UploadAuthority): a gateway, any lock of its municipality; a nurse,
+# those of the homes her visit grants in the relay window lead her to, she named by her staff id
+# or (read in one round trip with her session's account) by her account's.
+_OF_MUNICIPALITY = "h.resident_id IN (SELECT id FROM residents WHERE municipality_id = ?)"
+_OF_NURSE = (
+    _OF_MUNICIPALITY + " AND EXISTS (SELECT 1 FROM grants g JOIN visits v ON v.id = g.visit_id"
     " WHERE v.resident_id = h.resident_id AND g.actor_id = {actor}"
     " AND g.not_after >= ? AND g.not_before <= ?)"
 )
-_LOCKS_OF = {
-    "municipality": _MUNICIPALITY_LOCKS + " AND l.id {ids}",
-    "actor": _NURSE_LOCKS.format(actor="?") + " AND l.id {ids}",
-    "account": _NURSE_LOCKS.format(actor="(SELECT actor_id FROM accounts WHERE id = ?)") + " AND l.id {ids}",
+_UPLOADS_FOR = {
+    "municipality": _OF_MUNICIPALITY,
+    "actor": _OF_NURSE.format(actor="?"),
+    "account": _OF_NURSE.format(actor="(SELECT actor_id FROM accounts WHERE id = ?)"),
 }
+# Which of the locks a batch names an uploader may upload for, in fetch_in's form.
+_LOCKS_OF = (
+    "SELECT l.id FROM locks l JOIN doors d ON d.id = l.door_id JOIN homes h ON h.id = d.home_id"
+    " WHERE {where} AND l.id {{ids}}"
+)
 
 
-def _locks_query(conn: Connection, by: str, municipality_id: str, who_id: str | None, wanted: set[str],
-                 now: datetime) -> tuple[str, set[str], tuple[Any, ...]]:
-    """The query of which of `wanted` may be uploaded for, as fetch_together takes it: `by` a
-    gateway ("municipality"), a nurse's staff id ("actor") or her account id ("account")."""
+def _authority(conn: Connection, by: str, municipality_id: str, who_id: str | None,
+               now: datetime) -> UploadAuthority:
+    """Which locks may be uploaded for: `by` a gateway ("municipality"), a nurse's staff id
+    ("actor") or her account id ("account")."""
     if by == "municipality":
-        return _LOCKS_OF[by], wanted, (municipality_id,)
+        return UploadAuthority(_UPLOADS_FOR[by], (municipality_id,))
     stored = instant_writer(conn)
-    return _LOCKS_OF[by], wanted, (municipality_id, who_id, stored(now - RELAY_BACK), stored(now + RELAY_AHEAD))
+    return UploadAuthority(_UPLOADS_FOR[by], (municipality_id, who_id, stored(now - RELAY_BACK),
+                                              stored(now + RELAY_AHEAD)))
+
+
+def _authority_of(conn: Connection, who: Principal, now: datetime) -> UploadAuthority:
+    """Which locks this uploader (may_upload passed) may upload for."""
+    if who.role is not AccountRole.NURSE:
+        return _authority(conn, "municipality", who.municipality_id, None, now)
+    # A nurse's account without a staff member names no one: no lock is hers.
+    return _authority(conn, "actor", who.municipality_id, who.actor_id, now)
 
 
 def _locks_for(conn: Connection, who: Principal, wanted: set[str], now: datetime) -> set[str]:
     """Which of `wanted` this uploader may upload for (see the module docstring)."""
-    if who.role is not AccountRole.NURSE:
-        query = _locks_query(conn, "municipality", who.municipality_id, None, wanted, now)
-    elif who.actor_id is None:
-        return set()
-    else:
-        query = _locks_query(conn, "actor", who.municipality_id, who.actor_id, wanted, now)
-    sql, wanted_ids, before = query
-    return {row[0] for row in fetch_in(conn, sql, wanted_ids, *before)}
+    authority = _authority_of(conn, who, now)
+    sql = _LOCKS_OF.format(where=authority.where)
+    return {row[0] for row in fetch_in(conn, sql, wanted, *authority.params)}
 
 
-def _decode_batch(conn: Connection, who: Principal | None, batch: DoorEventBatchIn, now: datetime,
-                  allowed: frozenset[str] | None = None) -> list[tuple[str, list[Any], HeadAttestation | None]]:
-    if allowed is None:
-        assert who is not None
-        allowed = frozenset(_locks_for(conn, who, {u.lock_id for u in batch.uploads}, now))
+def _not_yours(n: int) -> Problem:
+    # The same answer for a lock that is not yours and one that does not exist.
+    return Problem(403, "Forbidden", f"body/uploads/{n}/lock_id: not a lock you may upload for",
+                   errors=[{"field": f"body/uploads/{n}/lock_id", "message": "not a lock you may upload for"}])
+
+
+def _check_allowed(batch: DoorEventBatchIn, allowed: frozenset[str]) -> None:
     for n, upload in enumerate(batch.uploads):
         if upload.lock_id not in allowed:
-            # The same answer for a lock that is not yours and one that does not exist.
-            raise Problem(403, "Forbidden", f"body/uploads/{n}/lock_id: not a lock you may upload for",
-                          errors=[{"field": f"body/uploads/{n}/lock_id",
-                                   "message": "not a lock you may upload for"}])
+            raise _not_yours(n)
+
+
+def _decode_batch(batch: DoorEventBatchIn) -> list[tuple[str, list[Any], HeadAttestation | None]]:
+    """The batch's events and heads as the domain takes them; a malformed one is a 422 naming it."""
     decoded = []
     for n, upload in enumerate(batch.uploads):
         base = f"body/uploads/{n}"
@@ -389,60 +400,85 @@ async def _stored(request: Request, uploader: Principal | PendingPrincipal | Non
         gate.release()
 
 
+def _uploader_authority(conn: Connection, p: Portner, uploader: Principal | PendingPrincipal,
+                        now: datetime) -> UploadAuthority:
+    """Which locks the uploader may upload for, and for a session, its account: read with the
+    batch's first reads and checked as _may_upload checks before anything else is done. A
+    session's uploader is taken to be a nurse; another (a gateway signed in by the development
+    sign-in) has its locks read again by its own authority."""
+    if isinstance(uploader, PendingPrincipal):
+        session = uploader.session_query(conn)
+        if session is None:  # nothing to read with the batch (a session with no sign-in time)
+            uploader = uploader.resolve(conn)
+        else:
+            pending = uploader
+
+            def check(first: list[list[tuple[Any, ...]]]) -> UploadAuthority | None:
+                who = pending.resolve_read(conn, first[0])
+                _may_upload(who)
+                return None if who.role is AccountRole.NURSE else _authority_of(conn, who, now)
+
+            mine = _authority(conn, "account", p.municipality.id, pending.session_account_id(), now)
+            return replace(mine, reads=[session], check=check)
+    _may_upload(uploader)
+    return _authority_of(conn, uploader, now)
+
+
+def _refuse(conn: Connection, uploader: Principal | PendingPrincipal | None, batch: DoorEventBatchIn | None,
+            error: Exception, token: str | None, now: datetime) -> NoReturn:
+    """Answer a batch that does not parse (`batch` None) or decode, in the order of the checks
+    of one that does: who is asking (401, 403), a batch that does not parse (422), a visitor's
+    link (404), a lock not theirs (403), then `error`, an event or head that does not decode
+    (422). So a stranger hears 401, not 422, and nobody learns which lock ids exist."""
+    who = uploader.resolve(conn) if isinstance(uploader, PendingPrincipal) else uploader
+    if who is not None:
+        _may_upload(who)
+    if batch is None:
+        raise error
+    if who is None:
+        allowed = visitor_upload_locks(conn, token or "", now=now)
+        if allowed is None:
+            raise not_found("no invitation for this link that may upload")
+    else:
+        allowed = frozenset(_locks_for(conn, who, {u.lock_id for u in batch.uploads}, now))
+    _check_allowed(batch, allowed)
+    raise error
+
+
 def _ingest(request: Request, uploader: Principal | PendingPrincipal | None, raw: bytes,
             token: str | None = None) -> Response:
-    """Store a batch. `uploader` is who is asking (PendingPrincipal: read on the batch's own
-    connection, then checked as _may_upload checks), or None for a one-time visitor's `token`."""
+    """Store a batch. `uploader` is who is asking (PendingPrincipal: a session's account, read
+    with the batch's first reads and checked as _may_upload checks), or None for a one-time
+    visitor's `token`."""
     p = portner(request)
     now = p.now()
 
-    # Parsed before any connection is taken (a gateway's batch may be 8 MB); a malformed one is
-    # refused only once who sent it is known, so a stranger still hears 401, not 422.
+    # Parsed and decoded before any connection is taken (a gateway's batch may be 8 MB).
+    batch: DoorEventBatchIn | None = None
     try:
-        batch: DoorEventBatchIn | None = _parse_batch(raw)
-        malformed: Exception | None = None
+        batch = _parse_batch(raw)
+        uploads = [replace(u, lock_key=p.secrets.lock_key(u.lock_id)) for u in _merged(_decode_batch(batch))]
     except (RequestValidationError, Problem) as exc:
-        batch, malformed = None, exc
-
-    def uploads_of(conn: Connection) -> list[LockUpload]:
-        allowed: frozenset[str] | None = None
-        who = uploader
-        if isinstance(uploader, PendingPrincipal):
-            session = uploader.session_query(conn)
-            if session is None:
-                who = uploader.resolve(conn)
-            else:
-                # The session's account, and (were she a nurse, as a session's uploader is) the
-                # locks she may upload for: one round trip, the transaction's BEGIN with them.
-                wanted = {u.lock_id for u in batch.uploads} if batch is not None else set()
-                rows, mine = fetch_together(conn, [session, _locks_query(
-                    conn, "account", p.municipality.id, uploader.session_account_id(), wanted, now)])
-                who = uploader.resolve_read(conn, rows)
-                if who.role is AccountRole.NURSE and who.actor_id is not None:
-                    allowed = frozenset(row[0] for row in mine)
-            _may_upload(who)
-        if malformed is not None:
-            raise malformed
-        assert batch is not None
-        if who is None:
-            allowed = visitor_upload_locks(conn, token or "", now=now)
-            if allowed is None:
-                raise not_found("no invitation for this link that may upload")
-        decoded = _decode_batch(conn, who, batch, now, allowed)
-        return [replace(u, lock_key=p.secrets.lock_key(u.lock_id)) for u in _merged(decoded)]
-
-    # The whole batch is stored in one transaction, or (on a failure) none of it.
-    if p.engine.dialect.name == "postgresql":
-        # Who may upload what is read in that transaction too: one connection, one commit, its
-        # BEGIN sent with those reads and its COMMIT with the writes.
-        with pipelined_transaction(p.engine) as conn:
-            reports = ingest_uploads_in(conn, uploads_of(conn), now=now, ends_transaction=True)
-    else:
-        # SQLite cannot turn a read transaction into a write one once another writer has
-        # committed, so the reads go apart and the batch takes the write lock first.
         with p.engine.connect() as conn:
-            uploads = uploads_of(conn)
-        reports = ingest_uploads(p.engine, uploads, now=now)
+            _refuse(conn, uploader, batch, exc, token, now)
+
+    if uploader is None:
+        with p.engine.connect() as conn:
+            allowed = visitor_upload_locks(conn, token or "", now=now)
+        if allowed is None:
+            raise not_found("no invitation for this link that may upload")
+        _check_allowed(batch, allowed)
+
+    try:
+        # The whole batch is stored in one transaction, or (on a failure) none of it. Who may
+        # upload for which lock is decided in it, with its first reads (on PostgreSQL: its
+        # BEGIN, the session's account and the locks' heads in one round trip, and its COMMIT
+        # with the writes; on SQLite after the batch has taken the write lock).
+        with pipelined_transaction(p.engine) as conn:
+            authority = None if uploader is None else _uploader_authority(conn, p, uploader, now)
+            reports = ingest_uploads_in(conn, uploads, now=now, ends_transaction=True, authority=authority)
+    except LocksRefused as exc:
+        raise _not_yours(next(n for n, u in enumerate(batch.uploads) if u.lock_id in exc.lock_ids)) from None
     out = DoorEventBatchOut(results=[
         LockUploadResult(lock_id=r.lock_id, accepted=r.accepted, pending=r.pending, opened=r.opened,
                          denied=r.denied, arrivals=r.arrivals, departures=r.departures,
