@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, select, update
@@ -94,16 +95,15 @@ _EVENT_COLUMNS = (
     "actor_id", "visit_id", "hash",
 )
 _EVENT_COPY = f"COPY door_events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
-# A few events in one statement, each column as an array in binary (a row per event is a
-# statement per event, and the server's work per statement is most of an event's).
-_EVENT_TYPES = (
-    "varchar", "bigint", "timestamptz", "timestamptz", "varchar", "boolean", "varchar", "varchar",
-    "varchar", "varchar", "bytea",
-)
-_EVENT_INSERT = (
-    f"INSERT INTO door_events ({', '.join(_EVENT_COLUMNS)})"
-    f" SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for kind in _EVENT_TYPES)})"
-)
+# A few events in one statement, a row of parameters each (built once per count of rows): a
+# statement per event cost the server most of an event's work, and columns sent as arrays cost
+# psycopg more to adapt than the same values one by one.
+@lru_cache(maxsize=64)
+def _event_insert(rows: int) -> str:
+    row = f"({', '.join(['%s'] * len(_EVENT_COLUMNS))})"
+    return f"INSERT INTO door_events ({', '.join(_EVENT_COLUMNS)}) VALUES {', '.join([row] * rows)}"
+
+
 # Up to this many events a batch goes without a COPY (which costs two more round trips).
 _FEW_EVENTS = 64
 _VISIT_COLUMNS = (
@@ -721,7 +721,7 @@ class _Batch:
         stored, pg = self.stored, self.pg
         with sent_together(self.conn) as run:
             if self.event_rows:  # a few events, not sent by COPY (PostgreSQL)
-                run(_EVENT_INSERT, [list(column) for column in zip(*self.event_rows, strict=True)])
+                run(_event_insert(len(self.event_rows)), [v for row in self.event_rows for v in row])
             if changed and pg:  # one statement, the arrays in binary (%b)
                 run(
                     "UPDATE visits SET status = v.status, arrived_at = v.arrived_at,"
