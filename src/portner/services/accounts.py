@@ -150,12 +150,29 @@ def principal_by_id(conn: Connection, account_id: str, *, via: str) -> Principal
 # The account of a session and whether the session is over, in one statement: it runs on every
 # request that carries a session, and the busiest handlers send it in one round trip with their
 # own first reads (session_account_query). "?" marks parameters, as bulk.fetch_together takes them.
+_PHONE_REVOKED_SINCE = "EXISTS (SELECT 1 FROM devices d WHERE d.actor_id = a.actor_id AND d.revoked_at > ?)"
 _SESSION_ACCOUNT = (
     "SELECT a.id, a.municipality_id, a.role, a.actor_id, a.resident_id, a.display_name, a.scopes,"
-    " a.disabled_at, a.sessions_since,"
-    " EXISTS (SELECT 1 FROM devices d WHERE d.actor_id = a.actor_id AND d.revoked_at > ?), a.issuer"
+    f" a.disabled_at, a.sessions_since, {_PHONE_REVOKED_SINCE}, a.issuer"
     " FROM accounts a WHERE a.id = ?"
 )
+# The staff member of a session's account, as a scalar subquery that is NULL unless the session
+# may act in that role: of the municipality, not disabled, not signed out or one of its phones
+# revoked since it signed in. For a statement that must touch nothing of a session that is
+# over, such as one that locks rows before the session's account is checked; the check
+# (principal_from_session_rows) still decides, and alone knows whose issuer may sign in here.
+_SESSION_ACTOR = (
+    "(SELECT a.actor_id FROM accounts a WHERE a.id = ? AND a.municipality_id = ? AND a.role = ?"
+    " AND a.disabled_at IS NULL AND (a.sessions_since IS NULL OR a.sessions_since <= ?)"
+    f" AND NOT {_PHONE_REVOKED_SINCE})"
+)
+
+
+def session_actor_sql(conn: Connection, account_id: str, municipality_id: str, role: AccountRole,
+                      signed_in_at: datetime) -> tuple[str, tuple[Any, ...]]:
+    """`_SESSION_ACTOR` ("?" marks its parameters) and its parameters, in order."""
+    signed_in = instant_writer(conn)(signed_in_at)
+    return _SESSION_ACTOR, (account_id, municipality_id, role.value, signed_in, signed_in)
 
 
 def session_account_query(

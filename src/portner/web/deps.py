@@ -176,19 +176,19 @@ class PendingPrincipal:
         a handler that sends it in one round trip with its own first reads and then calls
         `resolve_read` with its rows; None when there is nothing to read that way (a verified
         token, a principal known already, a session without a usable sign-in time): `resolve`."""
+        session = self.session()
+        return None if session is None else session_account_query(conn, *session)
+
+    def session(self) -> tuple[str, datetime] | None:
+        """The account id the session names and when it signed in (its account not read yet),
+        or None when there is nothing to read that way (see session_query)."""
         if self.verified is not None or getattr(self.request.state, "principal", None) is not None:
             return None
-        account_id = self.session_account_id()
-        signed_in = _signed_in_at(self.request) if account_id else None
-        if account_id is None or signed_in is None:
-            return None
-        return session_account_query(conn, account_id, signed_in)
-
-    def session_account_id(self) -> str | None:
-        """The account id the session names (its account not read yet)."""
         if "session" not in self.request.scope:
             return None
-        return self.request.session.get(SESSION_ACCOUNT) or None
+        account_id = self.request.session.get(SESSION_ACCOUNT) or None
+        signed_in = _signed_in_at(self.request) if account_id else None
+        return None if account_id is None or signed_in is None else (account_id, signed_in)
 
     def resolve_read(self, conn: Connection, session_rows: Sequence[Sequence[Any]]) -> Principal:
         """`resolve`, with the rows of `session_query` read already."""

@@ -26,7 +26,7 @@ import asyncio
 import weakref
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -37,6 +37,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from portner.domain.access import SCOPE_EVENTS_UPLOAD, AccountRole, NotPermitted, Principal
+from portner.services.accounts import session_account_query, session_actor_sql
 from portner.services.device_registration import (
     RegistrationRefused,
     challenge_key,
@@ -49,6 +50,7 @@ from portner.services.door_events import (
     LocksRefused,
     LockUpload,
     UploadAuthority,
+    ingest_uploads,
     ingest_uploads_in,
 )
 from portner.services.lock_wire import WireError, event_from_wire
@@ -92,8 +94,9 @@ class DeviceRegistrationIn(BaseModel):
     challenge: str = Field(max_length=200, description="As received from the challenge endpoint")
     signature: str = Field(
         max_length=100,
-        description='base64url Ed25519 signature over CBOR ["portner-device-registration-v1", '
-        "challenge, public_key, holder]",
+        description='base64url Ed25519 signature over the CBOR array ["portner-device-registration-v1", '
+        "challenge, public_key, holder]: challenge and public_key as byte strings (the bytes their "
+        "base64url text decodes to, not that text), holder the text the challenge endpoint gave",
     )
 
 
@@ -257,18 +260,15 @@ def _hex(value: str, field: str) -> bytes:
 # Who may upload for which lock (see the module docstring), as SQL on the lock's home h with "?"
 # parameters (door_events.UploadAuthority): a gateway, any lock of its municipality; a nurse,
 # those of the homes her visit grants in the relay window lead her to, she named by her staff id
-# or (read in one round trip with her session's account) by her account's.
+# or, for a session read in the same round trip, by accounts.session_actor_sql: nobody while
+# the session may not act as a nurse, so a session that is over, or of another role, locks no
+# lock's row before it is refused.
 _OF_MUNICIPALITY = "h.resident_id IN (SELECT id FROM residents WHERE municipality_id = ?)"
 _OF_NURSE = (
     _OF_MUNICIPALITY + " AND EXISTS (SELECT 1 FROM grants g JOIN visits v ON v.id = g.visit_id"
     " WHERE v.resident_id = h.resident_id AND g.actor_id = {actor}"
     " AND g.not_after >= ? AND g.not_before <= ?)"
 )
-_UPLOADS_FOR = {
-    "municipality": _OF_MUNICIPALITY,
-    "actor": _OF_NURSE.format(actor="?"),
-    "account": _OF_NURSE.format(actor="(SELECT actor_id FROM accounts WHERE id = ?)"),
-}
 # Which of the locks a batch names an uploader may upload for, in fetch_in's form.
 _LOCKS_OF = (
     "SELECT l.id FROM locks l JOIN doors d ON d.id = l.door_id JOIN homes h ON h.id = d.home_id"
@@ -276,23 +276,25 @@ _LOCKS_OF = (
 )
 
 
-def _authority(conn: Connection, by: str, municipality_id: str, who_id: str | None,
-               now: datetime) -> UploadAuthority:
-    """Which locks may be uploaded for: `by` a gateway ("municipality"), a nurse's staff id
-    ("actor") or her account id ("account")."""
-    if by == "municipality":
-        return UploadAuthority(_UPLOADS_FOR[by], (municipality_id,))
+def _relay_window(conn: Connection, now: datetime) -> tuple[Any, Any]:
     stored = instant_writer(conn)
-    return UploadAuthority(_UPLOADS_FOR[by], (municipality_id, who_id, stored(now - RELAY_BACK),
-                                              stored(now + RELAY_AHEAD)))
+    return stored(now - RELAY_BACK), stored(now + RELAY_AHEAD)
+
+
+def _session_authority(conn: Connection, municipality_id: str, account_id: str, signed_in: datetime,
+                       now: datetime) -> UploadAuthority:
+    """The locks a nurse's session may upload for, her account named by its id."""
+    actor, named = session_actor_sql(conn, account_id, municipality_id, AccountRole.NURSE, signed_in)
+    return UploadAuthority(_OF_NURSE.format(actor=actor), (municipality_id, *named, *_relay_window(conn, now)))
 
 
 def _authority_of(conn: Connection, who: Principal, now: datetime) -> UploadAuthority:
     """Which locks this uploader (may_upload passed) may upload for."""
     if who.role is not AccountRole.NURSE:
-        return _authority(conn, "municipality", who.municipality_id, None, now)
+        return UploadAuthority(_OF_MUNICIPALITY, (who.municipality_id,))
     # A nurse's account without a staff member names no one: no lock is hers.
-    return _authority(conn, "actor", who.municipality_id, who.actor_id, now)
+    return UploadAuthority(_OF_NURSE.format(actor="?"),
+                           (who.municipality_id, who.actor_id, *_relay_window(conn, now)))
 
 
 def _locks_for(conn: Connection, who: Principal, wanted: set[str], now: datetime) -> set[str]:
@@ -337,11 +339,22 @@ def _decode_batch(batch: DoorEventBatchIn) -> list[tuple[str, list[Any], HeadAtt
 
 
 def _merged(decoded: list[tuple[str, list[Any], HeadAttestation | None]]) -> list[LockUpload]:
-    """One upload per lock, in first-seen order: a phone may queue several reads of one lock."""
+    """One upload per lock, in first-seen order: a phone may queue several reads of one lock.
+    A later read repeats what an earlier one had (each starts from what the platform had
+    verified): an event already there, the same seq and hash, is not added again, so two
+    overlapping reads in one batch are the same as sent apart (not a "reordered" log)."""
     events: dict[str, list[Any]] = {}
+    seen: dict[str, set[tuple[int, bytes]]] = {}
     heads: dict[str, HeadAttestation | None] = {}
     for lock_id, evs, head in decoded:
-        events.setdefault(lock_id, []).extend(evs)
+        if lock_id not in events:
+            events[lock_id], seen[lock_id] = list(evs), {(e.seq, e.hash) for e in evs}
+        else:
+            known = seen[lock_id]
+            for e in evs:
+                if (e.seq, e.hash) not in known:
+                    known.add((e.seq, e.hash))
+                    events[lock_id].append(e)
         if head is not None and (heads.get(lock_id) is None or head.seq >= heads[lock_id].seq):  # type: ignore[union-attr]
             heads[lock_id] = head
     return [LockUpload(lock_id, evs, b"", head=heads.get(lock_id)) for lock_id, evs in events.items()]
@@ -404,10 +417,11 @@ def _uploader_authority(conn: Connection, p: Portner, uploader: Principal | Pend
                         now: datetime) -> UploadAuthority:
     """Which locks the uploader may upload for, and for a session, its account: read with the
     batch's first reads and checked as _may_upload checks before anything else is done. A
-    session's uploader is taken to be a nurse; another (a gateway signed in by the development
-    sign-in) has its locks read again by its own authority."""
+    session's uploader is taken to be a nurse; another who may upload (a gateway signed in by
+    the development sign-in), for whom that read locked nothing, has its locks read again by its
+    own authority."""
     if isinstance(uploader, PendingPrincipal):
-        session = uploader.session_query(conn)
+        session = uploader.session()
         if session is None:  # nothing to read with the batch (a session with no sign-in time)
             uploader = uploader.resolve(conn)
         else:
@@ -418,23 +432,25 @@ def _uploader_authority(conn: Connection, p: Portner, uploader: Principal | Pend
                 _may_upload(who)
                 return None if who.role is AccountRole.NURSE else _authority_of(conn, who, now)
 
-            mine = _authority(conn, "account", p.municipality.id, pending.session_account_id(), now)
-            return replace(mine, reads=[session], check=check)
+            mine = _session_authority(conn, p.municipality.id, *session, now)
+            return replace(mine, reads=[session_account_query(conn, *session)], check=check)
     _may_upload(uploader)
     return _authority_of(conn, uploader, now)
 
 
-def _refuse(conn: Connection, uploader: Principal | PendingPrincipal | None, batch: DoorEventBatchIn | None,
-            error: Exception, token: str | None, now: datetime) -> NoReturn:
-    """Answer a batch that does not parse (`batch` None) or decode, in the order of the checks
-    of one that does: who is asking (401, 403), a batch that does not parse (422), a visitor's
-    link (404), a lock not theirs (403), then `error`, an event or head that does not decode
-    (422). So a stranger hears 401, not 422, and nobody learns which lock ids exist."""
+def _allowed_locks(conn: Connection, uploader: Principal | PendingPrincipal | None,
+                   batch: DoorEventBatchIn | None, malformed: Exception | None, token: str | None,
+                   now: datetime) -> frozenset[str]:
+    """Who is asking and which of the batch's locks they may upload for, read on `conn` apart
+    from the batch's transaction and checked in this order: who is asking (401, 403), a batch
+    that does not parse (`malformed`, `batch` None: 422), a visitor's link (404), a lock not
+    theirs (403). So a stranger hears 401, not 422, and nobody learns which lock ids exist."""
     who = uploader.resolve(conn) if isinstance(uploader, PendingPrincipal) else uploader
     if who is not None:
         _may_upload(who)
     if batch is None:
-        raise error
+        assert malformed is not None
+        raise malformed
     if who is None:
         allowed = visitor_upload_locks(conn, token or "", now=now)
         if allowed is None:
@@ -442,7 +458,7 @@ def _refuse(conn: Connection, uploader: Principal | PendingPrincipal | None, bat
     else:
         allowed = frozenset(_locks_for(conn, who, {u.lock_id for u in batch.uploads}, now))
     _check_allowed(batch, allowed)
-    raise error
+    return allowed
 
 
 def _ingest(request: Request, uploader: Principal | PendingPrincipal | None, raw: bytes,
@@ -453,32 +469,35 @@ def _ingest(request: Request, uploader: Principal | PendingPrincipal | None, raw
     p = portner(request)
     now = p.now()
 
-    # Parsed and decoded before any connection is taken (a gateway's batch may be 8 MB).
+    # Parsed and decoded before any connection is taken (a gateway's batch may be 8 MB); one
+    # that does not is refused only after the checks that come first (_allowed_locks).
     batch: DoorEventBatchIn | None = None
     try:
         batch = _parse_batch(raw)
         uploads = [replace(u, lock_key=p.secrets.lock_key(u.lock_id)) for u in _merged(_decode_batch(batch))]
     except (RequestValidationError, Problem) as exc:
         with p.engine.connect() as conn:
-            _refuse(conn, uploader, batch, exc, token, now)
+            _allowed_locks(conn, uploader, batch, exc, token, now)
+        raise  # an event or a head that does not decode (422)
 
-    if uploader is None:
+    # The whole batch is stored in one transaction, or (on a failure) none of it.
+    if p.engine.dialect.name == "postgresql" and uploader is not None:
+        # Who may upload for which lock is decided in it, with its first reads: its BEGIN, the
+        # session's account and the heads of the locks it may upload for (their rows locked) in
+        # one round trip; its COMMIT goes with the writes.
+        try:
+            with pipelined_transaction(p.engine) as conn:
+                authority = _uploader_authority(conn, p, uploader, now)
+                reports = ingest_uploads_in(conn, uploads, now=now, ends_transaction=True, authority=authority)
+        except LocksRefused as exc:
+            raise _not_yours(next(n for n, u in enumerate(batch.uploads) if u.lock_id in exc.lock_ids)) from None
+    else:
+        # SQLite cannot turn a read transaction into a write one once another writer has
+        # committed, so the reads go apart (a refusal never waits for the write lock) and the
+        # batch takes the write lock first; a visitor's link is read apart on either.
         with p.engine.connect() as conn:
-            allowed = visitor_upload_locks(conn, token or "", now=now)
-        if allowed is None:
-            raise not_found("no invitation for this link that may upload")
-        _check_allowed(batch, allowed)
-
-    try:
-        # The whole batch is stored in one transaction, or (on a failure) none of it. Who may
-        # upload for which lock is decided in it, with its first reads (on PostgreSQL: its
-        # BEGIN, the session's account and the locks' heads in one round trip, and its COMMIT
-        # with the writes; on SQLite after the batch has taken the write lock).
-        with pipelined_transaction(p.engine) as conn:
-            authority = None if uploader is None else _uploader_authority(conn, p, uploader, now)
-            reports = ingest_uploads_in(conn, uploads, now=now, ends_transaction=True, authority=authority)
-    except LocksRefused as exc:
-        raise _not_yours(next(n for n, u in enumerate(batch.uploads) if u.lock_id in exc.lock_ids)) from None
+            _allowed_locks(conn, uploader, batch, None, token, now)
+        reports = ingest_uploads(p.engine, uploads, now=now)
     out = DoorEventBatchOut(results=[
         LockUploadResult(lock_id=r.lock_id, accepted=r.accepted, pending=r.pending, opened=r.opened,
                          denied=r.denied, arrivals=r.arrivals, departures=r.departures,
