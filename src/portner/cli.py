@@ -389,18 +389,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from portner.web import serve
-    from portner.web.app import StartupError, check_settings
+    from portner.web.app import check_settings
 
     settings = _settings(args)
     if args.mode:
         settings = replace(settings, mode=args.mode)
+    unnamed: list[str] = []
     if "PORTNER_PUBLIC_URL" not in os.environ:
         if not settings.development:
             # Sign-in redirects, the session cookie's Secure flag and the links sent by SMS are
             # made from it: behind a TLS proxy, this server's own host and port are not it.
-            raise StartupError("production mode needs PORTNER_PUBLIC_URL: set it to the https:// "
-                               "address people reach this server at (its TLS proxy's)")
-        if args.port:
+            unnamed.append("production mode needs PORTNER_PUBLIC_URL: set it to the https:// "
+                           "address people reach this server at (its TLS proxy's)")
+        elif args.port:
             settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
     if settings.development and settings.named_bridge_url is None:
         # Where this serve runs the bridge (Settings.bridge_url decides whether there is one).
@@ -408,7 +409,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from portner.bootstrap import UnknownMunicipality, utcnow
     from portner.services.fleet_runtime import backends_from_settings
 
-    check_settings(settings)  # before saying what is served: a refusal says only why
+    check_settings(settings, also=unnamed)  # before saying what is served: a refusal says only why
     lock_backends = backends_from_settings(settings, now=utcnow)  # a bad lock setting stops us here
     demo = settings.development and not settings.database_url and not args.no_demo
     if demo:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -148,3 +152,42 @@ def test_the_bridge_follows_the_mode_unless_one_is_named_and_an_empty_name_is_no
     assert served(monkeypatch, "--mode", "development", "--no-demo", "--data-dir", str(tmp_path)).bridge_url == ""
     production_settings(monkeypatch)
     assert served(monkeypatch, "--mode", "production", "--data-dir", str(tmp_path)).bridge_url == ""
+
+
+def test_production_names_every_missing_setting_at_once(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("PORTNER_OIDC_ISSUER", "PORTNER_OIDC_CLIENT_ID", "PORTNER_OIDC_CLIENT_SECRET",
+                 "PORTNER_SMS_GATEWAY", "PORTNER_PUBLIC_URL", "PORTNER_API_AUDIENCE"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["serve", "--mode", "production", "--data-dir", str(tmp_path)]) == 2
+    said = capsys.readouterr().err
+    for name in ("PORTNER_PUBLIC_URL", "PORTNER_OIDC_ISSUER", "PORTNER_SMS_GATEWAY"):
+        assert name in said, said
+    # Only what is missing is named: the issuer and its client id are set here.
+    monkeypatch.setenv("PORTNER_OIDC_ISSUER", "https://idp.example.no")
+    monkeypatch.setenv("PORTNER_OIDC_CLIENT_ID", "portner")
+    assert main(["serve", "--mode", "production", "--data-dir", str(tmp_path)]) == 2
+    said = capsys.readouterr().err
+    assert "also set PORTNER_OIDC_CLIENT_SECRET (" in said and "PORTNER_OIDC_CLIENT_ID and" not in said, said
+    assert not (tmp_path / "portner.sqlite").exists()  # refused before anything was made
+
+
+def test_a_busy_bridge_port_stops_serve_before_it_serves_and_names_the_option(tmp_path: Path) -> None:
+    with socket.socket() as api, socket.socket() as busy:
+        api.bind(("127.0.0.1", 0))
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        api_port, busy_port = api.getsockname()[1], busy.getsockname()[1]
+        api.close()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", "import sys; from portner.cli import main; sys.exit(main())", "serve",
+                 "--port", str(api_port), "--bridge-port", str(busy_port), "--data-dir", str(tmp_path)],
+                capture_output=True, text=True, timeout=120, env={**os.environ, "PORTNER_MODE": "development"})
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"serve kept running with its bridge port taken: {exc.stdout!r} {exc.stderr!r}")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert f"127.0.0.1:{busy_port}" in done.stderr and "--bridge-port" in done.stderr, done.stderr
+    assert "Open http" not in done.stdout  # nothing was said to be served
+    with socket.socket() as again:  # and the API's port was let go
+        again.bind(("127.0.0.1", api_port))

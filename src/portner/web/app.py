@@ -15,7 +15,7 @@ import importlib
 import ipaddress
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -85,46 +85,62 @@ def _session_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def check_settings(settings: Settings, adapters: dict[str, object] | None = None) -> None:
-    """Refuse to start as configured when the server could not do its job (StartupError says
-    what to set); `portner serve` asks before it says what it serves."""
+def check_settings(settings: Settings, adapters: dict[str, object] | None = None,
+                   also: Sequence[str] = ()) -> None:
+    """Refuse to start as configured when the server could not do its job: one StartupError
+    that says everything to set (with `also`, the caller's own findings, first), so a new
+    installation learns the whole list in one try. `portner serve` asks before it says what it
+    serves."""
+    problems = [*also, *settings_problems(settings, adapters)]
+    if len(problems) == 1:
+        raise StartupError(problems[0])
+    if problems:
+        raise StartupError("cannot start as configured:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def settings_problems(settings: Settings, adapters: dict[str, object] | None = None) -> list[str]:
+    """What keeps the server from doing its job as configured (empty: nothing), each saying what
+    to set."""
     from portner.services.messaging import gateway_from_setting
 
     if settings.mode not in ("development", "production"):
-        raise StartupError(f"PORTNER_MODE must be development or production, not {settings.mode!r}")
-    if settings.oidc_issuer and not (settings.oidc_client_id and settings.oidc_client_secret):
-        raise StartupError("PORTNER_OIDC_ISSUER is set: also set PORTNER_OIDC_CLIENT_ID and "
-                           "PORTNER_OIDC_CLIENT_SECRET (this server's client at the provider)")
+        return [f"PORTNER_MODE must be development or production, not {settings.mode!r}"]
+    problems = []
+    production = not settings.development
+    client = {"PORTNER_OIDC_CLIENT_ID": settings.oidc_client_id,
+              "PORTNER_OIDC_CLIENT_SECRET": settings.oidc_client_secret}
+    if settings.oidc_issuer and (missing := [name for name, value in client.items() if not value]):
+        problems.append(f"PORTNER_OIDC_ISSUER is set: also set {' and '.join(missing)} (this "
+                        "server's client at the provider)")
+    elif production and not settings.oidc_issuer:
+        problems.append("production mode needs an OpenID provider: set PORTNER_OIDC_ISSUER, "
+                        "PORTNER_OIDC_CLIENT_ID and PORTNER_OIDC_CLIENT_SECRET (the development "
+                        "sign-in is off)")
     if settings.oidc_issuer and not settings.api_audience.strip():
         # Access tokens are verified against it (and sign-in asks the provider for it): with
         # none, every integration's and person's token would be refused.
-        raise StartupError("PORTNER_API_AUDIENCE is empty: set it to the audience (resource "
-                           "indicator) the provider puts in this API's access tokens, such as urn:portner:api")
-    if "sms" not in (adapters or {}):
-        try:
-            gateway_from_setting(settings.sms_gateway)
-        except ValueError as exc:
-            raise StartupError(str(exc)) from None
-    if settings.development:
-        return
-    if not settings.oidc_issuer:
-        raise StartupError(
-            "production mode needs an OpenID provider: set PORTNER_OIDC_ISSUER, "
-            "PORTNER_OIDC_CLIENT_ID and PORTNER_OIDC_CLIENT_SECRET (the development sign-in is off)"
-        )
-    if not _public_url_served_safely(settings.public_url):
-        raise StartupError(
+        problems.append("PORTNER_API_AUDIENCE is empty: set it to the audience (resource "
+                        "indicator) the provider puts in this API's access tokens, such as urn:portner:api")
+    if production and not _public_url_served_safely(settings.public_url):
+        problems.append(
             f"PORTNER_PUBLIC_URL is {settings.public_url!r}: production needs where people reach "
             "this server as an absolute https:// URL, such as https://portner.kommune.no (http:// "
             "only on a loopback host, for a local trial): sign-in redirects, the session cookie's "
             "Secure flag and the links sent by SMS are made from it"
         )
-    if settings.sms_gateway.strip() == "outbox" and "sms" not in (adapters or {}):
-        raise StartupError(
-            "production mode needs an SMS gateway: set PORTNER_SMS_GATEWAY to its https:// URL or "
-            "to smtp://host:port (one-time access codes would stay in the outbox, which only "
-            "development shows)"
-        )
+    if "sms" not in (adapters or {}):
+        try:
+            gateway_from_setting(settings.sms_gateway)
+        except ValueError as exc:
+            problems.append(str(exc))
+        else:
+            if production and settings.sms_gateway.strip() == "outbox":
+                problems.append(
+                    "production mode needs an SMS gateway: set PORTNER_SMS_GATEWAY to its https:// "
+                    "URL or to smtp://host:port (one-time access codes would stay in the outbox, "
+                    "which only development shows)"
+                )
+    return problems
 
 
 def _public_url_served_safely(url: str) -> bool:

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, time
@@ -116,7 +117,7 @@ def run(settings: Settings, *, host: str, port: int, bridge_port: int | None, wo
                 normalise_url(settings.database_url).get_backend_name() != "postgresql":
             raise StartupError(
                 f"--workers {workers} needs production mode and PostgreSQL "
-                "(PORTNER_MODE=production, PORTNER_DB=postgresql+psycopg://...); SQLite and development "
+                "(PORTNER_MODE=production, PORTNER_DB=postgresql://...); SQLite and development "
                 "mode serve from one process: --workers 1"
             )
         # Made once before the workers start, so that they only read what a first start writes.
@@ -129,19 +130,44 @@ def run(settings: Settings, *, host: str, port: int, bridge_port: int | None, wo
                     port=port, **server_options())  # type: ignore[arg-type]
         return
     app = create_app(settings)
-    announce()
+    # Both ports are taken before anything is served: a bridge that could not listen left the
+    # API's port open and answering nothing, and the process deaf to Ctrl-C.
+    sockets = [listening(host, port, "--port")]
     servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=port, **server_options()))]  # type: ignore[arg-type]
-    if bridge_port is not None:
-        from portner.web.bridge import create_bridge_app
+    try:
+        if bridge_port is not None:
+            from portner.web.bridge import create_bridge_app
 
-        bridge = create_bridge_app(app.state.portner)
-        servers.append(uvicorn.Server(uvicorn.Config(bridge, host=host, port=bridge_port,
-                                                     log_level="warning", server_header=False)))
+            sockets.append(listening(host, bridge_port, "--bridge-port"))
+            bridge = create_bridge_app(app.state.portner)
+            servers.append(uvicorn.Server(uvicorn.Config(bridge, host=host, port=bridge_port,
+                                                         log_level="warning", server_header=False)))
+        announce()
 
-    async def serve_all() -> None:
-        await asyncio.gather(*(s.serve() for s in servers))
+        async def serve_all() -> None:
+            await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in zip(servers, sockets, strict=True)))
 
-    asyncio.run(serve_all())
+        asyncio.run(serve_all())
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def listening(host: str, port: int, option: str) -> socket.socket:
+    """A socket bound to host:port (uvicorn listens on it), or StartupError naming the port and
+    `option`, the flag that chooses another."""
+    from portner.web.app import StartupError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): is another server "
+                           f"there? Stop it, or choose another port with {option}") from None
+    return sock
 
 
 WORKER_SETTINGS = "PORTNER_SERVE_WORKER_SETTINGS"
