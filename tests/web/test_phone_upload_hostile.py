@@ -97,6 +97,20 @@ def new_gateway(client_for: Callable[[str | None], Any], p: Any, clock: Any, sco
 # --- holding a lock's row (or SQLite's write lock) elsewhere ------------------------------------
 
 
+
+def _once(*actions: Callable[[], Any]) -> Callable[[], None]:
+    """Run `actions` on the first call only (a hold released early, and again at the end)."""
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            for action in actions:
+                action()
+
+    return run
+
 @contextmanager
 def row_held(p: Any, lock_id: str) -> Iterator[Callable[[Callable[[], Any], float], tuple[bool, list[Any]]]]:
     """Hold `lock_id`'s row (PostgreSQL: FOR UPDATE; SQLite: the database's write lock) in
@@ -108,14 +122,7 @@ def row_held(p: Any, lock_id: str) -> Iterator[Callable[[Callable[[], Any], floa
         holder = engine.connect()
         holder.exec_driver_sql("SELECT id FROM locks WHERE id = %s FOR UPDATE", (lock_id,))
         xid = holder.exec_driver_sql("SELECT pg_current_xact_id()::text").scalar_one()
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                holder.rollback()
-                holder.close()
-                released = True
+        release = _once(holder.rollback, holder.close)
 
         def waited(thread: threading.Thread, limit: float) -> bool:
             with engine.connect() as watch:
@@ -132,14 +139,7 @@ def row_held(p: Any, lock_id: str) -> Iterator[Callable[[Callable[[], Any], floa
         path = engine.url.database
         raw = sqlite3.connect(path, timeout=0, isolation_level=None)
         raw.execute("BEGIN IMMEDIATE")
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                raw.rollback()
-                raw.close()
-                released = True
+        release = _once(raw.rollback, raw.close)
 
         def waited(thread: threading.Thread, limit: float) -> bool:
             thread.join(timeout=limit)
