@@ -18,7 +18,9 @@ from portner.domain.lock_log import LockEvent
 from portner.locks.simulated import SimulatedLock
 from portner.services.checkpoints import cross_check
 from portner.services.door_events import (
+    LocksRefused,
     LockUpload,
+    UploadAuthority,
     ingest_upload,
     ingest_uploads,
     ingest_uploads_in,
@@ -290,6 +292,41 @@ def test_a_batch_can_join_the_callers_transaction(ready: dict[str, Any]) -> None
         (report,) = ingest_uploads_in(conn, [upload], now=at(9))
     assert (report.accepted, report.opened, report.arrivals, report.departures) == (6, 1, 1, 1)
     assert _count(engine, t.door_events) == len(events)
+    with engine.connect() as conn:
+        assert verify_audit(conn).ok
+
+
+def test_an_authority_decides_with_the_first_reads_which_locks_may_be_uploaded_for(
+        ready: dict[str, Any]) -> None:
+    """UploadAuthority: its reads come back to its check before anything is stored; a lock its
+    condition does not keep is refused (LocksRefused, nothing stored); a check may name another
+    authority to read the locks by, in the same transaction; one that raises refuses the batch."""
+    engine, events = ready["engine"], ready["events"]
+    upload = LockUpload(ready["lock"].lock_id, events, ready["key"])
+    resident = "SELECT resident_id FROM homes h2 WHERE h2.id = h.id"
+    seen: list[Any] = []
+
+    def stored(authority: UploadAuthority) -> list[Any]:
+        with engine.begin() as conn:
+            return ingest_uploads_in(conn, [upload], now=at(9), authority=authority)
+
+    nobody = UploadAuthority(f"({resident}) = ?", ("no-such-resident",), reads=[("SELECT ?", None, ("me",))],
+                             check=lambda first: seen.append(first) or None)
+    with pytest.raises(LocksRefused) as refused:
+        stored(nobody)
+    assert refused.value.lock_ids == {upload.lock_id} and seen == [[[("me",)]]]
+    assert _count(engine, t.door_events) == 0
+
+    def refuse(first: Any) -> None:
+        raise PermissionError("not you")
+
+    with pytest.raises(PermissionError):
+        stored(replace(nobody, check=refuse))
+    assert _count(engine, t.door_events) == 0
+
+    anyone = UploadAuthority("TRUE", ())
+    (report,) = stored(replace(nobody, check=lambda first: anyone))  # read again by `anyone`
+    assert report.accepted == len(events) and _count(engine, t.door_events) == len(events)
     with engine.connect() as conn:
         assert verify_audit(conn).ok
 
