@@ -396,12 +396,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = replace(settings, mode=args.mode)
     unnamed: list[str] = []
     if "PORTNER_PUBLIC_URL" not in os.environ:
-        if not settings.development:
+        if settings.mode == "production":
             # Sign-in redirects, the session cookie's Secure flag and the links sent by SMS are
             # made from it: behind a TLS proxy, this server's own host and port are not it.
             unnamed.append("production mode needs PORTNER_PUBLIC_URL: set it to the https:// "
                            "address people reach this server at (its TLS proxy's)")
-        elif args.port:
+        elif settings.development and args.port:
             settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
     if settings.development and settings.named_bridge_url is None:
         # Where this serve runs the bridge (Settings.bridge_url decides whether there is one).

@@ -191,3 +191,33 @@ def test_a_busy_bridge_port_stops_serve_before_it_serves_and_names_the_option(tm
     assert "Open http" not in done.stdout  # nothing was said to be served
     with socket.socket() as again:  # and the API's port was let go
         again.bind(("127.0.0.1", api_port))
+
+
+def test_serve_listens_where_its_host_says_as_asyncio_would(tmp_path: Path) -> None:
+    from portner.web.app import StartupError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    socks = serve.listening("127.0.0.1", port, "--port")
+    try:
+        assert [s.getsockname()[:2] for s in socks] == [("127.0.0.1", port)]
+        socks[0].listen()
+        # Taken: the refusal names the port and the flag that chooses another.
+        with pytest.raises(StartupError, match=rf"127\.0\.0\.1:{port}: the port is taken.*--bridge-port"):
+            serve.listening("127.0.0.1", port, "--bridge-port")
+    finally:
+        for s in socks:
+            s.close()
+    with pytest.raises(StartupError, match="no-such-host.invalid"):
+        serve.listening("no-such-host.invalid", port, "--port")
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    # "::" is IPv6 only, as asyncio's create_server makes it: IPv4 is not served unasked.
+    socks = serve.listening("::", 0, "--port")
+    try:
+        (six,) = socks
+        assert six.family == socket.AF_INET6
+        assert six.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+    finally:
+        six.close()

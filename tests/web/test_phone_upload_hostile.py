@@ -348,6 +348,40 @@ def test_two_overlapping_reads_of_one_lock_in_one_batch_are_no_anomaly(client_fo
     assert answer.json()["results"][0]["anomalies"] == []
 
 
+def _rewritten(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with its content changed and its seq, hash and MAC kept (a relay's rewrite)."""
+    return {**event, "reason": "forced" if event["reason"] != "forced" else "ok"}
+
+
+def test_a_genuine_event_after_a_rewritten_copy_in_one_batch_is_stored_as_sent_apart(
+        client_for, portner_app) -> None:
+    p = portner_app.state.portner
+    nurse = client_for("demo-nurse-1")
+    lock_id, events, visit_id = lock_with_opening(p, nurse)
+    forget(p.engine, lock_id, visit_id)
+    first = [events[0], _rewritten(events[1])]
+    nurse.post(UPLOAD, json=one(lock_id, first))
+    nurse.post(UPLOAD, json=one(lock_id, events))
+    apart = stored_of(p.engine, lock_id)
+    forget(p.engine, lock_id, visit_id)
+    together = nurse.post(UPLOAD, json={"uploads": [{"lock_id": lock_id, "events": first},
+                                                    {"lock_id": lock_id, "events": events}]})
+    assert together.status_code == 200, together.text
+    assert stored_of(p.engine, lock_id) == apart == len(events)
+    assert "rewritten" in together.json()["results"][0]["anomalies"]
+
+
+def test_a_rewritten_copy_after_the_genuine_event_in_one_batch_is_found(client_for, portner_app) -> None:
+    p = portner_app.state.portner
+    nurse = client_for("demo-nurse-1")
+    lock_id, events, visit_id = lock_with_opening(p, nurse)
+    forget(p.engine, lock_id, visit_id)
+    answer = nurse.post(UPLOAD, json={"uploads": [{"lock_id": lock_id, "events": events},
+                                                  {"lock_id": lock_id, "events": [_rewritten(events[1])]}]})
+    assert answer.status_code == 200, answer.text
+    assert "rewritten" in answer.json()["results"][0]["anomalies"], answer.json()
+
+
 def test_a_stranger_named_twice_is_named_at_its_first_place(client_for, portner_app) -> None:
     p = portner_app.state.portner
     nurse = client_for("demo-nurse-1")
@@ -604,6 +638,23 @@ def test_a_refused_uploader_of_another_role_waits_for_no_lock_row(
         waited, answers = run(lambda: who.post(UPLOAD, json=one(lock_id, [junk_event(1)])), 10.0)
     assert not waited, "the refused batch waited for a lock's row"
     assert answers[0].status_code == 403, answers[0].text
+
+
+@ONLY_PG
+def test_a_session_of_an_issuer_not_honoured_here_waits_for_no_lock_row(
+        client_for, portner_app, backend, monkeypatch) -> None:
+    """As in production, where a session is honoured for the OpenID provider's accounts alone:
+    a development account's session is refused (401) before it locks her locks' rows."""
+    from portner.web import deps
+
+    p = portner_app.state.portner
+    nurse = client_for("demo-nurse-1")
+    lock_id = her_lock(nurse)
+    monkeypatch.setattr(deps, "_session_issuers", lambda p: frozenset({"https://idp.example.no"}))
+    with row_held(p, lock_id) as run:
+        waited, answers = run(lambda: nurse.post(UPLOAD, json=one(lock_id, [junk_event(1)])), 5.0)
+    assert answers[0].status_code == 401, answers[0].text
+    assert not waited, "a session refused for its issuer waited for her lock's row"
 
 
 @ONLY_PG

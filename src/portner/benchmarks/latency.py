@@ -19,7 +19,8 @@ Each endpoint and its bare counterpart take turns, in slices of 2 s, until each 
 seconds: this machine's background (the other guests of its host, PostgreSQL's own work) shifts
 within minutes, and measured one after the other the two p99s were taken on different machines
 (the bare POST's p99 alone moved from 1.8 to 2.4 ms between runs minutes apart). The first
-quarter second of every slice is not measured, for either: it opens the slice's connections.
+quarter second of every later slice is not measured, for either: the first requests on the
+slice's fresh connections (opened before it, and counted in the client's CPU per request).
 
 Targets (issue 3): p99 at most 25 ms and at most 3 times the bare endpoint's p99.
 """

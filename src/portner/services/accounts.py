@@ -157,22 +157,29 @@ _SESSION_ACCOUNT = (
     " FROM accounts a WHERE a.id = ?"
 )
 # The staff member of a session's account, as a scalar subquery that is NULL unless the session
-# may act in that role: of the municipality, not disabled, not signed out or one of its phones
-# revoked since it signed in. For a statement that must touch nothing of a session that is
-# over, such as one that locks rows before the session's account is checked; the check
-# (principal_from_session_rows) still decides, and alone knows whose issuer may sign in here.
+# may act in that role: of the municipality and (when given) of an issuer that may sign in here,
+# not disabled, not signed out or one of its phones revoked since it signed in: the rules of
+# principal_from_session_rows. For a statement that must touch nothing of a session that is
+# over, such as one that locks rows before the session's account is checked (the check decides).
 _SESSION_ACTOR = (
     "(SELECT a.actor_id FROM accounts a WHERE a.id = ? AND a.municipality_id = ? AND a.role = ?"
     " AND a.disabled_at IS NULL AND (a.sessions_since IS NULL OR a.sessions_since <= ?)"
-    f" AND NOT {_PHONE_REVOKED_SINCE})"
+    f" AND NOT {_PHONE_REVOKED_SINCE}{{issuers}})"
 )
 
 
 def session_actor_sql(conn: Connection, account_id: str, municipality_id: str, role: AccountRole,
-                      signed_in_at: datetime) -> tuple[str, tuple[Any, ...]]:
-    """`_SESSION_ACTOR` ("?" marks its parameters) and its parameters, in order."""
+                      signed_in_at: datetime, issuers: frozenset[str] | None = None,
+                      ) -> tuple[str, tuple[Any, ...]]:
+    """`_SESSION_ACTOR` ("?" marks its parameters) and its parameters, in order; `issuers`: the
+    issuers whose accounts may sign in here (None: any)."""
     signed_in = instant_writer(conn)(signed_in_at)
-    return _SESSION_ACTOR, (account_id, municipality_id, role.value, signed_in, signed_in)
+    params = (account_id, municipality_id, role.value, signed_in, signed_in)
+    if issuers is None:
+        return _SESSION_ACTOR.format(issuers=""), params
+    named = sorted(issuers)
+    return _SESSION_ACTOR.format(issuers=f" AND a.issuer IN ({', '.join('?' * len(named)) or 'NULL'})"), \
+        (*params, *named)
 
 
 def session_account_query(

@@ -141,7 +141,8 @@ class UploadAuthority:
     round trip on PostgreSQL, with the locks' heads) rather than in a round trip before them.
 
     `where` is SQL over the lock's home `h` with "?" marking `params`: it keeps the locks the
-    uploader may upload for, and only their rows are locked. `reads` (fetch_together's form) go
+    uploader may upload for, and on PostgreSQL only their rows are locked (on SQLite the batch
+    takes the database's write lock before it reads, so a caller there decides apart). `reads` (fetch_together's form) go
     first in that round trip, and `check` gets their rows before anything else is done: it
     raises to refuse the batch (who is asking: a session's account), or returns the authority
     to read the locks by instead, in the same transaction (who is asking turned out to be

@@ -190,6 +190,10 @@ class PendingPrincipal:
         signed_in = _signed_in_at(self.request) if account_id else None
         return None if account_id is None or signed_in is None else (account_id, signed_in)
 
+    def session_issuers(self) -> frozenset[str] | None:
+        """Whose accounts a session may be of here (None: any)."""
+        return _session_issuers(portner(self.request))
+
     def resolve_read(self, conn: Connection, session_rows: Sequence[Sequence[Any]]) -> Principal:
         """`resolve`, with the rows of `session_query` read already."""
         return check_role(principal_on(self.request, conn, session_rows), self.roles)

@@ -9,6 +9,7 @@ made: the database and the OpenID provider are the operator's.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -132,42 +133,64 @@ def run(settings: Settings, *, host: str, port: int, bridge_port: int | None, wo
     app = create_app(settings)
     # Both ports are taken before anything is served: a bridge that could not listen left the
     # API's port open and answering nothing, and the process deaf to Ctrl-C.
-    sockets = [listening(host, port, "--port")]
-    servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=port, **server_options()))]  # type: ignore[arg-type]
+    bound: list[list[socket.socket]] = []
     try:
+        bound.append(listening(host, port, "--port"))
+        servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=port, **server_options()))]  # type: ignore[arg-type]
         if bridge_port is not None:
             from portner.web.bridge import create_bridge_app
 
-            sockets.append(listening(host, bridge_port, "--bridge-port"))
+            bound.append(listening(host, bridge_port, "--bridge-port"))
             bridge = create_bridge_app(app.state.portner)
             servers.append(uvicorn.Server(uvicorn.Config(bridge, host=host, port=bridge_port,
                                                          log_level="warning", server_header=False)))
+        log = logging.getLogger("uvicorn.error")
+        for socks in bound:  # (uvicorn says where it listens only for the sockets it binds)
+            log.info("Listening on %s", ", ".join(_address(sock) for sock in socks))
         announce()
 
         async def serve_all() -> None:
-            await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in zip(servers, sockets, strict=True)))
+            await asyncio.gather(*(s.serve(sockets=socks) for s, socks in zip(servers, bound, strict=True)))
 
         asyncio.run(serve_all())
     finally:
-        for sock in sockets:
-            sock.close()
+        for socks in bound:
+            for sock in socks:
+                sock.close()
 
 
-def listening(host: str, port: int, option: str) -> socket.socket:
-    """A socket bound to host:port (uvicorn listens on it), or StartupError naming the port and
-    `option`, the flag that chooses another."""
+def listening(host: str, port: int, option: str) -> list[socket.socket]:
+    """Sockets bound to host:port, one per address the host names, as asyncio's create_server
+    binds them (an IPv6 one for IPv6 only), for uvicorn to listen on; or StartupError naming the
+    port and `option`, the flag that chooses another."""
     from portner.web.app import StartupError
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (--host)") from None
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
     except OSError as exc:
-        sock.close()
-        raise StartupError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): is another server "
-                           f"there? Stop it, or choose another port with {option}") from None
-    return sock
+        for sock in socks:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"cannot listen on {host}:{port}: the port is taken (another server "
+                               f"there?); stop it, or choose another port with {option}") from None
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return socks
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 WORKER_SETTINGS = "PORTNER_SERVE_WORKER_SETTINGS"

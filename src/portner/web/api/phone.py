@@ -282,9 +282,10 @@ def _relay_window(conn: Connection, now: datetime) -> tuple[Any, Any]:
 
 
 def _session_authority(conn: Connection, municipality_id: str, account_id: str, signed_in: datetime,
-                       now: datetime) -> UploadAuthority:
-    """The locks a nurse's session may upload for, her account named by its id."""
-    actor, named = session_actor_sql(conn, account_id, municipality_id, AccountRole.NURSE, signed_in)
+                       issuers: frozenset[str] | None, now: datetime) -> UploadAuthority:
+    """The locks a nurse's session may upload for, her account named by its id (of `issuers`,
+    those whose accounts may sign in here, when given)."""
+    actor, named = session_actor_sql(conn, account_id, municipality_id, AccountRole.NURSE, signed_in, issuers)
     return UploadAuthority(_OF_NURSE.format(actor=actor), (municipality_id, *named, *_relay_window(conn, now)))
 
 
@@ -341,19 +342,20 @@ def _decode_batch(batch: DoorEventBatchIn) -> list[tuple[str, list[Any], HeadAtt
 def _merged(decoded: list[tuple[str, list[Any], HeadAttestation | None]]) -> list[LockUpload]:
     """One upload per lock, in first-seen order: a phone may queue several reads of one lock.
     A later read repeats what an earlier one had (each starts from what the platform had
-    verified): an event already there, the same seq and hash, is not added again, so two
-    overlapping reads in one batch are the same as sent apart (not a "reordered" log)."""
+    verified): an event already there, the same in every field, is not added again, so two
+    overlapping reads are not taken for a reordered log; one that differs in anything (a
+    rewritten copy) is kept, for the chain check to find. Of their heads, the highest is checked."""
     events: dict[str, list[Any]] = {}
-    seen: dict[str, set[tuple[int, bytes]]] = {}
+    seen: dict[str, set[Any]] = {}
     heads: dict[str, HeadAttestation | None] = {}
     for lock_id, evs, head in decoded:
         if lock_id not in events:
-            events[lock_id], seen[lock_id] = list(evs), {(e.seq, e.hash) for e in evs}
+            events[lock_id], seen[lock_id] = list(evs), set(evs)
         else:
             known = seen[lock_id]
             for e in evs:
-                if (e.seq, e.hash) not in known:
-                    known.add((e.seq, e.hash))
+                if e not in known:  # LockEvent: frozen, equal field for field
+                    known.add(e)
                     events[lock_id].append(e)
         if head is not None and (heads.get(lock_id) is None or head.seq >= heads[lock_id].seq):  # type: ignore[union-attr]
             heads[lock_id] = head
@@ -432,7 +434,7 @@ def _uploader_authority(conn: Connection, p: Portner, uploader: Principal | Pend
                 _may_upload(who)
                 return None if who.role is AccountRole.NURSE else _authority_of(conn, who, now)
 
-            mine = _session_authority(conn, p.municipality.id, *session, now)
+            mine = _session_authority(conn, p.municipality.id, *session, pending.session_issuers(), now)
             return replace(mine, reads=[session_account_query(conn, *session)], check=check)
     _may_upload(uploader)
     return _authority_of(conn, uploader, now)
