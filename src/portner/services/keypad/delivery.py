@@ -26,7 +26,7 @@ from portner.locks.port import (
     timed_out,
 )
 from portner.services.keypad.model import CommandKind, CommandState, State
-from portner.services.keypad.plan import next_boundary, removal_reason
+from portner.services.keypad.plan import next_boundary, removal_reason, wanted_on_lock
 from portner.services.keypad.store import (
     clear_alarm,
     observe_slot,
@@ -193,8 +193,12 @@ def _after_clear(conn: Connection, command: Any, p: Any, result: CommandResult, 
         if p.state != State.REMOVING:
             return
         reason = removal_reason(p, now)
+        # A clear that was out when the plan wanted the code back (its window moved, F20) has
+        # finished: the code is added again at once, not at the window's next boundary.
+        wanted = wanted_on_lock(p, now, settings.timing)
         _update(conn, p.id, now, state=State.REMOVED, removed_at=now, last_refusal=None,
-                last_detail=None, attempts=0, next_attempt_at=next_boundary(p, now, settings.timing))
+                last_detail=None, attempts=0,
+                next_attempt_at=now if wanted else next_boundary(p, now, settings.timing))
         clear_alarm(conn, command.lock_id, "removal_overdue", p.code_id, now)
         clear_alarm(conn, command.lock_id, "code_reappeared", str(command.slot), now)
         action = "removal_confirmed" if reason == "revoked" else "deactivated"

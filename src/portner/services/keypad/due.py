@@ -104,6 +104,8 @@ def placement_needs_step(p: Any, now: datetime, timing: Timing) -> bool:
         return True  # a removal
     if p.state in (State.PENDING, State.WRITE_UNCONFIRMED):
         return True  # a write, or parked until its next boundary (a write either way)
+    if p.state == State.REMOVING:
+        return True  # wanted again while its clear waited: written back into its slot
     if p.state == State.REMOVED:
         return wanted or next_boundary(p, now, timing) != p.next_attempt_at
     return p.state in (State.UNVERIFIED, State.SUSPECTED_MISSING)  # a re-read

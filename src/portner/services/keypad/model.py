@@ -23,7 +23,8 @@ class State(StrEnum):
     WRITE_UNCONFIRMED = "write_unconfirmed"  # accepted, but the read-back did not show it (F10)
     UNVERIFIED = "unverified"  # was confirmed; a verification read got no answer (F18)
     SUSPECTED_MISSING = "suspected_missing"  # one read showed it gone; re-read before acting (F23)
-    REMOVING = "removing"  # a clear_code is out, or waits for its retry
+    REMOVING = "removing"  # a clear_code is out, or waits for its retry (cancelled by a rewrite
+    # in its slot when the plan wants the code again before that retry)
     REMOVED = "removed"  # the lock confirmed the slot empty (or the code never reached it)
     FAILED = "failed"  # a permanent refusal; an operator must act (F5, F6, F7)
     SUSPENDED = "suspended"  # an operator paused this placement

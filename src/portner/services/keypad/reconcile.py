@@ -9,7 +9,9 @@ min_command_interval and within its radio budget, in this order:
    unreachable lock leaves them unverified and gets no writes, F18);
 2. redeliver a command that was written but never finished (a crash between the two);
 3. remove codes the plan no longer wants (revoked, used up, window over, schedule changed: F20);
-4. add codes the plan wants now (server-enforced: from not_before minus a lead time);
+4. add codes the plan wants now (server-enforced: from not_before minus a lead time); a code
+   the plan wants again while its removal waits for a retry is written again in its own slot
+   (the removal is cancelled); a clear already out still finishes, and the code is then added;
 5. re-read suspected-missing and unverified codes;
 6. the daily verification read of managed slots, then an hourly health heartbeat (F25).
 
@@ -238,8 +240,14 @@ class Reconciler(Upkeep):
             if may_be_on_lock(p) and not wanted_on_lock(p, now, self.settings.timing):
                 return await self._start(lock_id, p, CommandKind.CLEAR_CODE, now, caps)
         for p in due:
+            wanted = wanted_on_lock(p, now, self.settings.timing)
+            if p.state == State.REMOVING and wanted:
+                # Wanted again while its clear waited for a retry (the window moved, F20): the
+                # removal is cancelled by writing the code again in its own slot, with the new
+                # window when the lock enforces it. Only the lock's answer confirms it.
+                return await self._start(lock_id, p, CommandKind.SET_CODE, now, caps)
             if p.state in (State.PENDING, State.WRITE_UNCONFIRMED, State.REMOVED):
-                if wanted_on_lock(p, now, self.settings.timing):
+                if wanted:
                     return await self._start(lock_id, p, CommandKind.SET_CODE, now, caps)
                 self._park(p, now)
         # 5. re-reads
@@ -294,6 +302,7 @@ class Reconciler(Upkeep):
             if kind is CommandKind.SET_CODE:
                 if p.state == State.REMOVED:
                     slot = None  # its old slot may hold another code by now: allocate afresh
+                # (a placement still being removed keeps its slot: our code may well be in it)
                 if slot is None:
                     try:
                         slot = self._allocate(conn, lock_id, p.id, caps)
