@@ -7,7 +7,10 @@ processes do, and the advisory lock is the database's.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -203,3 +206,37 @@ async def test_a_leader_cut_off_from_the_database_stops_when_its_connection_stop
         cut.set()  # (the kill that follows is the server's side of the cut: the lock goes)
 
     assert await _takeover(engines, f"test-job/{uuid.uuid4().hex}", 0.3, the_network_is_cut, unblock.set) == 1
+
+
+async def test_a_leader_stopped_while_it_connects_leaves_no_connection_behind(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server stopping while the leader's connection is being made in its thread: the
+    server then disposes of its pool at once; the connection the thread makes must not come
+    back into the pool after that (nobody would close it: it was collected open)."""
+    from portner.services import leadership
+
+    engine = create_engine(pg_url)
+    started = threading.Event()
+    real = leadership._connect
+
+    def slow(e: Any) -> Any:
+        started.set()
+        time.sleep(0.3)  # the stop comes while the connection is being made
+        return real(e)
+
+    monkeypatch.setattr(leadership, "_connect", slow)
+
+    async def job() -> None:
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(run_as_leader(engine, f"test-job/{uuid.uuid4().hex}", job, retry_s=0.05))
+    try:
+        await asyncio.to_thread(started.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        engine.dispose()  # as the app's lifespan does once its workers have stopped
+        await asyncio.sleep(0.5)  # past the thread's end
+        assert (engine.pool.checkedin(), engine.pool.checkedout()) == (0, 0)
+    finally:
+        engine.dispose()

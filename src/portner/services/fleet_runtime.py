@@ -46,6 +46,7 @@ from portner.services.remote_operation import (
     deliver_remote_commands,
     request_remote_unlock,
 )
+from portner.services.threads import finish_in_thread
 from portner.storage import tables as t
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ class FleetRuntime:
         await self._stage("recording events", self._record(report))
         await self._stage("keypad codes for grants", self._sync_grants(report))
         await self._stage("reconciling", self._reconcile(report))
-        await self._stage("alarm upkeep", asyncio.to_thread(self._alarm_upkeep, self.now()))
+        await self._stage("alarm upkeep", finish_in_thread(self._alarm_upkeep, self.now()))
         return report
 
     async def _stage(self, name: str, work: Any) -> None:
@@ -231,12 +232,12 @@ class FleetRuntime:
                 continue
             by_backend.setdefault(name, []).append(event)
         for name, events in by_backend.items():
-            result = await asyncio.to_thread(record_events, self.engine, events, now=self.now(), backend=name,
+            result = await finish_in_thread(record_events, self.engine, events, now=self.now(), backend=name,
                                              municipality_id=self.municipality_id)
             report.recorded += result.recorded
 
     async def _sync_grants(self, report: StepReport) -> None:
-        synced = await asyncio.to_thread(sync_grant_codes, self.engine, self.municipality_id,
+        synced = await finish_in_thread(sync_grant_codes, self.engine, self.municipality_id,
                                          now=self.now(), ids=self.ids, key=self.keys)
         report.codes_issued, report.codes_withdrawn = len(synced.issued), len(synced.revoked)
 

@@ -20,6 +20,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from portner.services.threads import finish_in_thread
+
 log = logging.getLogger(__name__)
 
 RETRY_S = 5.0
@@ -48,7 +50,7 @@ async def run_as_leader(engine: Engine, name: str, job: Callable[[], Awaitable[N
     while True:
         task = None
         try:
-            conn = await asyncio.to_thread(_connect, engine)
+            conn = await _connected(engine)
         except Exception as exc:  # the database is away: try again later, and say so
             log.warning("%s: cannot reach the database to take its lock (%s)", name, type(exc).__name__)
         else:
@@ -95,6 +97,26 @@ async def _while_held(conn: Any, task: asyncio.Task[None], retry_s: float) -> No
         await asyncio.wait({task}, timeout=retry_s)
         if not task.done() and not await _asked(_alive, conn, None, retry_s):
             return
+
+
+async def _connected(engine: Engine) -> Any:
+    """`_connect` in a thread. Cancelled meanwhile (the server stopping), the connection the
+    thread still makes is waited for and given back before the cancellation goes on (see
+    services.threads): left to the thread, it came back after the server had disposed of its
+    pool, into a pool nobody would close, and was collected open."""
+    made: list[Any] = []
+
+    def connect() -> None:
+        made.append(_connect(engine))
+
+    try:
+        await finish_in_thread(connect)
+    except asyncio.CancelledError:
+        for conn in made:
+            with contextlib.suppress(Exception):
+                conn.close()
+        raise
+    return made[0]
 
 
 def _connect(engine: Engine) -> Any:

@@ -34,6 +34,7 @@ from portner.services.notices import (
     who_kind,
 )
 from portner.services.queries import ROLE_WORDS, access_log, who_can_open
+from portner.services.threads import finish_in_thread
 from portner.storage import tables as t
 from portner.storage.repository import Repository
 from portner.web.deps import check_form_csrf, portner, require_page
@@ -67,7 +68,7 @@ async def sweep_worker(p: Portner) -> None:
     """Make notices every few seconds for as long as the server runs; never die."""
     while True:
         try:
-            await asyncio.to_thread(sweep_notices, p.engine, p.municipality.id, now=p.now())
+            await finish_in_thread(sweep_notices, p.engine, p.municipality.id, now=p.now())
         except Exception as exc:  # the next sweep tries again; the text may hold phone numbers
             log.warning("notice sweep failed: %s", type(exc).__name__)
         await asyncio.sleep(SWEEP_EVERY_S)
