@@ -134,3 +134,61 @@ def test_convergence_machine_minimal_sequence() -> None:
     state.confirmed_means_on_the_lock()
     state.overdue_codes_have_an_alarm()
     state.teardown()
+
+
+def _open_overdue(site: KeypadSite) -> list:  # type: ignore[type-arg]
+    return [a for a in site.alarms("removal_overdue") if a.cleared_at is None]
+
+
+async def _late_removal(engine: Engine):  # type: ignore[no-untyped-def]
+    """A code whose window ended with its lock off the network, past the removal's margin."""
+    site = KeypadSite.build(engine, START, schedules=False)
+    rec = site.reconciler()
+    await site.onboard(rec)
+    code_id = site.issue(not_after=START + timedelta(minutes=10))
+    await site.settle(rec, passes=3)
+    site.devices["l-1"].go_offline()
+    site.clock.at = START + timedelta(minutes=10, seconds=10)
+    await site.settle(rec, passes=3, step=timedelta(minutes=3))
+    (alarm,) = _open_overdue(site)
+    assert alarm.subject == code_id
+    return site, rec, code_id
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["fleet pass", "one lock"])
+async def test_overdue_alarm_is_cleared_when_the_plan_wants_the_code_again(
+    sqlite_engine: Engine, path: str
+) -> None:
+    site, rec, code_id = await _late_removal(sqlite_engine)
+
+    # The visit is extended: the removal the alarm was raised for is not due any more, so the
+    # alarm is cleared, even before the lock is back (nothing on the lock needs to change).
+    _extend(site, code_id)
+    if path == "fleet pass":
+        await rec.run_once(site.clock())
+    else:
+        await rec.reconcile_lock("l-1", site.clock())
+    assert _open_overdue(site) == []
+    (cleared,) = site.alarms("removal_overdue")
+    assert cleared.cleared_at is not None
+    with site.engine.connect() as conn:
+        reasons = [r.details for r in conn.execute(
+            select(t.audit_events).where(t.audit_events.c.action == "lock_alarm:cleared"))]
+    assert any("the plan wants the code on the lock again" in str(d) for d in reasons), reasons
+
+    # Back online, the code stays (or is put back) and nothing is raised again while wanted.
+    site.devices["l-1"].go_online()
+    await site.settle(rec, passes=10)
+    (p,) = site.placements(code_id)
+    assert p.state == "confirmed" and site.on_device("l-1", code_id)
+    assert _open_overdue(site) == []
+
+
+@pytest.mark.anyio
+async def test_overdue_alarm_of_a_code_still_unwanted_stays_open(sqlite_engine: Engine) -> None:
+    """The clearing above is only for codes wanted again: a late removal stays alarmed."""
+    site, rec, code_id = await _late_removal(sqlite_engine)
+    await site.settle(rec, passes=3, step=timedelta(minutes=3))
+    await rec.reconcile_lock("l-1", site.clock())
+    assert [a.subject for a in _open_overdue(site)] == [code_id]

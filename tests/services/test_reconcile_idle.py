@@ -21,7 +21,8 @@ from portner.services.keypad.reconcile import Reconciler
 from tests.locks.test_faults_reconcile import START, KeypadSite
 
 LOCKS = 5
-FLEET_QUERIES = 4  # read_fleet: placements, recently removed, status, outstanding commands
+FLEET_QUERIES = 5  # read_fleet: placements, recently removed, status, outstanding commands,
+# open removal_overdue alarms
 _TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK"}
 
 

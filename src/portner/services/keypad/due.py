@@ -1,4 +1,4 @@
-"""Which locks have anything to do at all in a pass: the whole fleet read in four set-based
+"""Which locks have anything to do at all in a pass: the whole fleet read in five set-based
 queries, and the reconciler's per-lock decisions taken on those rows in memory.
 
 An idle lock (codes confirmed, nothing due, heartbeat and verification recent) then costs no
@@ -45,6 +45,7 @@ class FleetSnapshot:
     status: dict[str, Any] = field(default_factory=dict)
     outstanding: set[str] = field(default_factory=set)  # locks with a command never finished
     lock_ids: list[str] = field(default_factory=list)  # every lock the pass looks at
+    overdue_alarms: set[tuple[str, str]] = field(default_factory=set)  # open_overdue_alarms
 
 
 def read_fleet(conn: Connection, now: datetime, timing: Timing) -> FleetSnapshot:
@@ -84,6 +85,7 @@ def read_fleet(conn: Connection, now: datetime, timing: Timing) -> FleetSnapshot
         .distinct()
     ).scalars())
     snap.lock_ids = sorted(set(snap.placements) | {r.lock_id for r in recently_removed} | set(snap.status))
+    snap.overdue_alarms = open_overdue_alarms(conn)
     return snap
 
 
@@ -109,6 +111,24 @@ def placement_needs_step(p: Any, now: datetime, timing: Timing) -> bool:
     if p.state == State.REMOVED:
         return wanted or next_boundary(p, now, timing) != p.next_attempt_at
     return p.state in (State.UNVERIFIED, State.SUSPECTED_MISSING)  # a re-read
+
+
+def open_overdue_alarms(conn: Connection, lock_id: str | None = None) -> set[tuple[str, str]]:
+    """(lock, code) of every removal_overdue alarm still open (of one lock, when given)."""
+    a = t.lock_alarms
+    query = select(a.c.lock_id, a.c.subject).where(a.c.kind == "removal_overdue", a.c.cleared_at.is_(None))
+    if lock_id is not None:
+        query = query.where(a.c.lock_id == lock_id)
+    return {(row.lock_id, row.subject) for row in conn.execute(query)}
+
+
+def removals_no_longer_due(placements: Iterable[Any], alarmed: set[tuple[str, str]], now: datetime,
+                           timing: Timing) -> list[Any]:
+    """Placements with an open removal_overdue alarm that the plan wants on the lock again (its
+    window was extended or moved): the removal it was raised for is not due any more."""
+    return [p for p in placements
+            if (p.lock_id, p.code_id) in alarmed and p.state != State.REMOVED
+            and wanted_on_lock(p, now, timing)]
 
 
 def overdue_removals(placements: Iterable[Any], now: datetime, timing: Timing) -> list[Any]:

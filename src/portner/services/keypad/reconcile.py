@@ -45,7 +45,14 @@ from portner.services.ids import IdSource
 from portner.services.keypad import delivery
 from portner.services.keypad.budget import Backoff, RadioBudget
 from portner.services.keypad.codes import new_command
-from portner.services.keypad.due import LockView, lock_needs_step, overdue_removals, read_fleet
+from portner.services.keypad.due import (
+    LockView,
+    lock_needs_step,
+    open_overdue_alarms,
+    overdue_removals,
+    read_fleet,
+    removals_no_longer_due,
+)
 from portner.services.keypad.model import CommandKind, CommandState, State
 from portner.services.keypad.plan import (
     Timing,
@@ -168,11 +175,15 @@ class Reconciler(Upkeep):
         timing = self.settings.timing
         with self.engine.connect() as conn:
             snap = read_fleet(conn, now, timing)
-        late = overdue_removals((p for rows in snap.placements.values() for p in rows), now, timing)
-        if late:
+        placements = [p for rows in snap.placements.values() for p in rows]
+        late = overdue_removals(placements, now, timing)
+        settled = removals_no_longer_due(placements, snap.overdue_alarms, now, timing)
+        if late or settled:
             with self.engine.begin() as conn:
                 for p in late:
                     self._alarm_overdue(conn, p, now)
+                for p in settled:
+                    self._settle_overdue(conn, p, now)
         for lock_id in snap.lock_ids:
             rt = self.runtime(lock_id)
             view = LockView(rt.capabilities, rt.verified, rt.next_verify_at)
@@ -281,8 +292,19 @@ class Reconciler(Upkeep):
     # --- overdue removals ------------------------------------------------------------------------
 
     def _check_overdue(self, conn: Connection, lock_id: str, now: datetime) -> None:
-        for p in overdue_removals(self._placements(conn, lock_id, now), now, self.settings.timing):
+        placements = self._placements(conn, lock_id, now)
+        for p in overdue_removals(placements, now, self.settings.timing):
             self._alarm_overdue(conn, p, now)
+        alarmed = open_overdue_alarms(conn, lock_id)
+        for p in removals_no_longer_due(placements, alarmed, now, self.settings.timing):
+            self._settle_overdue(conn, p, now)
+
+    def _settle_overdue(self, conn: Connection, p: Any, now: datetime) -> None:
+        """The plan wants the code again: an alarm that its removal was late would otherwise stay
+        open for good, as only a confirmed removal cleared it (whatever is still on the lock is
+        wanted there now; a later window's end raises a new alarm if its removal is late)."""
+        clear_alarm(conn, p.lock_id, "removal_overdue", p.code_id, now,
+                    reason="the plan wants the code on the lock again")
 
     def _alarm_overdue(self, conn: Connection, p: Any, now: datetime) -> None:
         deadline = removal_deadline(p)  # never None for an overdue placement

@@ -68,9 +68,9 @@ def raise_alarm(
                                    actor=RECONCILER)[1]
 
 
-def clear_alarm(conn: Connection, lock_id: str, kind: str, subject: str, now: datetime) -> None:
-    lock_alarms.clear_alarm(conn, lock_id, kind, at=now, subject=subject, reason="the lock confirmed it",
-                            actor=RECONCILER)
+def clear_alarm(conn: Connection, lock_id: str, kind: str, subject: str, now: datetime, *,
+                reason: str = "the lock confirmed it") -> None:
+    lock_alarms.clear_alarm(conn, lock_id, kind, at=now, subject=subject, reason=reason, actor=RECONCILER)
 
 
 def slot_row(conn: Connection, lock_id: str, slot: int) -> Any:
