@@ -109,6 +109,9 @@ def test_bad_signature_is_refused_naming_the_signature(client_for) -> None:
     nurse = client_for("demo-nurse-1")
     answer = registration(nurse, Ed25519PrivateKey.generate(), sign_with=Ed25519PrivateKey.generate())
     assert answer.status_code == 401 and fields(answer) == ["body/signature"]
+    # Titled by what went wrong: the request was well formed, its proof did not verify.
+    assert answer.json()["title"] == "Proof not accepted"
+    assert answer.json()["type"].endswith("/proof-not-accepted")
 
 
 def test_foreign_and_expired_challenges_are_refused(client_for, clock) -> None:

@@ -61,9 +61,20 @@ class Problem(Exception):
         return doc
 
 
+# A field at fault is not always malformed: a proof that does not verify (401), a refusal of who
+# is asking (403), a state that does not allow it (409). Titled by what went wrong, not all
+# "Invalid request".
+_FIELD_PROBLEMS = {
+    401: ("Proof not accepted", "proof-not-accepted"),
+    403: ("Forbidden", "forbidden"),
+    409: ("Conflict", "conflict"),
+}
+
+
 def field_problem(field: str, message: str, *, status: int = 422) -> Problem:
-    """One bad field, named."""
-    return Problem(status, "Invalid request", f"{field}: {message}", kind="invalid-request",
+    """One field at fault, named."""
+    title, kind = _FIELD_PROBLEMS.get(status, ("Invalid request", "invalid-request"))
+    return Problem(status, title, f"{field}: {message}", kind=kind,
                    errors=[{"field": field, "message": message}])
 
 
