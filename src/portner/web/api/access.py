@@ -163,6 +163,10 @@ async def give_one_time_access(
     request: Request, body: OneTimeAccessIn, idempotency_key: IdempotencyKeyHeader = None,
     who: Principal = Depends(STAFF),
 ) -> Response:
+    """Give a person time-boxed access (at most 12 hours) to some of a resident's doors, and
+    queue an SMS with a one-time link that makes their phone the key. Operators and
+    administrators only, for a resident they may see; send an Idempotency-Key so that a retry
+    sends one SMS, not two. Audited; the answer shows the phone number masked."""
     p = portner(request)
     now = p.now()
 
@@ -193,6 +197,9 @@ def one_time_accesses(
     request: Request, response: Response, params: PageParams = Depends(page_params),
     who: Principal = Depends(STAFF),
 ) -> Page[OneTimeAccessOut]:
+    """The one-time accesses given (the newest 2,000), newest first, one page at a time: state
+    (open, redeemed, expired or revoked) and whether the SMS went out, phone numbers masked.
+    Operators and administrators only."""
     p = portner(request)
     items = [_access_out(line) for line in list_invitations(p.engine, p.municipality.id, now=p.now(), limit=2000)]
     return paginate(request, response, params, items, key=lambda o: (-o.created_at.timestamp(), o.id))
@@ -285,6 +292,10 @@ def revoke_one_time_access(
     request: Request, invitation_id: PathId, body: RevokeIn | None = Body(None),
     who: Principal = Depends(STAFF),
 ) -> RevokedOut:
+    """Revoke a one-time access, with an optional reason: its grant, its credentials and the
+    visitor's phone, and publish a new signed revocation list for the locks. Operators and
+    administrators only; audited, and safe to repeat (revoking again changes nothing and answers
+    `revoked: false`)."""
     return revoke_access(portner(request), who, invitation_id, body.reason if body else "",
                          pick_language(request))
 
@@ -294,7 +305,10 @@ def revoke_lost_phone(
     request: Request, device_id: PathId, body: RevokeIn | None = Body(None),
     who: Principal = Depends(STAFF),
 ) -> RevokedOut:
-    """A lost phone in one action: revoked, refused new credentials, and published to the locks."""
+    """A lost phone in one action: the phone and its credentials are revoked, it is refused new
+    credentials, and a new signed revocation list is published for the locks. Operators and
+    administrators only; audited, and safe to repeat (a phone revoked already answers
+    `revoked: false` and changes nothing)."""
     return revoke_phone(portner(request), who, device_id, body.reason if body else "",
                         pick_language(request))
 
@@ -375,6 +389,10 @@ def door_access(p: Portner, who: Principal, door_id: str, lang: str) -> WhoCanOp
 
 @router.get("/doors/{door_id}/who-can-open", response_model=WhoCanOpenOut)
 def who_can_open_door(request: Request, door_id: PathId, who: Principal = Depends(STAFF)) -> WhoCanOpenOut:
+    """Who may open a door now or later, and why: every active grant on it that has not ended,
+    with origin, visit times and an explanation in the reader's language (`lang`, the language
+    cookie or Accept-Language). Operators and administrators only; a door of another
+    municipality is a 404."""
     return door_access(portner(request), who, door_id, pick_language(request))
 
 
@@ -409,6 +427,9 @@ def physical_keys(
     request: Request, day: Annotated[date | None, Query(alias="date", description="YYYY-MM-DD; today if left out")] = None,
     who: Principal = Depends(STAFF),
 ) -> list[PhysicalKeyOut]:
+    """The visits of a day (`date` in the municipality's time zone, today if left out) at homes
+    without an e-lock, where someone must bring a physical key: resident, address, start time
+    and who brings it. Operators and administrators only."""
     p = portner(request)
     return physical_keys_for(p, day or p.now().astimezone(ZoneInfo(p.municipality.timezone)).date())
 
@@ -529,6 +550,11 @@ async def door_event_stream(
     backlog: Annotated[int, Query(ge=0, le=200, description="Recent events sent first on a new connection")] = 20,
     who: Principal = Depends(STAFF),
 ) -> StreamingResponse:
+    """Live door events of the municipality as Server-Sent Events: openings, refusals and jams
+    on the phone-credential locks and what keypad and vendor locks report, after up to `backlog`
+    recent ones on a new connection; send Last-Event-ID to resume after a reconnect. Operators
+    and administrators only, checked again at every poll: when the caller may no longer watch,
+    the stream sends a signed-out event and ends. A stream ends after an hour; reconnect."""
     p = portner(request)
     lang = pick_language(request)
     zone = ZoneInfo(p.municipality.timezone)
@@ -648,6 +674,9 @@ def _open_invitation(p: Portner, token: str) -> Any:
 
 @router.get("/visit/{token}/challenge", response_model=VisitChallengeOut, responses=REFUSED)
 def visit_challenge(request: Request, token: Annotated[str, Path(max_length=200, pattern=NO_CONTROL)]) -> VisitChallengeOut:
+    """The first step of a one-time visitor's link: a challenge for the visitor's phone to sign
+    with a new key within 5 minutes. No sign-in: the link's token in the path is the authority;
+    an unknown link is a 404, one used, expired or revoked a 409."""
     p = portner(request)
     view = _open_invitation(p, token)
     challenge = redemption_challenge(p.secrets, view.invitation_id, now=p.now())
@@ -657,6 +686,10 @@ def visit_challenge(request: Request, token: Annotated[str, Path(max_length=200,
 @router.post("/visit/{token}/redeem", response_model=VisitRedeemOut, status_code=201,
              responses={**REFUSED, 401: problem_response("The proof of possession does not verify.")})
 def visit_redeem(request: Request, token: Annotated[str, Path(max_length=200, pattern=NO_CONTROL)], body: VisitRedeemIn) -> VisitRedeemOut:
+    """Redeem a one-time visitor's link, once: register the phone's key with its signature over
+    the challenge from GET /visit/{token}/challenge, and get its credentials for the
+    invitation's doors. No sign-in: the link's token is the authority; a link used, expired or
+    revoked is a 409, a proof that does not verify a 401, and the redemption is audited."""
     p = portner(request)
     lang = pick_language(request)
     try:

@@ -62,6 +62,9 @@ def _directory_reader(who: Principal = Depends(principal)) -> Principal:
 @router.get("/municipalities/current", response_model=MunicipalityOut, responses=SINGLE_RESPONSES,
             summary="The municipality's settings", tags=["municipality"])
 def current_municipality(request: Request, response: Response, who: Principal = Depends(principal)) -> Any:
+    """The settings of this server's municipality: time zone, service model, how early and how
+    late a visit's door opens, and the plan horizon. Any signed-in caller. Answers with an ETag
+    (If-None-Match gives 304), the If-Match for PATCH /municipalities/current."""
     p = portner(request)
     with p.engine.connect() as conn:
         m = Repository(conn).get_municipality(p.municipality.id)
@@ -77,6 +80,11 @@ def list_residents(
     params: PageParams = Depends(page_params),
     who: Principal = Depends(_directory_reader),
 ) -> Page[ResidentOut]:
+    """Residents by name, one page at a time (`limit`, `cursor`); `q` searches part of the name.
+    Any signed-in caller, cut to whom they may see: operators, administrators and integrations
+    with the portner.directory.read scope every resident of the municipality, a nurse the
+    residents of her visits (30 days back to 14 days ahead), a relative their resident, a
+    resident themselves."""
     p = portner(request)
     with p.engine.connect() as conn:
         visible = visible_residents(conn, who, now=p.now())
@@ -92,6 +100,10 @@ def list_residents(
             summary="One resident")
 def get_resident(request: Request, response: Response, resident_id: Id,
                  who: Principal = Depends(_directory_reader)) -> Any:
+    """One resident: display name, zone and whether the home has an e-lock. Any signed-in caller
+    who may see the resident (see GET /residents); one they may not see is a 404, exactly like
+    one that does not exist. Answers with an ETag (If-None-Match gives 304), the If-Match for
+    PATCH."""
     p = portner(request)
     with p.engine.connect() as conn:
         resident_or_404(conn, who, resident_id, now=p.now())
@@ -106,6 +118,9 @@ def get_resident(request: Request, response: Response, resident_id: Id,
 def resident_homes(request: Request, response: Response, resident_id: Id,
                    params: PageParams = Depends(page_params),
                    who: Principal = Depends(_directory_reader)) -> Page[HomeOut]:
+    """A resident's homes, one page at a time, each with its address and door path from the
+    street inwards, every door with its lock and the lock's status. Any signed-in caller who may
+    see the resident (see GET /residents); otherwise 404."""
     p = portner(request)
     with p.engine.connect() as conn:
         resident_or_404(conn, who, resident_id, now=p.now())
@@ -117,6 +132,9 @@ def resident_homes(request: Request, response: Response, resident_id: Id,
             summary="One home with its door path")
 def get_home(request: Request, response: Response, home_id: Id,
              who: Principal = Depends(_directory_reader)) -> Any:
+    """One home: address, e-lock system and door path (street first), every door with its lock.
+    Any signed-in caller who may see the home's resident; otherwise 404, as for a home that does
+    not exist. Answers with an ETag (If-None-Match gives 304), the If-Match for PATCH."""
     p = portner(request)
     with p.engine.connect() as conn:
         found = dq.home(conn, p.municipality.id, home_id)
@@ -131,6 +149,9 @@ def get_home(request: Request, response: Response, home_id: Id,
             summary="One door with its lock")
 def get_door(request: Request, response: Response, door_id: Id,
              who: Principal = Depends(_directory_reader)) -> Any:
+    """One door: its kind, its place on the home's path (1 = street) and its lock, if it has
+    one. Any signed-in caller who may see the home's resident; otherwise 404. Answers with an
+    ETag (If-None-Match gives 304), the If-Match for PATCH and DELETE."""
     p = portner(request)
     with p.engine.connect() as conn:
         found = dq.door(conn, p.municipality.id, door_id)
@@ -146,6 +167,9 @@ def get_door(request: Request, response: Response, door_id: Id,
 def list_locks(request: Request, response: Response,
                params: PageParams = Depends(page_params),
                who: Principal = Depends(require(*WIDE_ROLES))) -> Page[LockOut]:
+    """Every lock mounted on a door of the municipality, by id, one page at a time: its door,
+    backend, battery, last sync and the open anomalies (gaps or forks) in its event log.
+    Operators and administrators only."""
     p = portner(request)
     with p.engine.connect() as conn:
         rows = conn.execute(keyset(dq.locks_select(p.municipality.id), params, t.locks.c.id)).all()
@@ -157,6 +181,9 @@ def list_locks(request: Request, response: Response,
             summary="One lock (operator, admin)")
 def get_lock(request: Request, response: Response, lock_id: Id,
              who: Principal = Depends(require(*WIDE_ROLES))) -> Any:
+    """One mounted lock: door, backend, address, battery, last sync, how far its log is verified
+    and its open anomalies. Operators and administrators only. Answers with an ETag
+    (If-None-Match gives 304), the If-Match for DELETE /locks/{lock_id}."""
     p = portner(request)
     with p.engine.connect() as conn:
         found = dq.lock(conn, p.municipality.id, lock_id)
@@ -190,6 +217,9 @@ def list_staff(
     params: PageParams = Depends(page_params),
     who: Principal = Depends(_staff_reader),
 ) -> Page[StaffOut]:
+    """People who may be given door access, by id, one page at a time; filter by `role` and
+    `active`. Nurses, operators and administrators: operators and administrators see everyone,
+    relatives and one-time visitors too, nurses only the services' staff."""
     p = portner(request)
     stmt = dq.staff_select(p.municipality.id, roles=[role.value] if role else None,
                            exclude_roles=_hidden_roles(who), active=active,
@@ -203,6 +233,10 @@ def list_staff(
 @router.get("/staff/{actor_id}", response_model=StaffOut, responses=SINGLE_RESPONSES, summary="One staff member")
 def get_staff(request: Request, response: Response, actor_id: Id,
               who: Principal = Depends(_staff_reader)) -> Any:
+    """One person of the staff list: role, organisation, display name and whether active.
+    Nurses, operators and administrators; a nurse asking for a relative or a one-time visitor
+    gets 404 (as in GET /staff). Answers with an ETag (If-None-Match gives 304), the If-Match
+    for PATCH."""
     p = portner(request)
     with p.engine.connect() as conn:
         found = dq.staff_member(conn, p.municipality.id, actor_id)
@@ -218,6 +252,9 @@ def get_accounts(
     params: PageParams = Depends(page_params),
     who: Principal = Depends(require(AccountRole.ADMIN)),
 ) -> Page[AccountOut]:
+    """The municipality's sign-in accounts, people's and integrations', one page at a time:
+    role, issuer and subject at the OpenID provider, the person or resident linked, scopes, and
+    whether disabled; filter by `role`. Administrators only."""
     p = portner(request)
     with p.engine.connect() as conn:
         accounts = [AccountOut(**a) for a in list_accounts(conn, p.municipality.id)]  # type: ignore[arg-type]

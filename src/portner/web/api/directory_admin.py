@@ -232,6 +232,10 @@ def _answer(response: Response, model: BaseModel) -> BaseModel:
               summary="Change the municipality's settings (admin)", tags=["municipality"])
 def patch_municipality(request: Request, response: Response, body: MunicipalityPatch, who: AdminOnly,
                        if_match: IfMatchHeader = None) -> Any:
+    """Change the municipality's service model, how early and how late a visit's door opens, or
+    the baseline minutes spent on physical keys; send only the fields to change. Administrators
+    only, with If-Match set to the ETag of GET /municipalities/current (428 without, 412 when
+    stale). The change is audited and the answer carries the new ETag."""
     p = portner(request)
     with p.engine.begin() as conn:
         repo = Repository(conn)
@@ -250,6 +254,10 @@ def patch_municipality(request: Request, response: Response, body: MunicipalityP
               summary="Change a resident's name or zone (admin; the next import may overwrite)")
 def patch_resident(request: Request, response: Response, resident_id: Id, body: ResidentPatch,
                    who: AdminOnly, if_match: IfMatchHeader = None) -> Any:
+    """Change a resident's display name or zone; the next plan import may overwrite it.
+    Administrators only, with If-Match set to the ETag of GET /residents/{resident_id} (428
+    without, 412 when stale). Audited (which fields changed, never their values); the answer
+    carries the new ETag."""
     mid = portner(request).municipality.id
     with portner(request).engine.begin() as conn:
         current = _found(dq.resident(conn, mid, resident_id), f"no resident {resident_id}")
@@ -263,6 +271,10 @@ def patch_resident(request: Request, response: Response, resident_id: Id, body: 
               summary="Change a home's address or e-lock system (admin)")
 def patch_home(request: Request, response: Response, home_id: Id, body: HomePatch, who: AdminOnly,
                if_match: IfMatchHeader = None) -> Any:
+    """Change a home's address or e-lock system (null: no e-lock, a physical key is used);
+    switching between the two updates the coming visits' grants. Administrators only, with
+    If-Match set to the ETag of GET /homes/{home_id} (428 without, 412 when stale). Audited; the
+    answer carries the new ETag."""
     mid = portner(request).municipality.id
     with portner(request).engine.begin() as conn:
         current = _found(dq.home(conn, mid, home_id), f"no home {home_id}")
@@ -283,6 +295,9 @@ def _door_out(conn: Connection, mid: str, door_id: str) -> DoorOut:
              summary="Add a door to a home's path (admin)")
 async def add_door(request: Request, home_id: Id, body: DoorIn, who: AdminOnly,
                    idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    """Add a door to a home's path at `position` (1 = street), or last when left out.
+    Administrators only; send an Idempotency-Key so that a retry does not add a second door.
+    Audited."""
     mid = portner(request).municipality.id
 
     def handler(conn: Connection) -> DoorOut:
@@ -297,6 +312,9 @@ async def add_door(request: Request, home_id: Id, body: DoorIn, who: AdminOnly,
               summary="Change a door's kind or move it on the path (admin)")
 def patch_door(request: Request, response: Response, door_id: Id, body: DoorPatch, who: AdminOnly,
                if_match: IfMatchHeader = None) -> Any:
+    """Change a door's kind, or move it to another place on its home's path (1 = street).
+    Administrators only, with If-Match set to the ETag of GET /doors/{door_id} (428 without, 412
+    when stale). Audited; the answer carries the new ETag."""
     mid = portner(request).municipality.id
     with portner(request).engine.begin() as conn:
         require_if_match(request, etag_for(_door_out(conn, mid, door_id)))
@@ -308,6 +326,9 @@ def patch_door(request: Request, response: Response, door_id: Id, body: DoorPatc
 @router.delete("/doors/{door_id}", status_code=204, responses={412: {}, 428: {}, 409: {}},
                summary="Remove a door that has no lock (admin)")
 def delete_door(request: Request, door_id: Id, who: AdminOnly, if_match: IfMatchHeader = None) -> Response:
+    """Remove a door from its home's path; the doors behind it move up. Administrators only,
+    with If-Match set to the door's ETag; audited. Refused (409) while the door has a lock, for
+    the last door of a home with an e-lock, and for a door a removed lock's event log names."""
     mid = portner(request).municipality.id
     with portner(request).engine.begin() as conn:
         require_if_match(request, etag_for(_door_out(conn, mid, door_id)))
@@ -322,6 +343,10 @@ def delete_door(request: Request, door_id: Id, who: AdminOnly, if_match: IfMatch
              summary="Install a lock on a door (admin); coming visits get keys for it")
 async def install_lock(request: Request, door_id: Id, body: LockIn, who: AdminOnly,
                        idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    """Mount a lock on a door that has none: its backend, model, address (how the backend finds
+    it) and where keypad code windows are kept. Administrators only; send an Idempotency-Key so
+    that a retry does not fail on the lock it installed. Audited; the coming visits' grants are
+    brought up to date to open it, and a door with a lock or an address in use is a 409."""
     mid = portner(request).municipality.id
 
     def handler(conn: Connection) -> LockOut:
@@ -335,8 +360,11 @@ async def install_lock(request: Request, door_id: Id, body: LockIn, who: AdminOn
 
 @router.delete("/locks/{lock_id}", status_code=204, responses={412: {}, 428: {}},
                summary="Remove a lock; the door stays, and so does the lock's event log (admin)",
-               description="A lock with history keeps its row, marked removed (removed_at); its address "
-                           "may then be given to a lock installed elsewhere.")
+               description="Take a lock off its door. A lock with history keeps its row, marked removed "
+                           "(removed_at), and its address may then be given to a lock installed "
+                           "elsewhere; keypad codes meant for it are withdrawn. Administrators only, with "
+                           "If-Match set to the ETag of GET /locks/{lock_id} (428 without, 412 when "
+                           "stale); audited.")
 def delete_lock(request: Request, lock_id: Id, who: AdminOnly, if_match: IfMatchHeader = None) -> Response:
     mid = portner(request).municipality.id
     with portner(request).engine.begin() as conn:
@@ -352,6 +380,10 @@ def delete_lock(request: Request, lock_id: Id, who: AdminOnly, if_match: IfMatch
 @router.post("/staff", response_model=StaffOut, status_code=201, summary="Add a staff member (admin)")
 async def add_staff(request: Request, body: StaffIn, who: AdminOnly,
                     idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    """Add a person who may be given door access: display name, role, organisation, and the HPR
+    number or HER id by which visit plans name them. Administrators only; send an
+    Idempotency-Key so that a retry does not add them twice. Audited (the role, never the
+    identifiers)."""
     mid = portner(request).municipality.id
 
     def handler(conn: Connection) -> StaffOut:
@@ -368,6 +400,10 @@ async def add_staff(request: Request, body: StaffIn, who: AdminOnly,
               summary="Change a staff member, or deactivate them (admin)")
 def patch_staff(request: Request, response: Response, actor_id: Id, body: StaffPatch, who: AdminOnly,
                 if_match: IfMatchHeader = None) -> Any:
+    """Change a person's display name, organisation or role, or deactivate them (`active:
+    false`): a deactivated person gets no new credentials, while those issued run out (12 hours
+    at most; revoke the phone to stop them at once). Administrators only, with If-Match set to
+    the ETag of GET /staff/{actor_id} (428 without, 412 when stale). Audited."""
     mid = portner(request).municipality.id
     with portner(request).engine.begin() as conn:
         current = _found(dq.staff_member(conn, mid, actor_id), f"no staff member {actor_id}")
@@ -385,6 +421,10 @@ def _account_out(conn: Connection, mid: str, account_id: str) -> AccountOut:
              summary="Create a sign-in account for a staff member, relative, resident or integration")
 async def create_account(request: Request, body: AccountIn, who: AdminOnly,
                          idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    """Create a sign-in account: the issuer (one this server signs in with) and the subject
+    there, the role, and whom it stands for: a person for a nurse or relative, a resident for a
+    resident, scopes for an integration. Administrators only; send an Idempotency-Key for safe
+    retries. Audited."""
     mid = portner(request).municipality.id
 
     def handler(conn: Connection) -> AccountOut:
@@ -412,6 +452,9 @@ async def _set_disabled(request: Request, who: Principal, account_id: str, disab
              summary="Disable an account: refused at its next request, no new door credentials")
 async def disable_account(request: Request, account_id: Id, who: AdminOnly,
                           idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    """Disable an account: it is refused at its next request, by session or token, and gets no
+    new door credentials. Administrators only, who cannot disable their own account; audited,
+    and an Idempotency-Key is honoured."""
     return await _set_disabled(request, who, account_id, True)
 
 
@@ -419,6 +462,8 @@ async def disable_account(request: Request, account_id: Id, who: AdminOnly,
              summary="Enable a disabled account again")
 async def enable_account(request: Request, account_id: Id, who: AdminOnly,
                          idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    """Enable a disabled account, so that it may sign in and act again. Administrators only;
+    audited, and an Idempotency-Key is honoured."""
     return await _set_disabled(request, who, account_id, False)
 
 
@@ -433,6 +478,8 @@ def _quarantine_out(e: QuarantineEntry) -> QuarantineOut:
             summary="Imported visit plans: file, version, when, visits (admin)")
 def list_imports(request: Request, response: Response, who: AdminOnly,
                  params: PageParams = Depends(page_params)) -> Page[ImportOut]:
+    """The visit plans imported so far: each plan's source file, version, when it was imported
+    and how many visits it holds now, one page at a time. Administrators only."""
     items = [ImportOut(**row) for row in _admin(request, who).import_status()]
     return paginate(request, response, params, items, key=lambda i: (i.plan_key,))
 
@@ -442,6 +489,9 @@ def list_imports(request: Request, response: Response, who: AdminOnly,
 def list_quarantine(request: Request, response: Response, who: AdminOnly,
                     include_resolved: Annotated[bool, Query(description="Also corrected and dismissed ones.")] = False,
                     params: PageParams = Depends(page_params)) -> Page[QuarantineOut]:
+    """Plan entries the import rejected, waiting to be corrected or dismissed: the resource,
+    field, message, and the entry as read with national ids masked; `include_resolved` adds the
+    corrected and dismissed ones. Administrators only; one page at a time."""
     entries = _admin(request, who).quarantine(include_resolved=include_resolved)
     return paginate(request, response, params, [_quarantine_out(e) for e in entries], key=lambda q: (q.id,))
 
@@ -453,6 +503,9 @@ QuarantineId = Annotated[int, Path(ge=1, le=2**62)]
              summary="Import a corrected resource in place of a quarantined one (admin)")
 async def correct_entry(request: Request, entry_id: QuarantineId, body: CorrectionIn, who: AdminOnly,
                         idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    """Import a corrected FHIR resource (JSON or XML text) in place of a quarantined one; the
+    answer says whether the entry is resolved and what the import changed. Administrators only;
+    send an Idempotency-Key for safe retries. Audited."""
     def handler(conn: Connection) -> CorrectionOut:
         with _refusals():
             result = _admin(request, who, conn).correct_quarantine(entry_id, body.resource)
@@ -470,6 +523,8 @@ async def correct_entry(request: Request, entry_id: QuarantineId, body: Correcti
              summary="Dismiss a quarantined entry with a reason (admin; audited)")
 async def dismiss_entry(request: Request, entry_id: QuarantineId, body: DismissIn, who: AdminOnly,
                         idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    """Dismiss a quarantined plan entry that will not be corrected, giving a reason.
+    Administrators only; audited, and an Idempotency-Key is honoured."""
     def handler(conn: Connection) -> QuarantineOut:
         admin = _admin(request, who, conn)
         with _refusals():

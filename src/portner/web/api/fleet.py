@@ -103,6 +103,9 @@ def _own_lock(request: Request, lock_id: str) -> None:
 @router.get("/lock-alarms", response_model=Page[LockAlarmOut], summary="Open lock alarms (operator, admin)")
 def list_alarms(request: Request, response: Response, params: PageParams = Depends(page_params),
                 who: Principal = Depends(STAFF)) -> Page[LockAlarmOut]:
+    """The open alarms of the municipality's locks (jammed, tamper, low battery, wrong codes,
+    overdue code removals, ...), each with its door and resident, by id, one page at a time.
+    Operators and administrators only."""
     p = portner(request)
     with p.engine.connect() as conn:
         rows = fleet.open_alarms(conn, p.municipality.id)
@@ -114,6 +117,9 @@ def list_alarms(request: Request, response: Response, params: PageParams = Depen
              summary="Acknowledge an alarm (it stays open until its condition ends)")
 def acknowledge(request: Request, alarm_id: Annotated[int, Path(ge=1, le=2**62)],
                 who: Principal = Depends(STAFF)) -> Response:
+    """Acknowledge an open lock alarm: it stays open until its condition ends, but shows who
+    took it on. Operators and administrators only; audited, and acknowledging twice changes
+    nothing. An alarm that is not open is a 404."""
     p = portner(request)
     try:
         with p.engine.begin() as conn:
@@ -126,6 +132,9 @@ def acknowledge(request: Request, alarm_id: Annotated[int, Path(ge=1, le=2**62)]
 @router.get("/locks/{lock_id}/quarantine", response_model=list[QuarantinedSlotOut],
             summary="Slots of a lock that Portner will not touch until an operator resolves them")
 def list_quarantine(request: Request, lock_id: LockId, who: Principal = Depends(STAFF)) -> list[QuarantinedSlotOut]:
+    """The slots of a lock that Portner will not write until an operator resolves them: what was
+    found there (known, masked, empty or unreadable) and why (foreign, unverifiable or
+    reappeared). Operators and administrators only; a lock of another municipality is a 404."""
     _own_lock(request, lock_id)
     p = portner(request)
     with p.engine.connect() as conn:
@@ -139,6 +148,9 @@ def list_quarantine(request: Request, lock_id: LockId, who: Principal = Depends(
              summary="Resolve a quarantined slot: adopt the code found there, or release a slot checked empty")
 def resolve(request: Request, lock_id: LockId, slot: Annotated[int, Path(ge=1, le=100_000)], body: ResolveIn,
             who: Principal = Depends(STAFF)) -> Response:
+    """Resolve a quarantined slot of a lock: `adopted` keeps the code found there and never uses
+    the slot, `released` frees a slot checked empty at the door. Operators and administrators
+    only; audited. A slot not in quarantine is a 409."""
     _own_lock(request, lock_id)
     p = portner(request)
     try:
@@ -153,6 +165,9 @@ def resolve(request: Request, lock_id: LockId, slot: Annotated[int, Path(ge=1, l
 @router.get("/locks/{lock_id}/codes", response_model=list[PlacementOut],
             summary="The keypad codes meant for a lock: intended versus confirmed (never the code)")
 def list_codes(request: Request, lock_id: LockId, who: Principal = Depends(STAFF)) -> list[PlacementOut]:
+    """The keypad codes meant for a lock, slot by slot: what the plan wants (present or absent)
+    against what the lock has confirmed, with attempts, refusals and the holder's pseudonymous
+    name; the digits themselves never leave the platform. Operators and administrators only."""
     _own_lock(request, lock_id)
     p = portner(request)
     with p.engine.connect() as conn:
@@ -188,6 +203,11 @@ async def remote_unlock(p: Portner, who: Principal, lock_id: str, reason: Reason
              summary="Open a door remotely (response center); the answer is what the lock confirmed")
 async def remote_unlock_api(request: Request, lock_id: LockId, body: RemoteUnlockIn,
                             who: Principal = Depends(STAFF)) -> RemoteUnlockOut:
+    """Open a door remotely, for a reason category (resident_asked, staff_locked_out,
+    emergency_services or safety_alarm; never free text); the answer is what the lock confirmed,
+    or `requested` when the fleet worker will deliver it within a minute. Operators and
+    administrators only; every request is audited with who asked and why. Not idempotent: each
+    call is a new command; a lock that cannot be opened remotely is a 409."""
     p = portner(request)
     try:
         outcome = await remote_unlock(p, who, lock_id, body.reason)

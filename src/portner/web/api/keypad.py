@@ -38,6 +38,10 @@ class KeypadCodeOut(BaseModel):
 @router.get("/me/keypad-codes", response_model=list[KeypadCodeOut],
             summary="My keypad codes for doors without phone keys (each code shown once)")
 def my_keypad_codes(request: Request, response: Response, who: Principal = Depends(principal)) -> list[KeypadCodeOut]:
+    """The signed-in person's keypad codes for their visits at doors whose lock takes codes
+    instead of phone keys, each with the locks it opens and its time window. A code's digits are
+    in the first answer only (the delivery is audited); later answers say when it was delivered,
+    and no answer is cached. Any signed-in account linked to a person; others get 403."""
     if who.actor_id is None:
         raise NotPermitted("keypad codes are for staff with visits")
     p = portner(request)

@@ -85,7 +85,9 @@ class _CallbackIn(BaseModel):
     },
 )
 async def receive_lock_callback(request: Request, backend_name: BackendName) -> LockCallbackOut:
-    """Signed with Standard Webhooks v1: headers `webhook-id`, `webhook-timestamp` (Unix seconds,
+    """A vendor lock cloud reports a lock event, a health report or a command result; accepted
+    events go to the lock activity log, and a redelivered event changes nothing. Signed with
+    Standard Webhooks v1: headers `webhook-id`, `webhook-timestamp` (Unix seconds,
     within 5 minutes of our clock) and `webhook-signature` (`v1,<base64 HMAC-SHA256>` of
     "{id}.{timestamp}.{body}" under the backend's callback secret). No session or token."""
     p = portner(request)

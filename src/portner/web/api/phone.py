@@ -118,6 +118,9 @@ def _nurse_holder(who: Principal) -> str:
 def registration_challenge(
     request: Request, who: Principal = Depends(require(AccountRole.NURSE))
 ) -> RegistrationChallengeOut:
+    """Get a one-time challenge for registering a phone key, bound to the signed-in nurse's
+    account and valid for 5 minutes; sign it with the new key and send it to POST /devices.
+    Nurses only (an account not linked to a staff member gets 403)."""
     p = portner(request)
     holder = _nurse_holder(who)
     challenge, expires = new_registration_challenge(challenge_key(p.secrets), holder, now=p.now())
@@ -131,6 +134,10 @@ async def register_device(
     idempotency_key: IdempotencyKeyHeader = None,
     who: Principal = Depends(require(AccountRole.NURSE)),
 ) -> Response:
+    """Register a phone's Ed25519 public key with a proof of possession: its signature over a
+    challenge from GET /devices/registration-challenge; nurses only, and the registration is
+    audited. Sending the same registration again returns the same device with `new: false` (an
+    Idempotency-Key is honoured too); a used challenge with another key is refused."""
     p = portner(request)
     holder, actor_id = _nurse_holder(who), who.actor_id
     assert actor_id is not None
@@ -541,6 +548,13 @@ async def upload_door_events(
     request: Request,
     pending: PendingPrincipal = Depends(require_later(AccountRole.NURSE, AccountRole.INTEGRATION)),
 ) -> Response:
+    """Upload the lock logs a nurse's phone or a lock gateway has read, as one batch (at most 50
+    uploads, 2,000 events, 500 per lock) stored in one transaction or not at all. Nurses may
+    upload for the locks of the homes their visit grants lead them to (2 days back to 1 day
+    ahead), up to 1 MB; integrations with the portner.events.upload scope for any lock of the
+    municipality, up to 8 MB; any other lock is a 403. Uploads are idempotent by content (no
+    Idempotency-Key needed), chain anomalies (gaps, reordering, tampering) are reported per lock
+    with a 200, and a 503 with Retry-After means nothing was stored."""
     # The body is read here, within the uploader's size limit, not by FastAPI. An access token
     # is verified already (require_later), so its bound is known. A session's body that declares
     # at most a nurse's bound is within every uploader's: it is read from the holder of a session
@@ -582,6 +596,10 @@ async def upload_visitor_door_events(
 @router.get("/revocation-list", response_model=RevocationListOut,
             responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "Not modified"}})
 def revocation_list(request: Request, who: Principal = Depends(principal)) -> Response:
+    """The municipality's newest signed revocation list, for phones and gateways to carry to
+    offline locks; any signed-in caller. The ETag is the list's version (If-None-Match answers
+    304), and version 0 means none has been published; send Accept: application/octet-stream for
+    the signed list's raw bytes instead of JSON."""
     p = portner(request)
     latest = latest_revocation_list(p.engine, p.municipality.id)
     out = RevocationListOut(version=latest[0], list=b64url(latest[1])) if latest else RevocationListOut(version=0)

@@ -98,6 +98,10 @@ def list_visits(
     params: PageParams = Depends(page_params),
     who: Principal = Depends(principal),
 ) -> Page[VisitOut]:
+    """Planned visits by start time, one page at a time; filter by `date` (in the municipality's
+    time zone), `resident` or `staff`. Any signed-in caller, cut to what they may see: a nurse
+    her own visits (those she holds a grant for), anyone else the visits of the residents they
+    may see (see GET /residents); naming a resident one may not see is a 404."""
     p = portner(request)
     now = p.now()
     with p.engine.connect() as conn:
@@ -120,6 +124,9 @@ def list_visits(
 @router.get("/visits/{visit_id}", response_model=VisitOut, responses=SINGLE_RESPONSES, tags=["visits"],
             summary="One visit")
 def get_visit(request: Request, response: Response, visit_id: Id, who: Principal = Depends(principal)) -> Any:
+    """One visit: resident, planned and actual times, staff and status. Any signed-in caller who
+    may see it (as in GET /visits); otherwise 404. Answers with an ETag (If-None-Match gives
+    304)."""
     p = portner(request)
     with p.engine.connect() as conn:
         stmt = _visits_for(conn, who, p.now(), p.municipality.id).where(t.visits.c.id == visit_id)
@@ -161,6 +168,11 @@ def list_grants(
     params: PageParams = Depends(page_params),
     who: Principal = Depends(principal),
 ) -> Page[GrantOut]:
+    """Grants: who may open which doors, from when to when, why, and whether still active;
+    filter by `resident`, `actor` and `active`, one page at a time. Any signed-in caller, cut to
+    what they may see: a nurse her own grants; operators, administrators and integrations with
+    the portner.directory.read scope the municipality's; relatives and residents those on their
+    resident's doors."""
     p = portner(request)
     now = p.now()
     with p.engine.connect() as conn:
@@ -208,6 +220,9 @@ def _visible_grant(conn: Connection, who: Principal, now: datetime, municipality
 @router.get("/grants/{grant_id}", response_model=GrantOut, responses=SINGLE_RESPONSES, tags=["grants"],
             summary="One grant")
 def get_grant(request: Request, response: Response, grant_id: Id, who: Principal = Depends(principal)) -> Any:
+    """One grant: the person, doors, time window, origin (visit, manual, one_time or emergency)
+    and status. Any signed-in caller who may see it (as in GET /grants); otherwise 404. Answers
+    with an ETag (If-None-Match gives 304)."""
     p = portner(request)
     with p.engine.connect() as conn:
         found = _visible_grant(conn, who, p.now(), p.municipality.id, grant_id)
@@ -270,6 +285,10 @@ async def create_grant(
     idempotency_key: IdempotencyKeyHeader = None,
     who: Principal = Depends(require(*WIDE_ROLES)),
 ) -> Any:
+    """Give an active person of the municipality (not a relative) a manual grant: these doors,
+    for at most 12 hours, with a reason. Operators and administrators only; send an
+    Idempotency-Key so that a retry gives one grant, not two. Audited; the person's phone gets
+    its credential at its next GET /me/credentials."""
     p = portner(request)
     now = p.now()
 
@@ -306,6 +325,10 @@ async def revoke_grant(
     idempotency_key: IdempotencyKeyHeader = None,
     who: Principal = Depends(require(*WIDE_ROLES)),
 ) -> Any:
+    """Revoke an active grant and its live credentials, with an optional reason, and publish a
+    new signed revocation list so that offline locks learn it from the next phone that passes.
+    Operators and administrators only; send an Idempotency-Key for safe retries (a grant revoked
+    already is a 409). Audited."""
     p = portner(request)
     now = p.now()
     reason = (body or RevokeIn()).reason

@@ -70,6 +70,10 @@ class _Line(AccessLogLineOut):
 def resident_access_log(request: Request, response: Response, resident_id: Id,
                         params: PageParams = Depends(page_params),
                         who: Principal = Depends(principal)) -> Page[_Line]:
+    """Who came to the resident's doors and when: every opening and refusal, from phone
+    credentials on the locks' own logs and from keypad and vendor locks, oldest first, one page
+    at a time. Any signed-in caller who may see the resident (see GET /residents); otherwise
+    404. Every read is itself written to the audit log."""
     p = portner(request)
     now = p.now()
     with p.engine.connect() as conn:
@@ -96,6 +100,8 @@ def audit_entries(
     params: PageParams = Depends(page_params),
     who: Principal = Depends(require(AccountRole.ADMIN)),
 ) -> Page[AuditEntryOut]:
+    """The audit log, oldest first, one page at a time; filter by `action`, `subject` or
+    `actor`. Administrators only."""
     p = portner(request)
     a = t.audit_events
     stmt = select(a.c.seq, a.c.at, a.c.actor, a.c.action, a.c.subject, a.c.details).where(a.c.seq > 0)
@@ -125,6 +131,9 @@ class AuditVerificationOut(BaseModel):
 @router.get("/audit/verify", response_model=AuditVerificationOut, tags=["audit"],
             summary="Verify the audit chain, its signed checkpoints and cross-checks (admin)")
 def audit_verify(request: Request, who: Principal = Depends(require(AccountRole.ADMIN))) -> AuditVerificationOut:
+    """Verify the audit log: its hash chain, the signed checkpoints against it, and that every
+    grant, credential and door event has its audit entry; `ok` is true when all hold.
+    Administrators only."""
     p = portner(request)
     with p.engine.connect() as conn:
         chain = verify_audit(conn)
@@ -196,6 +205,12 @@ def _problem_field(p: Any) -> dict[str, str]:
 )
 async def push_fhir(request: Request, idempotency_key: IdempotencyKeyHeader = None,
                     who: Principal = Depends(_importer)) -> Any:
+    """Push visit plans as a FHIR resource or Bundle (FHIR JSON or XML, at most 5 MB): the same
+    import as `portner import`, in one transaction, answered with the import report; rejected
+    entries are quarantined for correction, and a body with nothing importable is a 422 that
+    writes nothing. Administrators, and integrations with the portner.fhir.import scope. Send an
+    Idempotency-Key so that a retry gets the same report (409 with Retry-After while the first
+    still runs)."""
     p = portner(request)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     kind = FHIR_MEDIA.get(media)

@@ -271,4 +271,9 @@ async def my_credentials(
     device_id: Annotated[str, Query(max_length=64, pattern=ID_PATTERN, description="The phone's device id")],
     pending: PendingPrincipal = Depends(require_later(AccountRole.NURSE)),
 ) -> Response:
+    """The shift's door credentials for one of the signed-in nurse's own phones (`device_id`):
+    one for each active grant in the window from 1 hour ago to 16 hours ahead, each with its
+    visit and door path (street first), and the newest signed revocation list. Nurses only; a
+    phone that is not theirs is a 404 and a revoked phone a 403. Credentials the phone lacks are
+    issued (and audited) on the call, so the app may fetch this as often as it needs."""
     return await run_in_threadpool(_shift, request, pending, device_id)
