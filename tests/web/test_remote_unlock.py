@@ -178,3 +178,33 @@ def test_a_request_made_while_another_connection_writes_waits_its_turn(portner_a
     asking.join(30)
     assert not asking.is_alive() and failed == [], failed
     assert [a for a, _ in _audit(portner_app)] == ["lock:remote_unlock_requested"]
+
+
+def test_a_retry_with_the_same_idempotency_key_does_not_open_the_door_again(
+        portner_app: FastAPI, backend: Any, client_for: Callable[[str | None], TestClient]) -> None:
+    lock_id = _keypad_lock(portner_app, backend)
+    op = client_for("demo-operator")
+    url, key = f"/api/v1/locks/{lock_id}/remote-unlock", {"Idempotency-Key": "unlock-7f3a"}
+    first = op.post(url, json={"reason": "resident_asked"}, headers=key)
+    assert first.status_code == 200 and first.json()["state"] == "confirmed", first.text
+    backend.device("door-1").bolt = "locked"  # the door was locked again after the visit
+    again = op.post(url, json={"reason": "resident_asked"}, headers=key)
+    assert again.status_code == 200 and again.headers.get("Idempotency-Replayed") == "true"
+    assert again.json() == first.json()
+    assert backend.device("door-1").bolt == "locked"  # not opened a second time
+    assert [a for a, _ in _audit(portner_app)] == ["lock:remote_unlock_requested", "lock:remote_unlock_confirmed"]
+    # The same key with another request is refused, naming the header; a new key opens again.
+    other = op.post(url, json={"reason": "staff_locked_out"}, headers=key)
+    assert other.status_code == 422 and other.json()["errors"][0]["field"] == "header/Idempotency-Key"
+    assert op.post(url, json={"reason": "resident_asked"}, headers={"Idempotency-Key": "unlock-8b1c"}).json()["state"] == "confirmed"
+    assert backend.device("door-1").bolt == "unlocked"
+
+
+def test_a_refused_unlock_forgets_its_key(portner_app: FastAPI, backend: Any,
+                                         client_for: Callable[[str | None], TestClient]) -> None:
+    _keypad_lock(portner_app, backend)
+    op = client_for("demo-operator")
+    key = {"Idempotency-Key": "unlock-404"}
+    for _ in range(2):  # run again, not replayed: nothing was done the first time
+        answer = op.post("/api/v1/locks/nope/remote-unlock", json={"reason": "resident_asked"}, headers=key)
+        assert answer.status_code == 404 and "Idempotency-Replayed" not in answer.headers

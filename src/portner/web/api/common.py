@@ -71,7 +71,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Generic, TypeVar
@@ -506,26 +506,41 @@ def _run_once(
     return _replay(engine, who, key, method_path, digest)
 
 
+def _reserve_apart(engine: Any, who: str, key: str, method_path: str, digest: str,
+                   now: datetime) -> tuple[int, str, bool] | None:
+    """Commit the key as "in progress"; None when it is ours to run, else the stored answer."""
+    _purge(engine, now)
+    with engine.begin() as conn:
+        fresh = _reserve(conn, who, key, method_path, digest, now)
+    return None if fresh else _replay(engine, who, key, method_path, digest)
+
+
+def _forget(engine: Any, who: str, key: str) -> None:
+    with engine.begin() as conn:  # not done: a retry with this key may run it again
+        conn.execute(delete(t.idempotency_keys).where(_key_row(who, key)))
+
+
+def _store(engine: Any, who: str, key: str, status_code: int, text: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(t.idempotency_keys).where(_key_row(who, key)).values(
+            status_code=status_code, response=text))
+
+
 def _call_once(
     engine: Any, who: str, key: str | None, method_path: str, digest: str,
     handler: Callable[[], Any], status_code: int, now: datetime,
 ) -> tuple[int, str, bool]:
     if key is None:
         return status_code, _json_text(handler()), False
-    _purge(engine, now)
-    with engine.begin() as conn:
-        fresh = _reserve(conn, who, key, method_path, digest, now)
-    if not fresh:
-        return _replay(engine, who, key, method_path, digest)
+    stored = _reserve_apart(engine, who, key, method_path, digest, now)
+    if stored is not None:
+        return stored
     try:
         text = _json_text(handler())
     except BaseException:
-        with engine.begin() as conn:  # not done: a retry with this key may run it again
-            conn.execute(delete(t.idempotency_keys).where(_key_row(who, key)))
+        _forget(engine, who, key)
         raise
-    with engine.begin() as conn:
-        conn.execute(update(t.idempotency_keys).where(_key_row(who, key)).values(
-            status_code=status_code, response=text))
+    _store(engine, who, key, status_code, text)
     return status_code, text, False
 
 
@@ -567,6 +582,30 @@ async def idempotent_call(
     status, text, replayed = await run_in_threadpool(
         _call_once, p.engine, who.audit_actor, key, method_path, digest, handler, status_code, p.now())
     return _answer(status, text, replayed=replayed)
+
+
+async def idempotent_await(
+    request: Request, who: Principal, handler: Callable[[], Awaitable[Any]], *, status_code: int = 200,
+) -> Response:
+    """Like `idempotent_call`, for a handler that awaits (one that talks to a lock). A handler
+    that raises an error forgets the key; one cancelled midway (the server stopping) keeps it "in
+    progress" until it expires, as what it did (a door opened?) is not known: a retry is told
+    409, never run twice."""
+    key, method_path, digest = await _prepare(request, None)
+    p = portner(request)
+    if key is None:
+        return _answer(status_code, _json_text(await handler()), replayed=False)
+    stored = await run_in_threadpool(_reserve_apart, p.engine, who.audit_actor, key, method_path, digest,
+                                     p.now())
+    if stored is not None:
+        return _answer(stored[0], stored[1], replayed=True)
+    try:
+        text = _json_text(await handler())
+    except Exception:
+        await run_in_threadpool(_forget, p.engine, who.audit_actor, key)
+        raise
+    await run_in_threadpool(_store, p.engine, who.audit_actor, key, status_code, text)
+    return _answer(status_code, text, replayed=False)
 
 
 # --- authority --------------------------------------------------------------------------------

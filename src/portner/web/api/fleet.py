@@ -25,10 +25,13 @@ from portner.services.fleet_runtime import (
 from portner.services.leadership import run_as_leader
 from portner.services.remote_operation import Reason, RemoteNotFound, RemoteOutcome, RemoteRefused
 from portner.web.api.common import (
+    IDEMPOTENT_RESPONSES,
     NO_CONTROL,
     PROBLEM_RESPONSES,
+    IdempotencyKeyHeader,
     Page,
     PageParams,
+    idempotent_await,
     page_params,
     paginate,
 )
@@ -199,24 +202,33 @@ async def remote_unlock(p: Portner, who: Principal, lock_id: str, reason: Reason
 
 
 @router.post("/locks/{lock_id}/remote-unlock", response_model=RemoteUnlockOut,
-             responses={409: {"description": "The lock cannot be opened remotely."}},
+             responses={**IDEMPOTENT_RESPONSES,
+                        409: {"description": "The lock cannot be opened remotely, or a request with "
+                                             "this Idempotency-Key is still running."}},
              summary="Open a door remotely (response center); the answer is what the lock confirmed")
 async def remote_unlock_api(request: Request, lock_id: LockId, body: RemoteUnlockIn,
-                            who: Principal = Depends(STAFF)) -> RemoteUnlockOut:
+                            idempotency_key: IdempotencyKeyHeader = None,
+                            who: Principal = Depends(STAFF)) -> Response:
     """Open a door remotely, for a reason category (resident_asked, staff_locked_out,
     emergency_services or safety_alarm; never free text); the answer is what the lock confirmed,
     or `requested` when the fleet worker will deliver it within a minute. Operators and
-    administrators only; every request is audited with who asked and why. Not idempotent: each
-    call is a new command; a lock that cannot be opened remotely is a 409."""
+    administrators only; every request is audited with who asked and why. Each call is a new
+    command: send an Idempotency-Key so that a retry (a timeout, a double click) is answered
+    with the first answer instead of opening the door again. A lock that cannot be opened
+    remotely is a 409."""
     p = portner(request)
-    try:
-        outcome = await remote_unlock(p, who, lock_id, body.reason)
-    except RemoteNotFound as exc:
-        raise not_found(str(exc)) from None
-    except RemoteRefused as exc:
-        raise Problem(409, "Cannot open remotely", str(exc)) from None
-    return RemoteUnlockOut(command_id=outcome.command_id, state=outcome.state, refusal=outcome.refusal,
-                           detail=outcome.detail)
+
+    async def unlock() -> RemoteUnlockOut:
+        try:
+            outcome = await remote_unlock(p, who, lock_id, body.reason)
+        except RemoteNotFound as exc:
+            raise not_found(str(exc)) from None
+        except RemoteRefused as exc:
+            raise Problem(409, "Cannot open remotely", str(exc)) from None
+        return RemoteUnlockOut(command_id=outcome.command_id, state=outcome.state, refusal=outcome.refusal,
+                               detail=outcome.detail)
+
+    return await idempotent_await(request, who, unlock)
 
 
 # --- the fleet at work (portner serve) -----------------------------------------------------------
