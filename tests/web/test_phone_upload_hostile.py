@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, event, func, select, update
 
 from portner.config import Settings
 from portner.domain.access import SCOPE_EVENTS_UPLOAD, SCOPE_FHIR_IMPORT, AccountRole, Principal
@@ -752,17 +752,29 @@ def test_a_refused_upload_rolls_its_transaction_back_and_leaves_nothing_held(
         batch["uploads"][0]["events"] = [{**junk_event(1), "at": "nope"}]
     else:
         client, expected = nurse, 403
-    with _statements(p.engine) as connections:
-        answer = client.post(UPLOAD, json=batch)
+    used: set[int] = set()  # the server processes of the connections the upload took
+
+    def note(dbapi: Any, *_: Any) -> None:
+        used.add(dbapi.info.backend_pid)
+
+    event.listen(p.engine, "checkout", note)
+    try:
+        with _statements(p.engine) as connections:
+            answer = client.post(UPLOAD, json=batch)
+    finally:
+        event.remove(p.engine, "checkout", note)
     assert answer.status_code == expected, answer.text
     _assert_one_transaction_each(connections, failed=True)
     assert all("COMMIT" not in sent for sent in connections), connections
+    assert used
     with p.engine.begin() as conn:  # NOWAIT: an error if any of it were still held
         conn.exec_driver_sql("SELECT id FROM locks WHERE id IN (%s, %s) FOR UPDATE NOWAIT", (mine, theirs))
         conn.exec_driver_sql("SELECT seq FROM audit_head FOR UPDATE NOWAIT")
+        # Of the upload's own connections only: the database is shared with whatever else runs
+        # (another test session), whose transactions are none of this test's business.
         idle = conn.exec_driver_sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()").scalar_one()
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)"
+            " AND state LIKE 'idle in transaction%%'", (sorted(used),)).scalar_one()
     assert idle == 0
 
 
