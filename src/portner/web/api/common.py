@@ -473,7 +473,15 @@ def _reserve(conn: Connection, who: str, key: str, method_path: str, digest: str
     return True
 
 
-def _replay(engine: Any, who: str, key: str, method_path: str, digest: str) -> tuple[int, str, bool]:
+# No request here runs this long (a remote unlock waits 8 s for its lock, an import of 5 MB
+# takes seconds): a key still "in progress" after it was cut off without an answer (an
+# unexpected error after a door may have opened, a stopping server), and "retry" would have a
+# client retry it until the key expires.
+IN_PROGRESS_AT_MOST = timedelta(minutes=10)
+
+
+def _replay(engine: Any, who: str, key: str, method_path: str, digest: str,
+            now: datetime) -> tuple[int, str, bool]:
     with engine.connect() as conn:
         row = conn.execute(select(t.idempotency_keys).where(_key_row(who, key))).first()
     if row is None:  # it was rolled back meanwhile; the client may retry
@@ -481,6 +489,11 @@ def _replay(engine: Any, who: str, key: str, method_path: str, digest: str) -> t
                       kind="idempotency-in-progress", headers={"Retry-After": "1"})
     if row.request_hash != digest or row.method_path != method_path:
         raise field_problem(IDEMPOTENCY_FIELD, "this key was used with another request; use a new key")
+    if row.status_code == 0 and now - row.created_at > IN_PROGRESS_AT_MOST:
+        raise Problem(409, "Outcome unknown",
+                      "the request with this Idempotency-Key was cut off before it answered, and what "
+                      "it did is not known: look at the current state, then send a new key if it is "
+                      "still wanted", kind="idempotency-outcome-unknown")
     if row.status_code == 0:
         raise Problem(409, "Conflict", "a request with this Idempotency-Key is still running; retry",
                       kind="idempotency-in-progress", headers={"Retry-After": "1"})
@@ -503,7 +516,7 @@ def _run_once(
                 status_code=status_code, response=text))
     if fresh:
         return status_code, text, False
-    return _replay(engine, who, key, method_path, digest)
+    return _replay(engine, who, key, method_path, digest, now)
 
 
 def _reserve_apart(engine: Any, who: str, key: str, method_path: str, digest: str,
@@ -512,7 +525,7 @@ def _reserve_apart(engine: Any, who: str, key: str, method_path: str, digest: st
     _purge(engine, now)
     with engine.begin() as conn:
         fresh = _reserve(conn, who, key, method_path, digest, now)
-    return None if fresh else _replay(engine, who, key, method_path, digest)
+    return None if fresh else _replay(engine, who, key, method_path, digest, now)
 
 
 def _forget(engine: Any, who: str, key: str) -> None:
@@ -588,9 +601,10 @@ async def idempotent_await(
     request: Request, who: Principal, handler: Callable[[], Awaitable[Any]], *, status_code: int = 200,
 ) -> Response:
     """Like `idempotent_call`, for a handler that awaits (one that talks to a lock). A handler
-    that raises an error forgets the key; one cancelled midway (the server stopping) keeps it "in
-    progress" until it expires, as what it did (a door opened?) is not known: a retry is told
-    409, never run twice."""
+    that refuses (raises a `Problem`: nothing was done) forgets the key; one that fails otherwise
+    (a backend's network error after the lock was sent the command) or is cancelled midway (the
+    server stopping) keeps it "in progress" until it expires, as what it did (a door opened?) is
+    not known: a retry is told 409, never run twice."""
     key, method_path, digest = await _prepare(request, None)
     p = portner(request)
     if key is None:
@@ -601,7 +615,7 @@ async def idempotent_await(
         return _answer(stored[0], stored[1], replayed=True)
     try:
         text = _json_text(await handler())
-    except Exception:
+    except Problem:  # a refusal: nothing was done, a retry may run it
         await run_in_threadpool(_forget, p.engine, who.audit_actor, key)
         raise
     await run_in_threadpool(_store, p.engine, who.audit_actor, key, status_code, text)
