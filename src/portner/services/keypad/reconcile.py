@@ -302,7 +302,12 @@ class Reconciler(Upkeep):
     def _settle_overdue(self, conn: Connection, p: Any, now: datetime) -> None:
         """The plan wants the code again: an alarm that its removal was late would otherwise stay
         open for good, as only a confirmed removal cleared it (whatever is still on the lock is
-        wanted there now; a later window's end raises a new alarm if its removal is late)."""
+        wanted there now; a later window's end raises a new alarm if its removal is late).
+        Decided again on the placement as this transaction reads it: the fleet pass found it on
+        a snapshot read before, and the code may have been revoked since."""
+        current = [q for q in self._placements(conn, p.lock_id, now) if q.id == p.id]
+        if not removals_no_longer_due(current, {(p.lock_id, p.code_id)}, now, self.settings.timing):
+            return
         clear_alarm(conn, p.lock_id, "removal_overdue", p.code_id, now,
                     reason="the plan wants the code on the lock again")
 
