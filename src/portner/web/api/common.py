@@ -370,7 +370,9 @@ CONDITIONAL_UPDATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     428: problem_response("If-Match is required."),
 }
 IDEMPOTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    409: problem_response("Refused by the rules, or a request with this Idempotency-Key is still running."),
+    409: problem_response("Refused by the rules; or a request with this Idempotency-Key is still running "
+                          "(retry after Retry-After), or was cut off long ago with its outcome unknown "
+                          "(idempotency-outcome-unknown: look at the state, then use a new key)."),
 }
 
 

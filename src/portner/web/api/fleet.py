@@ -204,7 +204,8 @@ async def remote_unlock(p: Portner, who: Principal, lock_id: str, reason: Reason
 @router.post("/locks/{lock_id}/remote-unlock", response_model=RemoteUnlockOut,
              responses={**IDEMPOTENT_RESPONSES,
                         409: {"description": "The lock cannot be opened remotely, or a request with "
-                                             "this Idempotency-Key is still running."}},
+                                             "this Idempotency-Key is still running or was cut off "
+                                             "with its outcome unknown."}},
              summary="Open a door remotely (response center); the answer is what the lock confirmed")
 async def remote_unlock_api(request: Request, lock_id: LockId, body: RemoteUnlockIn,
                             idempotency_key: IdempotencyKeyHeader = None,
