@@ -257,3 +257,11 @@ def test_admin_text_fields_refuse_control_characters(client_for) -> None:
                                                 "role": "home_nursing"})
     assert answer.status_code == 422
     assert any(e["field"].endswith("display_name") for e in answer.json()["errors"])
+
+
+def test_an_id_with_a_control_character_is_refused_naming_the_path(admin: TestClient) -> None:
+    """As every other module's ids: a control character in a path id is malformed, not looked up."""
+    for url in ("/api/v1/residents/res-%01x", "/api/v1/homes/home-%0Ax", "/api/v1/doors/door-%7Fx"):
+        answer = admin.patch(url, json={}, headers={"If-Match": "*"})
+        assert answer.status_code == 422, (url, answer.text)
+        assert [e["field"] for e in answer.json()["errors"]][0].startswith("path/"), answer.text

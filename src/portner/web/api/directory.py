@@ -55,7 +55,9 @@ WIDE_ROLES = tuple(MUNICIPALITY_WIDE)
 
 
 def _directory_reader(who: Principal = Depends(principal)) -> Principal:
-    """Staff roles, and integrations with the directory scope (resident visibility does the rest)."""
+    """Any signed-in caller: what each read shows is narrowed to the residents the caller may see
+    (may_see_resident: staff by relationship, a relative or resident their own, an integration
+    with the directory scope all of them), so one without any sees an empty directory."""
     return who
 
 

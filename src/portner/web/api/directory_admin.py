@@ -35,6 +35,7 @@ from portner.services.administration import (
 )
 from portner.storage.repository import Repository
 from portner.web.api.common import (
+    NO_CONTROL,
     AccountOut,
     DoorOut,
     HomeOut,
@@ -59,7 +60,7 @@ from portner.web.deps import portner, require
 from portner.web.problems import Problem, field_problem, not_found
 
 router = APIRouter(tags=["administration"])
-Id = Annotated[str, Path(min_length=1, max_length=64)]
+Id = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROL)]
 AdminOnly = Annotated[Principal, Depends(require(AccountRole.ADMIN))]
 UPDATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"headers": {"ETag": {"description": "The new version.", "schema": {"type": "string"}}}},

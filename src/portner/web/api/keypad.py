@@ -20,7 +20,7 @@ from portner.storage import tables as t
 from portner.web.api.common import PROBLEM_RESPONSES
 from portner.web.deps import portner, principal
 
-router = APIRouter(tags=["phone"], responses=PROBLEM_RESPONSES)
+router = APIRouter(tags=["phones"], responses=PROBLEM_RESPONSES)
 
 
 class KeypadCodeOut(BaseModel):
