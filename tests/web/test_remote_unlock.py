@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -104,11 +105,42 @@ def test_only_operators_and_only_locks_that_can(portner_app: FastAPI, backend: A
     assert f'href="/console/locks/{lock_id}">door-1<' in op.get("/console/locks").text
     # The console form: CSRF checked, a reason required, the outcome shown in words.
     page = op.get(f"/console/locks/{lock_id}")
-    csrf = CSRF_META.search(page.text).group(1)  # type: ignore[union-attr]
-    assert op.post(f"/console/locks/{lock_id}/remote-unlock", data={"csrf": "x", "reason": "resident_asked"}).status_code == 403
-    assert op.post(f"/console/locks/{lock_id}/remote-unlock", data={"csrf": csrf}).status_code == 400
-    done = op.post(f"/console/locks/{lock_id}/remote-unlock", data={"csrf": csrf, "reason": "resident_asked"})
+    csrf, attempt = CSRF_META.search(page.text).group(1), _attempt(page.text)  # type: ignore[union-attr]
+    form = {"csrf": csrf, "attempt": attempt}
+    assert op.post(f"/console/locks/{lock_id}/remote-unlock", data={**form, "csrf": "x", "reason": "resident_asked"}).status_code == 403
+    assert op.post(f"/console/locks/{lock_id}/remote-unlock", data=form).status_code == 400
+    done = op.post(f"/console/locks/{lock_id}/remote-unlock", data={**form, "reason": "resident_asked"})
     assert done.status_code == 200 and "Låsen melder at den er åpnet." in done.text
+
+
+def _attempt(page: str) -> str:
+    found = re.search(r'name="attempt" value="([^"]+)"', page)
+    assert found, "the remote-unlock form carries its attempt"
+    return found.group(1)
+
+
+def test_the_console_form_sent_twice_opens_the_door_once(portner_app: FastAPI, backend: Any,
+                                                         client_for: Callable[[str | None], TestClient]) -> None:
+    lock_id = _keypad_lock(portner_app, backend)
+    op = client_for("demo-operator")
+    page = op.get(f"/console/locks/{lock_id}")
+    form = {"csrf": CSRF_META.search(page.text).group(1), "attempt": _attempt(page.text),  # type: ignore[union-attr]
+            "reason": "resident_asked"}
+    url = f"/console/locks/{lock_id}/remote-unlock"
+    first = op.post(url, data=form)
+    assert first.status_code == 200 and "Låsen melder at den er åpnet." in first.text
+    backend.device("door-1").bolt = "locked"
+    again = op.post(url, data=form)  # a double click, or a reload of the answer
+    assert again.status_code == 200 and "Låsen melder at den er åpnet." in again.text
+    assert backend.device("door-1").bolt == "locked"
+    assert [a for a, _ in _audit(portner_app)].count("lock:remote_unlock_requested") == 1
+    # The answer's page is a new form: opening again is a new, deliberate attempt.
+    assert _attempt(first.text) != form["attempt"]
+    assert op.post(url, data={**form, "attempt": _attempt(again.text)}).status_code == 200
+    assert backend.device("door-1").bolt == "unlocked"
+    # A form without its attempt (an old page) is asked to be reloaded, not carried out.
+    stale = op.post(url, data={k: v for k, v in form.items() if k != "attempt"})
+    assert stale.status_code == 400 and "Last siden på nytt" in stale.text
 
 
 def test_another_worker_running_the_fleet_delivers_and_the_operator_hears_the_answer(

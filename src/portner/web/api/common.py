@@ -559,14 +559,22 @@ def _call_once(
     return status_code, text, False
 
 
+def valid_idempotency_key(key: str) -> bool:
+    return _KEY_PATTERN.match(key) is not None
+
+
 async def _prepare(request: Request, body: bytes | None) -> tuple[str | None, str, str]:
     key = request.headers.get("idempotency-key")
-    if key is not None and not _KEY_PATTERN.match(key):
+    if key is not None and not valid_idempotency_key(key):
         raise field_problem(IDEMPOTENCY_FIELD, "1 to 200 visible ASCII characters")
+    return (key, *await _request_digest(request, body))
+
+
+async def _request_digest(request: Request, body: bytes | None) -> tuple[str, str]:
     if body is None:
         body = await request.body()
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return key, f"{request.method} {path}"[:400], request_hash(request.method, path, body)
+    return f"{request.method} {path}"[:400], request_hash(request.method, path, body)
 
 
 async def idempotent(
@@ -602,26 +610,39 @@ async def idempotent_call(
 async def idempotent_await(
     request: Request, who: Principal, handler: Callable[[], Awaitable[Any]], *, status_code: int = 200,
 ) -> Response:
-    """Like `idempotent_call`, for a handler that awaits (one that talks to a lock). A handler
-    that refuses (raises a `Problem`: nothing was done) forgets the key; one that fails otherwise
-    (a backend's network error after the lock was sent the command) or is cancelled midway (the
-    server stopping) keeps it "in progress" until it expires, as what it did (a door opened?) is
-    not known: a retry is told 409, never run twice."""
-    key, method_path, digest = await _prepare(request, None)
-    p = portner(request)
+    """Like `idempotent_call`, for a handler that awaits (one that talks to a lock); see
+    awaited_once."""
+    key, _, _ = await _prepare(request, None)
+    status, text, replayed = await awaited_once(request, who, key, handler, status_code=status_code)
+    return _answer(status, text, replayed=replayed)
+
+
+async def awaited_once(
+    request: Request, who: Principal, key: str | None, handler: Callable[[], Awaitable[Any]], *,
+    status_code: int = 200, body: bytes | None = None,
+) -> tuple[int, str, bool]:
+    """Run `handler` once per (principal, `key`) and this request's method, path and body: its
+    answer as JSON text, and whether it was stored before (replayed). A handler that refuses
+    (raises a `Problem`: nothing was done) forgets the key; one that fails otherwise (a backend's
+    network error after the lock was sent the command) or is cancelled midway (the server
+    stopping) keeps it "in progress" until it expires, as what it did (a door opened?) is not
+    known: a retry is told 409, never run twice. `key` None: run it, nothing kept. `body`: what
+    stands for the request's body once a route has read it (a form, parsed)."""
     if key is None:
-        return _answer(status_code, _json_text(await handler()), replayed=False)
+        return status_code, _json_text(await handler()), False
+    method_path, digest = await _request_digest(request, body)
+    p = portner(request)
     stored = await run_in_threadpool(_reserve_apart, p.engine, who.audit_actor, key, method_path, digest,
                                      p.now())
     if stored is not None:
-        return _answer(stored[0], stored[1], replayed=True)
+        return stored
     try:
         text = _json_text(await handler())
     except Problem:  # a refusal: nothing was done, a retry may run it
         await run_in_threadpool(_forget, p.engine, who.audit_actor, key)
         raise
     await run_in_threadpool(_store, p.engine, who.audit_actor, key, status_code, text)
-    return _answer(status_code, text, replayed=False)
+    return status_code, text, False
 
 
 # --- authority --------------------------------------------------------------------------------

@@ -217,19 +217,19 @@ async def remote_unlock_api(request: Request, lock_id: LockId, body: RemoteUnloc
     command: send an Idempotency-Key so that a retry (a timeout, a double click) is answered
     with the first answer instead of opening the door again. A lock that cannot be opened
     remotely is a 409."""
-    p = portner(request)
+    return await idempotent_await(request, who, lambda: unlock_answer(portner(request), who, lock_id, body.reason))
 
-    async def unlock() -> RemoteUnlockOut:
-        try:
-            outcome = await remote_unlock(p, who, lock_id, body.reason)
-        except RemoteNotFound as exc:
-            raise not_found(str(exc)) from None
-        except RemoteRefused as exc:
-            raise Problem(409, "Cannot open remotely", str(exc)) from None
-        return RemoteUnlockOut(command_id=outcome.command_id, state=outcome.state, refusal=outcome.refusal,
-                               detail=outcome.detail)
 
-    return await idempotent_await(request, who, unlock)
+async def unlock_answer(p: Portner, who: Principal, lock_id: str, reason: Reason) -> RemoteUnlockOut:
+    """remote_unlock, answered as the API answers it; a refusal (nothing was done) a Problem."""
+    try:
+        outcome = await remote_unlock(p, who, lock_id, reason)
+    except RemoteNotFound as exc:
+        raise not_found(str(exc)) from None
+    except RemoteRefused as exc:
+        raise Problem(409, "Cannot open remotely", str(exc), kind="cannot-open-remotely") from None
+    return RemoteUnlockOut(command_id=outcome.command_id, state=outcome.state, refusal=outcome.refusal,
+                           detail=outcome.detail)
 
 
 # --- the fleet at work (portner serve) -----------------------------------------------------------

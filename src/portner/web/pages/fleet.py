@@ -7,6 +7,7 @@ the session's hidden CSRF field.
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -14,10 +15,12 @@ from fastapi.responses import RedirectResponse, Response
 
 from portner.domain.access import AccountRole, Principal
 from portner.services import fleet
-from portner.services.remote_operation import Reason, RemoteRefused
-from portner.web.api.fleet import remote_unlock
+from portner.services.remote_operation import Reason
+from portner.web.api.common import awaited_once, valid_idempotency_key
+from portner.web.api.fleet import RemoteUnlockOut, unlock_answer
 from portner.web.deps import check_form_csrf, portner, require_page
 from portner.web.i18n import pick_language, translate
+from portner.web.problems import Problem
 from portner.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -84,11 +87,21 @@ async def remote_unlock_page(request: Request, lock_id: str, who: Principal = De
         reason = Reason(str(form.get("reason", "")))
     except ValueError:
         return await _lock_page(request, p, lock_id, status_code=400, remote_error="fleet.remote.choose_reason")
+    # The form's attempt, made when the page was: a double click or a reload of the answer sends
+    # it again and is answered with the first outcome instead of opening the door again.
+    attempt = str(form.get("attempt", ""))
+    if not valid_idempotency_key(attempt):
+        return await _lock_page(request, p, lock_id, status_code=400, remote_error="fleet.remote.reload")
     try:
-        outcome = await remote_unlock(p, who, lock_id, reason)
-    except RemoteRefused:
-        return await _lock_page(request, p, lock_id, status_code=409, remote_error="fleet.remote.cannot")
-    return await _lock_page(request, p, lock_id, remote=outcome)
+        _, answer, _ = await awaited_once(request, who, f"console:{attempt}",
+                                          lambda: unlock_answer(p, who, lock_id, reason),
+                                          body=reason.value.encode())
+    except Problem as problem:
+        if problem.status == 404:
+            return _not_found(request)
+        error = "fleet.remote.cannot" if problem.kind == "cannot-open-remotely" else "fleet.remote.busy"
+        return await _lock_page(request, p, lock_id, status_code=409, remote_error=error)
+    return await _lock_page(request, p, lock_id, remote=RemoteUnlockOut.model_validate_json(answer))
 
 
 async def _lock_page(request: Request, p: Any, lock_id: str, status_code: int = 200, **extra: Any) -> Response:
@@ -99,4 +112,5 @@ async def _lock_page(request: Request, p: Any, lock_id: str, status_code: int = 
         alarms = fleet.open_alarms(conn, p.municipality.id, lock_id=lock_id)
         quarantine = fleet.quarantined_slots(conn, p.municipality.id, lock_id=lock_id)
     return _page(request, "lock.html", status_code, lock_id=lock_id, codes=codes, alarms=alarms,
-                 quarantine=quarantine, reasons=[r.value for r in Reason], **extra)
+                 quarantine=quarantine, reasons=[r.value for r in Reason], attempt=secrets.token_urlsafe(16),
+                 **extra)
