@@ -177,13 +177,15 @@ class Reconciler(Upkeep):
             snap = read_fleet(conn, now, timing)
         placements = [p for rows in snap.placements.values() for p in rows]
         late = overdue_removals(placements, now, timing)
-        settled = removals_no_longer_due(placements, snap.overdue_alarms, now, timing)
-        if late or settled:
+        settling = {p.lock_id for p in removals_no_longer_due(placements, snap.overdue_alarms, now, timing)}
+        if late or settling:
             with self.engine.begin() as conn:
                 for p in late:
                     self._alarm_overdue(conn, p, now)
-                for p in settled:
-                    self._settle_overdue(conn, p, now)
+                # Decided again on the placements as this transaction reads them: the snapshot
+                # was read before, and a code may have been revoked since.
+                for lock_id in sorted(settling):
+                    self._settle_overdue(conn, self._placements(conn, lock_id, now), snap.overdue_alarms, now)
         for lock_id in snap.lock_ids:
             rt = self.runtime(lock_id)
             view = LockView(rt.capabilities, rt.verified, rt.next_verify_at)
@@ -295,21 +297,17 @@ class Reconciler(Upkeep):
         placements = self._placements(conn, lock_id, now)
         for p in overdue_removals(placements, now, self.settings.timing):
             self._alarm_overdue(conn, p, now)
-        alarmed = open_overdue_alarms(conn, lock_id)
-        for p in removals_no_longer_due(placements, alarmed, now, self.settings.timing):
-            self._settle_overdue(conn, p, now)
+        self._settle_overdue(conn, placements, open_overdue_alarms(conn, lock_id), now)
 
-    def _settle_overdue(self, conn: Connection, p: Any, now: datetime) -> None:
-        """The plan wants the code again: an alarm that its removal was late would otherwise stay
-        open for good, as only a confirmed removal cleared it (whatever is still on the lock is
-        wanted there now; a later window's end raises a new alarm if its removal is late).
-        Decided again on the placement as this transaction reads it: the fleet pass found it on
-        a snapshot read before, and the code may have been revoked since."""
-        current = [q for q in self._placements(conn, p.lock_id, now) if q.id == p.id]
-        if not removals_no_longer_due(current, {(p.lock_id, p.code_id)}, now, self.settings.timing):
-            return
-        clear_alarm(conn, p.lock_id, "removal_overdue", p.code_id, now,
-                    reason="the plan wants the code on the lock again")
+    def _settle_overdue(self, conn: Connection, placements: list[Any], alarmed: set[tuple[str, str]],
+                        now: datetime) -> None:
+        """Clear the removal_overdue alarms (in `alarmed`) of placements the plan wants again: an
+        alarm that a removal was late would otherwise stay open for good, as only a confirmed
+        removal cleared it (whatever is still on the lock is wanted there now; a later window's
+        end raises a new alarm if its removal is late)."""
+        for p in removals_no_longer_due(placements, alarmed, now, self.settings.timing):
+            clear_alarm(conn, p.lock_id, "removal_overdue", p.code_id, now,
+                        reason="the plan wants the code on the lock again")
 
     def _alarm_overdue(self, conn: Connection, p: Any, now: datetime) -> None:
         deadline = removal_deadline(p)  # never None for an overdue placement

@@ -563,11 +563,15 @@ def valid_idempotency_key(key: str) -> bool:
     return _KEY_PATTERN.match(key) is not None
 
 
-async def _prepare(request: Request, body: bytes | None) -> tuple[str | None, str, str]:
+def _header_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not valid_idempotency_key(key):
         raise field_problem(IDEMPOTENCY_FIELD, "1 to 200 visible ASCII characters")
-    return (key, *await _request_digest(request, body))
+    return key
+
+
+async def _prepare(request: Request, body: bytes | None) -> tuple[str | None, str, str]:
+    return (_header_key(request), *await _request_digest(request, body))
 
 
 async def _request_digest(request: Request, body: bytes | None) -> tuple[str, str]:
@@ -612,8 +616,8 @@ async def idempotent_await(
 ) -> Response:
     """Like `idempotent_call`, for a handler that awaits (one that talks to a lock); see
     awaited_once."""
-    key, _, _ = await _prepare(request, None)
-    status, text, replayed = await awaited_once(request, who, key, handler, status_code=status_code)
+    status, text, replayed = await awaited_once(request, who, _header_key(request), handler,
+                                                status_code=status_code)
     return _answer(status, text, replayed=replayed)
 
 
